@@ -1,0 +1,117 @@
+"""The registry of artefacts every notebook must produce.
+
+Each entry names a thesis table or figure (or one of the kit's own artefacts), the notebook that
+writes it, where its thesis values live in ``cmrkit/reference/thesis.yaml``, and a caption. The
+report index (:func:`cmrkit.report.write_index`) lists every entry with its status, so a missing
+artefact is reported as missing, never hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Artefact", "REGISTRY", "by_id", "for_notebook", "NOTEBOOKS"]
+
+#: notebook stem -> one-line purpose (the order is the execution order)
+NOTEBOOKS = {
+    "00_background": "Clinical background told with the phantom cohort (cycle, indices, tagging, strain, cohort)",
+    "01_smcvae_strain": "Chapter 4: smcVAE cine->tagging synthesis, tag tracking, strain, segmentation check",
+    "02_ldm3d": "Chapter 5: 3D latent diffusion of cine volumes with masks",
+    "03_cond_ldm4d": "Chapter 6: conditional 4D latent diffusion on 8 covariates",
+    "04_baselines": "Baselines (3D VAE, 3D LSGAN, CGAN, CVAE, CHeart-style CVAE) and the comparison tables",
+}
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """One expected artefact.
+
+    Attributes
+    ----------
+    id
+        File stem under ``reports/<profile>/{tables,figures}/``.
+    kind
+        ``"table"`` or ``"figure"``.
+    notebook
+        Stem of the notebook that writes it.
+    title
+        Caption shown in the index.
+    thesis
+        Dotted path of its reported values in ``reference/thesis.yaml`` (``None`` for the kit's own).
+    thesis_item
+        True for a table/figure of the thesis (counted in the coverage line), False for the kit's own.
+    """
+
+    id: str
+    kind: str
+    notebook: str
+    title: str
+    thesis: str | None = None
+    thesis_item: bool = True
+
+
+def _t(id, nb, title, thesis=None, thesis_item=True):
+    return Artefact(id, "table", nb, title, thesis, thesis_item)
+
+
+def _f(id, nb, title, thesis_item=True):
+    return Artefact(id, "figure", nb, title, None, thesis_item)
+
+
+REGISTRY: tuple[Artefact, ...] = (
+    # background notebook (the kit's own)
+    _t("bg_indices", "00_background", "Functional indices of a few phantom subjects (clinical.py)", thesis_item=False),
+    _t("bg_phenotypes_vs_reference", "00_background", "Cohort phenotypes vs UK Biobank reference ranges", thesis_item=False),
+    _t("bg_realism", "00_background", "Phantom realism: contrast, SNR, tag period and fading vs real data", thesis_item=False),
+    _f("bg_cardiac_cycle", "00_background", "Volume curve of a phantom subject with ED/ES marked", thesis_item=False),
+    _f("bg_cine_viewer", "00_background", "Slice x frame montage of a phantom cine (static view of the viewer)", thesis_item=False),
+    _f("bg_real_vs_phantom", "00_background", "Real M&Ms and phantom short-axis slices side by side", thesis_item=False),
+    _f("bg_tagging_physics", "00_background", "SPAMM tag pattern, fading and deformation over the cycle", thesis_item=False),
+    _f("bg_strain_bullseye", "00_background", "Green strain worked example and AHA 17-segment bullseye", thesis_item=False),
+    _f("bg_phenotype_distributions", "00_background", "Cohort phenotype distributions vs reference values", thesis_item=False),
+    # chapter 4
+    _t("table_4_1", "01_smcvae_strain", "Table 4.1: reconstruction and cross-synthesis quality by region", "chapter4.table_4_1"),
+    _t("table_4_2", "01_smcvae_strain", "Table 4.2: ES strain from original vs generated tagging", "chapter4.table_4_2"),
+    _t("table_4_3", "01_smcvae_strain", "Table 4.3: latent dimension ablation (cine->tagging)", "chapter4.table_4_3"),
+    _t("table_4_4", "01_smcvae_strain", "Table 4.4: convolutional layer ablation (cine->tagging)", "chapter4.table_4_4"),
+    _t("ch4_strain_vs_truth", "01_smcvae_strain", "Strain of tracked original/generated tagging vs ground truth; landmark error", thesis_item=False),
+    _t("ch4_segmentation", "01_smcvae_strain", "Segmentation of original vs reconstructed cine (Dice, HD) and on real M&Ms", "chapter4.segmentation_of_reconstructed_cine", thesis_item=False),
+    _f("fig_4_4", "01_smcvae_strain", "Fig 4.4: cine/tagging reconstructions and cross-syntheses"),
+    _f("fig_4_5", "01_smcvae_strain", "Fig 4.5: tag tracking on original and generated tagging"),
+    _f("fig_4_6", "01_smcvae_strain", "Fig 4.6: segmentation of original cine"),
+    _f("fig_4_7", "01_smcvae_strain", "Fig 4.7: segmentation of reconstructed cine"),
+    _f("fig_4_8", "01_smcvae_strain", "Fig 4.8: Bland-Altman of ES strain, original vs generated tagging"),
+    _f("fig_4_9", "01_smcvae_strain", "Fig 4.9: strain violins by region"),
+    _f("fig_4_10", "01_smcvae_strain", "Fig 4.10: strain curves with error bands over the cycle"),
+    _f("fig_4_11", "01_smcvae_strain", "Fig 4.11 (kit version): Bland-Altman against ground-truth strain instead of the UKB reference"),
+    # chapter 5
+    _f("fig_5_2", "02_ldm3d", "Fig 5.2: generated 3D cine volumes with masks"),
+    _f("fig_5_3", "02_ldm3d", "Fig 5.3: ventricular volume box plots, real vs generated"),
+    _f("fig_5_4", "02_ldm3d", "Fig 5.4: t-SNE of real and generated features"),
+    # chapter 6
+    _t("table_6_5", "03_cond_ldm4d", "Table 6.5: comparison with literature", "chapter6.table_6_5"),
+    _f("fig_6_2", "03_cond_ldm4d", "Fig 6.2: generated 4D sequences for chosen conditions"),
+    _f("fig_6_3", "03_cond_ldm4d", "Fig 6.3: autoencoder reconstructions with masks"),
+    _f("fig_6_4", "03_cond_ldm4d", "Fig 6.4: phenotype KDE vs age, real vs generated"),
+    _f("fig_6_5", "03_cond_ldm4d", "Fig 6.5: phenotype KDE vs weight, real vs generated"),
+    _f("fig_6_6", "03_cond_ldm4d", "Fig 6.6: t-SNE of the latent space coloured by condition"),
+    # comparison tables (LDM rows + baseline rows)
+    _t("table_5_1", "04_baselines", "Table 5.1: 3D generation fidelity and diversity", "chapter5.table_5_1"),
+    _t("table_6_1", "04_baselines", "Table 6.1: conditional 4D generation fidelity", "chapter6.table_6_1"),
+    _t("table_6_2", "04_baselines", "Table 6.2: |real - synthetic| phenotype differences", "chapter6.table_6_2"),
+    _t("table_6_3", "04_baselines", "Table 6.3: KL divergence of phenotype distributions", "chapter6.table_6_3"),
+    _t("table_6_4", "04_baselines", "Table 6.4: Wasserstein distance of phenotype distributions", "chapter6.table_6_4"),
+)
+
+
+def by_id(artefact_id: str) -> Artefact:
+    """Look up a registry entry; unknown ids are an error (artefacts must be registered)."""
+    for a in REGISTRY:
+        if a.id == artefact_id:
+            return a
+    raise KeyError(f"artefact {artefact_id!r} is not in cmrkit.registry.REGISTRY; register it first")
+
+
+def for_notebook(stem: str) -> list[Artefact]:
+    """Entries written by one notebook."""
+    return [a for a in REGISTRY if a.notebook == stem]

@@ -1,0 +1,137 @@
+"""Small shared helpers: repository paths, atomic writes, optional imports, seeding.
+
+Everything that writes a file in cmrkit goes through :func:`atomic_write` (write to a temporary
+sibling, then ``os.replace``) so that an interrupted run never leaves a half-written artefact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import random
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = [
+    "REPO_ROOT",
+    "repo_root",
+    "resolve_path",
+    "atomic_write",
+    "optional_import",
+    "seed_everything",
+    "git_sha",
+]
+
+
+def repo_root() -> Path:
+    """Return the repository root (the folder holding ``pyproject.toml`` above the package).
+
+    ``CMRKIT_ROOT`` overrides it (useful for an installed, non-editable package).
+    """
+    env = os.environ.get("CMRKIT_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent, *here.parents):
+        if (cand / "pyproject.toml").is_file() and (cand / "cmrkit").is_dir():
+            return cand
+    return Path.cwd().resolve()
+
+
+REPO_ROOT = repo_root()
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """Anchor a relative path at the repository root (never at the current directory)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (REPO_ROOT / p)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary sibling of ``path`` for writing and rename it over ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+
+    Examples
+    --------
+    >>> with atomic_write("/tmp/x.txt", "w") as fh:  # doctest: +SKIP
+    ...     fh.write("hello")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` for libraries that write by file name
+    (nibabel, h5py, matplotlib); it is renamed over ``path`` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # keep the real suffixes (e.g. ".nii.gz") so libraries pick the right format
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+__all__.append("atomic_path")
+
+
+def optional_import(module: str, extra: str | None = None) -> Any:
+    """Import ``module`` or raise an ImportError that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on environment
+        hint = f"pip install 'cmrkit[{extra}]'" if extra else f"pip install {module.split('.')[0]}"
+        raise ImportError(f"cmrkit needs the optional package '{module}' here: {hint}") from exc
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed python, numpy and torch global RNGs and return a fresh numpy Generator."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+    return np.random.default_rng(seed)
+
+
+def git_sha(short: bool = True) -> str:
+    """Git SHA of the repository checkout, with ``-dirty`` when there are local changes;
+    ``"unknown"`` outside a git checkout."""
+    try:
+        args = ["git", "-C", str(REPO_ROOT), "rev-parse"] + (["--short"] if short else []) + ["HEAD"]
+        sha = subprocess.run(args, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,108 @@
+import json
+import math
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from cmrkit import report
+from cmrkit.registry import REGISTRY, by_id
+from cmrkit.report import Report, TableRow, thesis_value, write_index
+
+
+def test_registry_covers_every_thesis_table_and_figure():
+    ids = {a.id for a in REGISTRY}
+    tables = {"table_4_1", "table_4_2", "table_4_3", "table_4_4", "table_5_1", "table_6_1", "table_6_2",
+              "table_6_3", "table_6_4", "table_6_5"}
+    figures = {f"fig_4_{i}" for i in range(4, 12)} | {f"fig_5_{i}" for i in range(2, 5)} | {f"fig_6_{i}" for i in range(2, 7)}
+    assert tables <= ids and figures <= ids
+    assert len(ids) == len(REGISTRY), "duplicate artefact ids"
+    thesis_tables = [a for a in REGISTRY if a.thesis_item and a.kind == "table"]
+    thesis_figs = [a for a in REGISTRY if a.thesis_item and a.kind == "figure"]
+    assert len(thesis_tables) == 10 and len(thesis_figs) == 16
+    # every thesis path resolves in the reference YAML
+    for a in REGISTRY:
+        if a.thesis:
+            assert report._lookup(a.thesis.split(".")) is not None, a.id
+
+
+def test_thesis_lookup_values():
+    assert thesis_value("chapter4.table_4_1", ("only_cine_to_tagging", "mid", "SSIM")) == (0.86, 0.05)
+    assert thesis_value("chapter4.table_4_3", ("2048", "PSNR")) == (25.94, 4.4)
+    assert thesis_value("chapter5.table_5_1", ("LDM", "FID")) == (28.37, None)
+    assert thesis_value("chapter4.table_4_2", ("basal", "Ec", "generated")) == (-0.1897, 0.029)
+    assert thesis_value("chapter4.table_4_1", ("nope", "mid", "SSIM")) == (None, None)
+
+
+def _report(tmp_path, notebook="01_smcvae_strain"):
+    return Report(profile="smoke", seed=0, dataset="phantom (test)", root=tmp_path, notebook=notebook,
+                  parameters={"a": 1})
+
+
+def test_save_table_writes_csv_md_json_with_thesis_values(tmp_path):
+    rep = _report(tmp_path)
+    rows = [TableRow("reconstruction_tagging/apical", "SSIM", 0.5, 0.1, n=4),
+            TableRow("basal/original", "Ec", -0.2, thesis_key=("basal", "Ec", "original"))]
+    rep_rows = rep.save_table("table_4_1", rows[:1])
+    assert rep_rows.loc[0, "thesis_value"] == 0.86 and rep_rows.loc[0, "thesis_sd"] == 0.04
+    df = pd.read_csv(tmp_path / "tables" / "table_4_1.csv")
+    assert list(df.columns[:4]) == ["row", "metric", "value", "sd"]
+    assert df.loc[0, "value"] == 0.5 and df.loc[0, "dataset"] == "phantom (test)"
+    assert df.loc[0, "thesis_dataset"] == report.THESIS_DATASET
+    md = (tmp_path / "tables" / "table_4_1.md").read_text()
+    assert "0.500 ± 0.100" in md and "0.860 ± 0.040" in md and "Thesis anomaly" in md
+    meta = json.loads((tmp_path / "tables" / "table_4_1.json").read_text())
+    assert meta["profile"] == "smoke" and meta["parameters"] == {"a": 1}
+    df2 = rep.save_table("table_4_2", rows[1:])
+    assert df2.loc[0, "thesis_value"] == -0.2057
+
+
+def test_table_errors(tmp_path):
+    rep = _report(tmp_path)
+    with pytest.raises(KeyError, match="not in cmrkit.registry"):
+        rep.save_table("table_9_9", [TableRow("a", "b", 1.0)])
+    with pytest.raises(ValueError, match="belongs to notebook"):
+        rep.save_table("table_5_1", [TableRow("LDM", "FID", 1.0)])
+    with pytest.raises(ValueError, match="is registered as a figure"):
+        rep.save_table("fig_4_4", [TableRow("a", "b", 1.0)])
+    with pytest.raises(ValueError, match="has no rows"):
+        rep.save_table("table_4_1", [])
+
+
+def test_save_figure_png_and_sidecar_are_deterministic(tmp_path):
+    rep = _report(tmp_path)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    p = rep.save_figure(fig, "fig_4_4", caption="c")
+    b1 = p.read_bytes()
+    rep.save_figure(fig, "fig_4_4", caption="c")
+    plt.close(fig)
+    assert p.read_bytes() == b1 and b1[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = json.loads(p.with_suffix(".json").read_text())
+    assert {"git_sha", "profile", "seed", "dataset", "parameters", "caption"} <= set(meta)
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_index_reports_missing_honestly(tmp_path):
+    rep = _report(tmp_path)
+    rep.save_table("table_4_1", [TableRow("reconstruction_tagging/apical", "SSIM", 0.5)])
+    fig, _ = plt.subplots()
+    rep.save_figure(fig, "fig_4_4")
+    plt.close(fig)
+    (tmp_path / "tables" / "stray.csv").write_text("x\n")
+    idx = write_index(tmp_path, "smoke").read_text()
+    assert "Coverage: thesis tables 1/10, thesis figures 1/16" in idx
+    assert "| table_4_2 |" in idx and "missing" in idx
+    assert "Unregistered files" in idx and "stray" in idx
+    html = (tmp_path / "index.html").read_text()
+    assert "<table>" in html and 'href="tables/table_4_1.md"' in html
+
+
+def test_by_id_unknown():
+    with pytest.raises(KeyError):
+        by_id("fig_9_9")
+    assert by_id("fig_4_4").kind == "figure"
+
+
+def test_fmt_handles_inf_and_nan():
+    assert report._fmt(math.inf) == "inf" and report._fmt(float("nan")) == "-"
