@@ -1,0 +1,152 @@
+"""Thesis-style figures built from arrays (matplotlib; every function returns a ``Figure``).
+
+The notebooks and the chapter CLIs call these and hand the figure to
+:meth:`cmrkit.report.Report.save_figure`; nothing here reads files or trains models.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+
+__all__ = [
+    "LABEL_CMAP",
+    "image_grid",
+    "landmark_overlay",
+    "segmentation_overlay",
+    "strain_curves",
+    "strain_violins",
+    "volume_curve",
+]
+
+#: colours for labels 0..3 (transparent background, LV red, myocardium green, RV blue)
+LABEL_CMAP = ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 0.45), (0.2, 0.8, 0.3, 0.45), (0.2, 0.4, 0.95, 0.45)])
+
+
+def _axes_grid(nrows: int, ncols: int, size: float = 1.6):
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+def image_grid(rows: Mapping[str, np.ndarray], frames: Sequence[int], *, title: str = "",
+               vmin: float = 0.0, vmax: float = 1.0) -> plt.Figure:
+    """A grid with one row per named sequence (T, H, W) and one column per chosen frame."""
+    fig, axes = _axes_grid(len(rows), len(frames))
+    for r, (name, seq) in enumerate(rows.items()):
+        seq = np.asarray(seq)
+        for c, f in enumerate(frames):
+            axes[r, c].imshow(seq[f].T, cmap="gray", vmin=vmin, vmax=vmax, origin="lower")
+            if r == 0:
+                axes[r, c].set_title(f"frame {f}", fontsize=8)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def landmark_overlay(sequences: Mapping[str, np.ndarray], landmarks: Mapping[str, np.ndarray], frames: Sequence[int],
+                     *, title: str = "") -> plt.Figure:
+    """Tagged frames with Ferdian landmark grids (frames, 2, 168) drawn on top; endocardial ring in red."""
+    fig, axes = _axes_grid(len(sequences), len(frames), size=2.0)
+    for r, (name, seq) in enumerate(sequences.items()):
+        lm = np.asarray(landmarks[name])
+        for c, f in enumerate(frames):
+            ax = axes[r, c]
+            ax.imshow(np.asarray(seq)[f].T, cmap="gray", origin="lower")
+            pts = lm[f].reshape(2, 24, 7)
+            ax.scatter(pts[0, :, 1:].ravel(), pts[1, :, 1:].ravel(), s=2, c="yellow")
+            ax.scatter(pts[0, :, 0], pts[1, :, 0], s=3, c="red")
+            if r == 0:
+                ax.set_title(f"frame {f}", fontsize=8)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def segmentation_overlay(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], titles: Sequence[str],
+                         *, title: str = "") -> plt.Figure:
+    """Images (H, W) with label maps overlaid, one panel each."""
+    fig, axes = _axes_grid(1, len(images), size=2.2)
+    for ax, img, lab, t in zip(axes[0], images, labels, titles):
+        ax.imshow(np.asarray(img).T, cmap="gray", origin="lower")
+        ax.imshow(np.asarray(lab).T, cmap=LABEL_CMAP, vmin=0, vmax=3, origin="lower", interpolation="nearest")
+        ax.set_title(t, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def strain_curves(curves: Mapping[str, np.ndarray], *, ylabel: str, title: str = "", ax=None) -> plt.Figure:
+    """Mean curve with a ±1 sd band for each named set of curves (n, frames)."""
+    fig, ax = (plt.subplots(figsize=(4.5, 3.2)) if ax is None else (ax.figure, ax))
+    for name, c in curves.items():
+        c = np.asarray(c, dtype=float)
+        m, s = np.nanmean(c, axis=0), np.nanstd(c, axis=0)
+        x = np.arange(c.shape[1])
+        ax.plot(x, m, label=f"{name} (n={c.shape[0]})")
+        ax.fill_between(x, m - s, m + s, alpha=0.25)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("frame")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def strain_violins(groups: Mapping[str, Mapping[str, np.ndarray]], *, ylabel: str, title: str = "") -> plt.Figure:
+    """Side-by-side violins: ``groups[region][source] -> values`` (e.g. original vs generated)."""
+    regions = list(groups)
+    sources = list(next(iter(groups.values())))
+    fig, ax = plt.subplots(figsize=(1.6 * len(regions) * len(sources) / 2 + 2, 3.2))
+    width = 0.8 / len(sources)
+    for j, src in enumerate(sources):
+        pos = [i + (j - (len(sources) - 1) / 2) * width for i in range(len(regions))]
+        data = [np.asarray(groups[r][src], dtype=float) for r in regions]
+        ok = [(p, d[np.isfinite(d)]) for p, d in zip(pos, data) if np.isfinite(d).sum() >= 2]
+        if ok:
+            parts = ax.violinplot([d for _, d in ok], positions=[p for p, _ in ok], widths=width * 0.9,
+                                  showmeans=True)
+            for b in parts["bodies"]:
+                b.set_facecolor(f"C{j}")
+        ax.plot([], [], color=f"C{j}", label=src, lw=6)
+    ax.set_xticks(range(len(regions)), regions)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def volume_curve(volumes_ml: Mapping[str, np.ndarray], *, ed: int, es: int, frame_ms: float | None = None,
+                 title: str = "") -> plt.Figure:
+    """Ventricular volume over the cycle with ED and ES marked."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, v in volumes_ml.items():
+        v = np.asarray(v, dtype=float)
+        x = np.arange(len(v)) * (frame_ms or 1.0)
+        ax.plot(x, v, marker=".", label=name)
+    xs = (frame_ms or 1.0)
+    ax.axvline(ed * xs, color="k", ls="--", lw=0.8)
+    ax.axvline(es * xs, color="k", ls=":", lw=0.8)
+    ax.text(ed * xs, ax.get_ylim()[1], " ED", va="top", fontsize=8)
+    ax.text(es * xs, ax.get_ylim()[1], " ES", va="top", fontsize=8)
+    ax.set_xlabel("time (ms)" if frame_ms else "frame")
+    ax.set_ylabel("volume (mL)")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
