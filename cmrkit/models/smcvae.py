@@ -1,0 +1,709 @@
+"""Sparse multi-channel VAE (smcVAE) over paired cine and tagging short-axis slices.
+
+Re-implemented from the published mathematics (Antelmi et al., "Sparse multi-channel variational
+autoencoder for the joint analysis of heterogeneous data", ICML 2019; Molchanov et al.,
+"Variational dropout sparsifies deep neural networks", ICML 2017) and the network description of
+Cheng 2025, thesis §4.2.1 / Fig. 4.2. No code of the research-only ``mcvae`` package is used.
+
+Data and intensity convention
+-----------------------------
+Each channel (``"cine"``, ``"tagging"``) of one slice is a tensor ``(B, F, H, W)``: the ``F = 20``
+time frames are image channels (thesis §4.3.3), ``H = W = image_size`` (thesis 128). Intensities
+are in **[-1, 1]**: the thesis normalises to [0, 1] (§4.3.2) and the decoders end with Tanh, so
+inputs are mapped with :func:`to_model_range` (``2x - 1``) and outputs back with
+:func:`from_model_range`.
+
+Model (one class, three variants; ``SMCVAEConfig.variant``)
+-----------------------------------------------------------
+For every channel ``c`` an encoder ``E_c`` (``L`` depthwise-separable conv layers + a fully connected
+layer; thesis L = 7) gives ``mu_c`` in R^D (thesis D = 1024), and a decoder ``G_c`` (a fully
+connected layer + ``L`` transposed conv layers + Tanh) maps a latent to the mean image of channel
+``c``.
+
+``"sparse"`` (smcVAE, Antelmi et al. 2019 §3)
+    One learned ``log_alpha`` of shape (1, D), shared by all channels and not data dependent.
+    Posterior ``q(z | x_c) = N(mu_c, diag(alpha * mu_c^2))``; prior: log-uniform (improper), with
+    the KL of Molchanov et al. 2017 (eq. 14), see :func:`kl_log_uniform`. Every channel's latent is
+    decoded by every decoder during training. Dropout rate per dimension ``p = alpha / (1 + alpha)``;
+    active dimensions are those with ``p < threshold`` (0.2 in the reference examples).
+``"mcvae"`` (Antelmi et al. 2019 §2)
+    Gaussian posterior ``N(mu_c, diag(sigma_c^2))`` with an encoder head for ``log sigma_c^2``,
+    standard normal prior (analytic KL); every latent decoded by every decoder.
+``"vae"``
+    The same networks trained as independent single-channel VAEs (Gaussian posterior, N(0, I)
+    prior, each latent decoded only by its own decoder). Cross-channel synthesis is still callable
+    and shows what a model without a shared latent space gives.
+
+Loss (thesis Eq. 4.1, negated; averaged over the batch)::
+
+    loss = (1/C) * sum_{s in channels} [ beta * KL(q(z | x_s) || p(z))
+                                         - sum_{t in T(s)} E_{q(z | x_s)} log p(x_t | z) ]
+
+with ``T(s)`` = all channels (sparse, mcvae) or ``{s}`` (vae): every encoder->decoder pair has
+weight 1, averaged over the encoding channels ``s`` as the thesis' ``E_c``. The expectation is one
+reparameterised sample in train mode and the posterior mean in eval mode (as the reference code's
+``VAE.forward``). Likelihood: Gaussian, ``p(x_t | z) = N(G_t(z), sigma_t^2 I)`` summed over all
+``F*H*W`` pixels, with one scalar log-variance per channel, learned (default; initialised at
+``init_logvar = -3`` as the reference code) or fixed (``likelihood="fixed"``).
+
+Encoder geometry
+----------------
+Layer ``i`` (0-based) has width ``min(base_width * 2**i, max_width)``; it has stride 2 while the
+feature map is at least ``2 * min_spatial`` wide, otherwise stride 1. So downsampling stops at
+``min_spatial`` (default 4, the usual 4x4 bottleneck; ``min_spatial=1`` downsamples until 1x1), and
+every ``L`` in 1..12 works for 64 or 128 pixels: 128 px with L = 7 gives five stride-2 layers
+(128 -> 4) then two stride-1 layers. ``image_size`` must be divisible by ``2 ** n_down``. Decoders
+mirror the encoder (k4/s2/p1 transposed convs where the encoder downsampled, k3/s1/p1 otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+from torch.distributions import Normal
+
+__all__ = [
+    "VARIANTS",
+    "K1",
+    "K2",
+    "K3",
+    "LOG_ALPHA_CLAMP",
+    "DEFAULT_DROPOUT_THRESHOLD",
+    "SMCVAEConfig",
+    "SMCVAE",
+    "DepthwiseSeparableConv",
+    "ChannelEncoder",
+    "ChannelDecoder",
+    "PairedSliceDataset",
+    "kl_log_uniform",
+    "kl_standard_normal",
+    "smcvae_loss",
+    "to_model_range",
+    "from_model_range",
+    "encoder_strides",
+]
+
+VARIANTS = ("sparse", "mcvae", "vae")
+#: Constants of the log-uniform-prior KL approximation (Molchanov et al. 2017, eq. 14).
+K1, K2, K3 = 0.63576, 1.87320, 1.48695
+#: ``log alpha`` is clamped to this range inside the KL (as in the reference implementation).
+LOG_ALPHA_CLAMP = (-8.0, 8.0)
+#: Dropout-rate threshold below which a latent dimension counts as active (reference examples).
+DEFAULT_DROPOUT_THRESHOLD = 0.2
+_EPS = 1e-8
+_NORMS = ("batch", "instance", "group", "none")
+
+
+# --------------------------------------------------------------------------------------------
+# maths
+# --------------------------------------------------------------------------------------------
+
+
+def to_model_range(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Map intensities normalised to [0, 1] (thesis §4.3.2) to the model range [-1, 1]: ``2x - 1``."""
+    return x * 2.0 - 1.0
+
+
+def from_model_range(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Inverse of :func:`to_model_range`: ``(x + 1) / 2``."""
+    return (x + 1.0) / 2.0
+
+
+def kl_log_uniform(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Approximate KL(N(mu, alpha mu^2) || log-uniform prior), elementwise in ``log alpha``.
+
+    Molchanov et al. 2017, eq. 14 (used by Antelmi et al. 2019 for the sparse mcVAE)::
+
+        -KL ~= k1 * sigmoid(k2 + k3 * log_alpha) - 0.5 * log1p(exp(-log_alpha)) - k1
+
+    with k1 = 0.63576, k2 = 1.87320, k3 = 1.48695 and ``log_alpha`` clamped to [-8, 8]. The
+    constant ``-k1`` makes the KL vanish as alpha -> infinity; it is non-negative and decreases
+    with alpha, so minimising it pushes unneeded dimensions towards dropout rate 1.
+    """
+    la = log_alpha.clamp(*LOG_ALPHA_CLAMP)
+    neg_kl = K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * torch.nn.functional.softplus(-la) - K1
+    return -neg_kl
+
+
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Elementwise KL(N(mu, exp(logvar)) || N(0, 1)) = 0.5 (mu^2 + exp(logvar) - logvar - 1)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
+
+
+def encoder_strides(image_size: int, conv_layers: int, min_spatial: int = 4) -> list[int]:
+    """Strides of the ``conv_layers`` encoder layers (see module docstring, "Encoder geometry").
+
+    >>> encoder_strides(128, 7)
+    [2, 2, 2, 2, 2, 1, 1]
+    >>> encoder_strides(64, 4, min_spatial=1)
+    [2, 2, 2, 2]
+    """
+    strides, size = [], int(image_size)
+    for _ in range(int(conv_layers)):
+        s = 2 if size >= 2 * min_spatial and size % 2 == 0 else 1
+        strides.append(s)
+        size //= s
+    return strides
+
+
+# --------------------------------------------------------------------------------------------
+# config
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SMCVAEConfig:
+    """Configuration of :class:`SMCVAE` (JSON round trip with :meth:`to_dict` / :meth:`from_dict`).
+
+    Attributes
+    ----------
+    channels : tuple of str
+        Channel names, also the batch keys (thesis: cine and tagging).
+    in_frames : int
+        Time frames per slice, used as image channels (thesis 20).
+    image_size : int
+        Square in-plane size (thesis 128).
+    conv_layers : int
+        ``L``, conv layers per encoder and transposed conv layers per decoder (thesis 7).
+    latent_dim : int
+        ``D`` (thesis 1024).
+    base_width, max_width : int
+        Width of encoder layer ``i`` is ``min(base_width * 2**i, max_width)``.
+    min_spatial : int
+        Feature-map size at which downsampling stops (module docstring).
+    variant : {"sparse", "mcvae", "vae"}
+    beta : float
+        Weight of the KL term (1 in the published model).
+    likelihood : {"learned", "fixed"}
+        Whether the per-channel Gaussian log-variance is learned.
+    init_logvar : float
+        Initial (or fixed) per-channel Gaussian log-variance of the likelihood.
+    log_alpha_init : float
+        Mean of the N(., 0.01^2) initialisation of ``log alpha`` (reference code: 0, i.e. dropout
+        rate 0.5).
+    norm : {"batch", "instance", "group", "none"}
+        Normalisation after each (transposed) conv except the output layer.
+    log_param_scale : float
+        ``log alpha`` and the likelihood log-variances are stored divided by this factor (the
+        model uses ``log_param_scale * stored``). Adam moves a parameter by about ``lr`` per step
+        whatever its gradient scale, so this lets these two scalars-per-dimension move
+        ``log_param_scale`` times faster than the network weights: with lr 5e-4 and the few
+        thousand steps of a demo run, log alpha could otherwise move by only ~1 and no dimension
+        would reach a dropout rate below 0.2. ``1`` gives the reference parameterisation (whose
+        examples train for 20 000 full-batch epochs at lr 2e-3). The model is the same.
+    """
+
+    channels: tuple[str, ...] = ("cine", "tagging")
+    in_frames: int = 20
+    image_size: int = 128
+    conv_layers: int = 7
+    latent_dim: int = 1024
+    base_width: int = 32
+    max_width: int = 512
+    min_spatial: int = 4
+    variant: str = "sparse"
+    beta: float = 1.0
+    likelihood: str = "learned"
+    init_logvar: float = -3.0
+    log_alpha_init: float = 0.0
+    norm: str = "batch"
+    log_param_scale: float = 10.0
+
+    def __post_init__(self) -> None:
+        chans = tuple(self.channels) if not isinstance(self.channels, str) else (self.channels,)
+        object.__setattr__(self, "channels", chans)
+        if not chans or not all(isinstance(c, str) and c for c in chans) or len(set(chans)) != len(chans):
+            raise ValueError(f"SMCVAEConfig.channels must be distinct non-empty names, got {self.channels!r}")
+        for name in ("in_frames", "image_size", "conv_layers", "latent_dim", "base_width", "max_width", "min_spatial"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"SMCVAEConfig.{name} must be a positive integer, got {v!r}")
+        if self.conv_layers > 12:
+            raise ValueError(f"SMCVAEConfig.conv_layers must be <= 12, got {self.conv_layers}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"SMCVAEConfig.variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.likelihood not in ("learned", "fixed"):
+            raise ValueError(f"SMCVAEConfig.likelihood must be 'learned' or 'fixed', got {self.likelihood!r}")
+        if self.norm not in _NORMS:
+            raise ValueError(f"SMCVAEConfig.norm must be one of {_NORMS}, got {self.norm!r}")
+        if not (self.log_param_scale > 0 and math.isfinite(self.log_param_scale)):
+            raise ValueError(f"SMCVAEConfig.log_param_scale must be a finite number > 0, got {self.log_param_scale!r}")
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise ValueError(f"SMCVAEConfig.beta must be a finite number >= 0, got {self.beta!r}")
+        n_down = sum(s == 2 for s in self.strides)
+        if self.image_size % (2**n_down):
+            raise ValueError(
+                f"SMCVAEConfig.image_size={self.image_size} must be divisible by 2**{n_down} "
+                f"(the stride-2 layers for conv_layers={self.conv_layers}, min_spatial={self.min_spatial})")
+
+    @property
+    def strides(self) -> list[int]:
+        """Encoder strides (see :func:`encoder_strides`)."""
+        return encoder_strides(self.image_size, self.conv_layers, self.min_spatial)
+
+    @property
+    def widths(self) -> list[int]:
+        """Output width of each encoder layer."""
+        return [min(self.base_width * 2**i, self.max_width) for i in range(self.conv_layers)]
+
+    @property
+    def bottleneck_size(self) -> int:
+        """Spatial size of the last encoder feature map."""
+        return self.image_size // 2 ** sum(s == 2 for s in self.strides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (``channels`` as a list)."""
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SMCVAEConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise a ValueError that names them."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"SMCVAEConfig: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**dict(d))
+
+
+# --------------------------------------------------------------------------------------------
+# networks
+# --------------------------------------------------------------------------------------------
+
+
+def _norm_arg(norm: str, channels: int) -> Any:
+    if norm == "none":
+        return None
+    if norm == "group":
+        groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
+        return ("group", {"num_groups": groups})
+    return norm
+
+
+_ACT = ("leakyrelu", {"negative_slope": 0.2})
+
+
+class DepthwiseSeparableConv(nn.Sequential):
+    """Depthwise 3x3 conv (one filter per input channel, stride ``stride``) followed by a pointwise
+    1x1 conv, normalisation and LeakyReLU(0.2) (Howard et al. 2017, MobileNets; thesis §4.2.1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "batch"):
+        super().__init__(
+            Convolution(2, in_channels, in_channels, strides=stride, kernel_size=3, groups=in_channels,
+                        bias=False, conv_only=True),
+            Convolution(2, in_channels, out_channels, kernel_size=1, norm=_norm_arg(norm, out_channels),
+                        act=_ACT),
+        )
+
+
+class ChannelEncoder(nn.Module):
+    """``L`` depthwise-separable conv layers, flatten, and a linear head to ``D`` (sparse) or
+    ``2D`` outputs (``mu`` and ``logvar``; other variants)."""
+
+    def __init__(self, cfg: SMCVAEConfig):
+        super().__init__()
+        layers, c_in = [], cfg.in_frames
+        for w, s in zip(cfg.widths, cfg.strides):
+            layers.append(DepthwiseSeparableConv(c_in, w, s, cfg.norm))
+            c_in = w
+        self.features = nn.Sequential(*layers)
+        n_out = cfg.latent_dim * (1 if cfg.variant == "sparse" else 2)
+        self.head = nn.Linear(c_in * cfg.bottleneck_size**2, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class ChannelDecoder(nn.Module):
+    """Linear layer to the encoder's bottleneck shape, then ``L`` transposed convs mirroring the
+    encoder (norm + LeakyReLU between them) and Tanh on the ``in_frames`` output channels."""
+
+    def __init__(self, cfg: SMCVAEConfig):
+        super().__init__()
+        widths, strides = cfg.widths, cfg.strides
+        self.shape = (widths[-1], cfg.bottleneck_size, cfg.bottleneck_size)
+        self.fc = nn.Sequential(nn.Linear(cfg.latent_dim, int(np.prod(self.shape))), nn.LeakyReLU(0.2))
+        layers = []
+        for i in reversed(range(cfg.conv_layers)):
+            c_in, last = widths[i], i == 0
+            c_out = cfg.in_frames if last else widths[i - 1]
+            k, p = (4, 1) if strides[i] == 2 else (3, 1)
+            layers.append(Convolution(
+                2, c_in, c_out, strides=strides[i], kernel_size=k, padding=p, output_padding=0,
+                is_transposed=True, conv_only=last, norm=None if last else _norm_arg(cfg.norm, c_out),
+                act=None if last else _ACT))
+        self.features = nn.Sequential(*layers)
+        self.out = nn.Tanh()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(z.shape[0], *self.shape)
+        return self.out(self.features(h))
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------
+
+
+class SMCVAE(nn.Module):
+    """Sparse multi-channel VAE and its non-sparse / single-channel comparison variants.
+
+    Parameters
+    ----------
+    config : SMCVAEConfig, optional
+        Architecture and variant (defaults: thesis settings, sparse).
+    seed : int, optional
+        When given, parameters are initialised from ``torch.manual_seed(seed)`` inside
+        :func:`torch.random.fork_rng`, leaving the global RNG untouched.
+    **overrides
+        Shortcut for config fields, e.g. ``SMCVAE(latent_dim=64, image_size=64)``.
+
+    Examples
+    --------
+    >>> m = SMCVAE(image_size=64, conv_layers=4, latent_dim=16, base_width=8, seed=0).eval()
+    >>> x = torch.zeros(2, 20, 64, 64)
+    >>> m.synthesise({"cine": x}, source="cine", target="tagging").shape
+    torch.Size([2, 20, 64, 64])
+    """
+
+    def __init__(self, config: SMCVAEConfig | None = None, *, seed: int | None = None, **overrides: Any):
+        super().__init__()
+        if config is None:
+            config = SMCVAEConfig(**overrides)
+        elif overrides:
+            config = SMCVAEConfig.from_dict({**config.to_dict(), **overrides})
+        self.config = config
+        self.channels: tuple[str, ...] = config.channels
+        if seed is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                self._build()
+        else:
+            self._build()
+
+    def _build(self) -> None:
+        cfg = self.config
+        self.encoders = nn.ModuleDict({c: ChannelEncoder(cfg) for c in self.channels})
+        self.decoders = nn.ModuleDict({c: ChannelDecoder(cfg) for c in self.channels})
+        k = float(cfg.log_param_scale)
+        logvar = torch.full((len(self.channels),), float(cfg.init_logvar) / k)
+        if cfg.likelihood == "learned":
+            self.x_logvar_raw = nn.Parameter(logvar)
+        else:
+            self.register_buffer("x_logvar_raw", logvar)
+        if cfg.variant == "sparse":
+            self.log_alpha_raw = nn.Parameter((cfg.log_alpha_init + 0.01 * torch.randn(1, cfg.latent_dim)) / k)
+        else:
+            self.log_alpha_raw = None
+
+    @property
+    def log_alpha(self) -> torch.Tensor | None:
+        """Shared ``log alpha`` (1, D) of the sparse variant (None otherwise)."""
+        if self.log_alpha_raw is None:
+            return None
+        return self.log_alpha_raw * self.config.log_param_scale
+
+    @property
+    def x_logvar(self) -> torch.Tensor:
+        """Per-channel log-variance of the Gaussian likelihood, shape (C,)."""
+        return self.x_logvar_raw * self.config.log_param_scale
+
+    # ---- construction helpers ---------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | SMCVAEConfig, *, seed: int | None = None) -> "SMCVAE":
+        """Build from an :class:`SMCVAEConfig` or its dict (as stored by :func:`cmrkit.train.save_model`)."""
+        cfg = config if isinstance(config, SMCVAEConfig) else SMCVAEConfig.from_dict(config)
+        return cls(cfg, seed=seed)
+
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-serialisable config, for :func:`cmrkit.train.save_model`."""
+        return self.config.to_dict()
+
+    @property
+    def sparse(self) -> bool:
+        return self.config.variant == "sparse"
+
+    @property
+    def cross(self) -> bool:
+        """Whether every latent is decoded by every decoder during training."""
+        return self.config.variant in ("sparse", "mcvae")
+
+    # ---- checks ------------------------------------------------------------------------------
+    def _check_channel(self, channel: str, what: str = "channel") -> int:
+        if channel not in self.channels:
+            raise ValueError(f"SMCVAE: {what}={channel!r} is not one of the model channels {self.channels}")
+        return self.channels.index(channel)
+
+    def _check_input(self, x: torch.Tensor, channel: str) -> None:
+        cfg = self.config
+        want = (cfg.in_frames, cfg.image_size, cfg.image_size)
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != want:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"SMCVAE: input for channel {channel!r} must have shape (B, {want[0]}, {want[1]}, "
+                             f"{want[2]}) with intensities in [-1, 1], got {shape}")
+
+    # ---- encoder / decoder ------------------------------------------------------------------
+    def encode_params(self, x: torch.Tensor, channel: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters ``(mu, logvar)`` of ``q(z | x_channel)``, each (B, D).
+
+        Sparse: ``logvar = log_alpha + 2 log(|mu| + 1e-8)``, i.e. variance ``alpha mu^2``.
+        """
+        self._check_channel(channel)
+        self._check_input(x, channel)
+        h = self.encoders[channel](x)
+        if self.sparse:
+            mu = h
+            logvar = self.log_alpha + 2.0 * torch.log(mu.abs() + _EPS)
+        else:
+            mu, logvar = h.chunk(2, dim=-1)
+        return mu, logvar
+
+    def encode(self, x: torch.Tensor, channel: str) -> Normal:
+        """Posterior ``q(z | x_channel)`` as a :class:`torch.distributions.Normal` of shape (B, D)."""
+        mu, logvar = self.encode_params(x, channel)
+        return Normal(mu, (0.5 * logvar).exp(), validate_args=False)
+
+    def decode(self, z: torch.Tensor, channel: str) -> torch.Tensor:
+        """Mean image of ``channel`` given latents ``z`` (B, D): (B, F, H, W) in [-1, 1]."""
+        self._check_channel(channel)
+        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
+            raise ValueError(f"SMCVAE.decode: z must have shape (B, {self.config.latent_dim}), got {tuple(z.shape)}")
+        return self.decoders[channel](z)
+
+    # ---- sparsity ----------------------------------------------------------------------------
+    def dropout_rate(self) -> torch.Tensor:
+        """Per-dimension dropout rate ``alpha / (1 + alpha) = sigmoid(log_alpha)``, shape (D,)."""
+        if not self.sparse:
+            raise ValueError(f"SMCVAE.dropout_rate: defined for variant 'sparse' only, not {self.config.variant!r}")
+        return torch.sigmoid(self.log_alpha.detach()).reshape(-1)
+
+    def active_dims(self, threshold: float = DEFAULT_DROPOUT_THRESHOLD) -> torch.Tensor:
+        """Boolean mask (D,) of the dimensions whose dropout rate is below ``threshold``."""
+        if not 0.0 < float(threshold) <= 1.0:
+            raise ValueError(f"SMCVAE.active_dims: threshold must be in (0, 1], got {threshold!r}")
+        return self.dropout_rate() < float(threshold)
+
+    def _mask(self, z: torch.Tensor, threshold: float | None) -> torch.Tensor:
+        if threshold is None:
+            return z
+        return z * self.active_dims(threshold).to(z.dtype)
+
+    # ---- forward / loss -----------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, torch.Tensor], *, sample: bool | None = None) -> dict[str, Any]:
+        """Encode every model channel present in ``batch`` and decode the latents.
+
+        Parameters
+        ----------
+        batch : mapping
+            ``{channel: (B, F, H, W)}``; keys that are not channels are ignored; at least one
+            channel must be present.
+        sample : bool, optional
+            Draw ``z`` by reparameterisation (default: in train mode) or use the posterior mean.
+
+        Returns
+        -------
+        dict
+            ``q[s]`` (Normal), ``mu[s]``, ``logvar[s]``, ``z[s]`` for each present channel ``s``
+            and ``recon[t][s]`` = decoder ``t`` applied to ``z[s]`` for every target ``t``
+            (sparse/mcvae) or ``t = s`` (vae).
+        """
+        present = [c for c in self.channels if c in batch]
+        if not present:
+            raise ValueError(f"SMCVAE.forward: batch has none of the channels {self.channels}; keys: {list(batch)}")
+        sample = self.training if sample is None else bool(sample)
+        out: dict[str, Any] = {"q": {}, "mu": {}, "logvar": {}, "z": {}, "recon": {t: {} for t in self.channels}}
+        for s in present:
+            mu, logvar = self.encode_params(batch[s], s)
+            z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
+            out["mu"][s], out["logvar"][s], out["z"][s] = mu, logvar, z
+            out["q"][s] = Normal(mu, (0.5 * logvar).exp(), validate_args=False)
+        if self.cross:
+            sizes = [out["z"][s].shape[0] for s in present]
+            z_all = torch.cat([out["z"][s] for s in present])  # one decoder call per target
+            for t in self.channels:
+                for s, xh in zip(present, self.decoders[t](z_all).split(sizes)):
+                    out["recon"][t][s] = xh
+        else:
+            for s in present:
+                out["recon"][s][s] = self.decoders[s](out["z"][s])
+        return out
+
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL of one channel's posterior to the prior, summed over dimensions, per sample (B,)."""
+        if self.sparse:
+            # log alpha is shared and data independent, so the KL is the same for every sample
+            return kl_log_uniform(self.log_alpha).sum().expand(mu.shape[0])
+        return kl_standard_normal(mu.float(), logvar.float()).sum(dim=1)
+
+    def gaussian_nll(self, x: torch.Tensor, x_hat: torch.Tensor, channel: str) -> torch.Tensor:
+        """``-log N(x | x_hat, sigma_c^2 I)`` summed over pixels, per sample (B,)."""
+        lv = self.x_logvar[self._check_channel(channel)].float()
+        sse = (x.float() - x_hat.float()).pow(2).flatten(1).sum(dim=1)
+        n = x[0].numel()
+        return 0.5 * (sse * torch.exp(-lv) + n * (lv + math.log(2 * math.pi)))
+
+    def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Negative ELBO of thesis Eq. 4.1 (module docstring), averaged over the batch.
+
+        Returns
+        -------
+        loss : Tensor
+            Scalar.
+        logs : dict of scalar tensors (detached)
+            ``kl`` and ``nll`` (averaged over encoding channels, like the loss), ``mse/<t><-<s>``
+            per-pixel MSE of decoder ``t`` on the latent of ``s`` (model range), ``sigma/<t>``
+            the likelihood standard deviation, and for the sparse variant ``active_dims`` (dropout
+            rate < 0.2) and ``mean_dropout``.
+        """
+        missing = [c for c in self.channels if c not in batch]
+        if missing:
+            raise ValueError(f"SMCVAE.loss: the batch lacks channels {missing} (has {list(batch)})")
+        out = self.forward(batch)
+        C = len(self.channels)
+        kl_total = 0.0
+        nll_total = 0.0
+        logs: dict[str, torch.Tensor] = {}
+        for s in self.channels:
+            kl_total = kl_total + self.kl(out["mu"][s], out["logvar"][s]).mean()
+            for t in self.channels:
+                if s not in out["recon"][t]:
+                    continue
+                xh = out["recon"][t][s]
+                nll_total = nll_total + self.gaussian_nll(batch[t], xh, t).mean()
+                logs[f"mse/{t}<-{s}"] = (batch[t].float() - xh.detach().float()).pow(2).mean()
+        kl_mean, nll_mean = kl_total / C, nll_total / C
+        loss = nll_mean + self.config.beta * kl_mean
+        logs["kl"] = kl_mean.detach()
+        logs["nll"] = nll_mean.detach()
+        for i, t in enumerate(self.channels):
+            logs[f"sigma/{t}"] = (0.5 * self.x_logvar[i].detach()).exp()
+        if self.sparse:
+            rate = self.dropout_rate()
+            logs["active_dims"] = (rate < DEFAULT_DROPOUT_THRESHOLD).sum().float()
+            logs["mean_dropout"] = rate.mean()
+        return loss, logs
+
+    # ---- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def synthesise(
+        self,
+        x: torch.Tensor | Mapping[str, torch.Tensor],
+        source: str = "cine",
+        target: str = "tagging",
+        *,
+        threshold: float | None = None,
+    ) -> torch.Tensor:
+        """Synthesise ``target`` from ``source`` alone: ``G_target(mu_source)``.
+
+        Parameters
+        ----------
+        x : Tensor or mapping
+            The source images (B, F, H, W) in [-1, 1], or a batch dict holding ``x[source]``
+            (other channels, if present, are ignored; none is needed).
+        source, target : str
+            Channel names (``target == source`` reconstructs the channel).
+        threshold : float, optional
+            Sparse variant only: zero the latent dimensions whose dropout rate is >= threshold
+            (e.g. 0.2) before decoding.
+
+        Returns
+        -------
+        Tensor
+            (B, F, H, W) in [-1, 1]. Runs under ``torch.no_grad``; call ``model.eval()`` first
+            (BatchNorm uses batch statistics in train mode).
+        """
+        self._check_channel(source, "source")
+        self._check_channel(target, "target")
+        if isinstance(x, Mapping):
+            if source not in x:
+                raise ValueError(f"SMCVAE.synthesise: source channel {source!r} not in the batch keys {list(x)}")
+            x = x[source]
+        mu, _ = self.encode_params(x, source)
+        return self.decode(self._mask(mu, threshold), target)
+
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        batch: Mapping[str, torch.Tensor],
+        *,
+        sources: Sequence[str] | None = None,
+        threshold: float | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Every channel decoded from the posterior means of ``sources`` and averaged over them.
+
+        This is the reference code's ``reconstruct`` (the decoded means are averaged over the
+        available encoding channels; the posteriors themselves are not fused). ``sources``
+        defaults to the model channels present in ``batch``. Returns ``{target: (B, F, H, W)}``.
+        """
+        srcs = [c for c in self.channels if c in batch] if sources is None else list(sources)
+        if not srcs:
+            raise ValueError(f"SMCVAE.reconstruct: no source channel; batch keys {list(batch)}")
+        for s in srcs:
+            self._check_channel(s, "source")
+            if s not in batch:
+                raise ValueError(f"SMCVAE.reconstruct: source {s!r} not in the batch keys {list(batch)}")
+        mus = [self._mask(self.encode_params(batch[s], s)[0], threshold) for s in srcs]
+        return {t: torch.stack([self.decode(m, t) for m in mus]).mean(0) for t in self.channels}
+
+
+def smcvae_loss(model: SMCVAE, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``loss_fn`` for :func:`cmrkit.train.fit`: ``model.loss(batch)``."""
+    return model.loss(batch)
+
+
+class PairedSliceDataset(torch.utils.data.Dataset):
+    """Paired slices as dicts ``{channel: (F, H, W) float32 tensor}``.
+
+    Parameters
+    ----------
+    arrays : mapping
+        ``{channel: array (N, F, H, W)}``, all with the same N (numpy arrays or tensors).
+    unit_range : bool
+        The arrays are normalised to [0, 1] (thesis §4.3.2) and are mapped to [-1, 1] with
+        :func:`to_model_range` on access. ``False``: they already are in [-1, 1].
+    extra : mapping, optional
+        Per-item metadata arrays of length N (e.g. subject index, slice position) returned under
+        their keys.
+
+    Notes
+    -----
+    Arrays are kept as given (no copy for tensors and NumPy arrays) and converted to float32 one
+    item at a time: at thesis size one slice pair is 2 x 20 x 128 x 128 values, 2.6 MB in float32,
+    so pass float16 arrays to halve the memory of a large cohort.
+    """
+
+    def __init__(self, arrays: Mapping[str, Any], *, unit_range: bool = True, extra: Mapping[str, Any] | None = None):
+        if not arrays:
+            raise ValueError("PairedSliceDataset: arrays is empty")
+        self.arrays = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v) for k, v in arrays.items()}
+        lens = {k: (v.shape[0] if v.ndim == 4 else None) for k, v in self.arrays.items()}
+        if any(n is None for n in lens.values()):
+            raise ValueError(f"PairedSliceDataset: every array must be (N, F, H, W); shapes "
+                             f"{ {k: tuple(v.shape) for k, v in self.arrays.items()} }")
+        if len(set(lens.values())) != 1:
+            raise ValueError(f"PairedSliceDataset: arrays differ in length: {lens}")
+        self.n = next(iter(lens.values()))
+        self.unit_range = unit_range
+        self.extra = {k: list(v) for k, v in (extra or {}).items()}
+        for k, v in self.extra.items():
+            if len(v) != self.n:
+                raise ValueError(f"PairedSliceDataset: extra[{k!r}] has {len(v)} items, expected {self.n}")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {}
+        for k, v in self.arrays.items():
+            x = v[i].float()
+            item[k] = to_model_range(x) if self.unit_range else x
+        for k, v in self.extra.items():
+            item[k] = v[i]
+        return item
