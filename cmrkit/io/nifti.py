@@ -147,7 +147,7 @@ def check_label_values(
     elif arr.dtype.kind not in "biu":
         raise DataError(where, f"label map has non-numeric dtype {arr.dtype}")
     values = np.unique(arr)
-    bad = [v.item() for v in values if int(v) not in allowed]
+    bad = [int(v) for v in values if int(v) not in allowed]
     if bad:
         raise DataError(
             where, f"label values {bad[:8]} outside the allowed set {list(allowed)} (0 background, 1 LV, 2 Myo, 3 RV)"
