@@ -1,5 +1,8 @@
 """Thesis-style figures built from arrays (matplotlib; every function returns a ``Figure``).
 
+Images are in display layout: ``(H, W)`` with row = y and column = x (the landmark convention of
+:mod:`cmrkit.strain`), shown with the origin at the top left.
+
 The notebooks and the chapter CLIs call these and hand the figure to
 :meth:`cmrkit.report.Report.save_figure`; nothing here reads files or trains models.
 """
@@ -14,6 +17,7 @@ from matplotlib.colors import ListedColormap
 
 __all__ = [
     "LABEL_CMAP",
+    "show",
     "image_grid",
     "landmark_overlay",
     "segmentation_overlay",
@@ -24,6 +28,21 @@ __all__ = [
 
 #: colours for labels 0..3 (transparent background, LV red, myocardium green, RV blue)
 LABEL_CMAP = ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 0.45), (0.2, 0.8, 0.3, 0.45), (0.2, 0.4, 0.95, 0.45)])
+
+
+def show(fig: plt.Figure) -> None:
+    """Display a figure in the notebook outputs when running in a kernel (papermill included), then
+    close it; outside IPython (CLI runs) it only closes it."""
+    try:
+        from IPython import get_ipython
+
+        if get_ipython() is not None:
+            from IPython.display import display
+
+            display(fig)
+    except ImportError:  # pragma: no cover - IPython comes with the notebooks extra
+        pass
+    plt.close(fig)
 
 
 def _axes_grid(nrows: int, ncols: int, size: float = 1.6):
@@ -41,7 +60,7 @@ def image_grid(rows: Mapping[str, np.ndarray], frames: Sequence[int], *, title: 
     for r, (name, seq) in enumerate(rows.items()):
         seq = np.asarray(seq)
         for c, f in enumerate(frames):
-            axes[r, c].imshow(seq[f].T, cmap="gray", vmin=vmin, vmax=vmax, origin="lower")
+            axes[r, c].imshow(seq[f], cmap="gray", vmin=vmin, vmax=vmax)
             if r == 0:
                 axes[r, c].set_title(f"frame {f}", fontsize=8)
         axes[r, 0].set_ylabel(name, fontsize=8)
@@ -59,7 +78,7 @@ def landmark_overlay(sequences: Mapping[str, np.ndarray], landmarks: Mapping[str
         lm = np.asarray(landmarks[name])
         for c, f in enumerate(frames):
             ax = axes[r, c]
-            ax.imshow(np.asarray(seq)[f].T, cmap="gray", origin="lower")
+            ax.imshow(np.asarray(seq)[f], cmap="gray")
             pts = lm[f].reshape(2, 24, 7)
             ax.scatter(pts[0, :, 1:].ravel(), pts[1, :, 1:].ravel(), s=2, c="yellow")
             ax.scatter(pts[0, :, 0], pts[1, :, 0], s=3, c="red")
@@ -77,8 +96,8 @@ def segmentation_overlay(images: Sequence[np.ndarray], labels: Sequence[np.ndarr
     """Images (H, W) with label maps overlaid, one panel each."""
     fig, axes = _axes_grid(1, len(images), size=2.2)
     for ax, img, lab, t in zip(axes[0], images, labels, titles):
-        ax.imshow(np.asarray(img).T, cmap="gray", origin="lower")
-        ax.imshow(np.asarray(lab).T, cmap=LABEL_CMAP, vmin=0, vmax=3, origin="lower", interpolation="nearest")
+        ax.imshow(np.asarray(img), cmap="gray")
+        ax.imshow(np.asarray(lab), cmap=LABEL_CMAP, vmin=0, vmax=3, interpolation="nearest")
         ax.set_title(t, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -105,11 +124,15 @@ def strain_curves(curves: Mapping[str, np.ndarray], *, ylabel: str, title: str =
     return fig
 
 
-def strain_violins(groups: Mapping[str, Mapping[str, np.ndarray]], *, ylabel: str, title: str = "") -> plt.Figure:
+def strain_violins(groups: Mapping[str, Mapping[str, np.ndarray]], *, ylabel: str, title: str = "",
+                   ax=None) -> plt.Figure:
     """Side-by-side violins: ``groups[region][source] -> values`` (e.g. original vs generated)."""
     regions = list(groups)
     sources = list(next(iter(groups.values())))
-    fig, ax = plt.subplots(figsize=(1.6 * len(regions) * len(sources) / 2 + 2, 3.2))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.6 * len(regions) * len(sources) / 2 + 2, 3.2))
+    else:
+        fig = ax.figure
     width = 0.8 / len(sources)
     for j, src in enumerate(sources):
         pos = [i + (j - (len(sources) - 1) / 2) * width for i in range(len(regions))]

@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from ..config import DATASETS, ConfigError, available_profiles, load
+from ..config import DATASETS, ConfigError, available_profiles
 
 __all__ = ["CHAPTERS", "cli_main"]
 

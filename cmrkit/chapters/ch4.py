@@ -1,0 +1,599 @@
+"""Chapter 4 end to end: smcVAE cine->tagging synthesis, tag tracking, strain, segmentation check.
+
+The steps, in the order ``notebooks/01_smcvae_strain.ipynb`` walks through them (``run_all`` runs
+them all for ``cmrkit run ch4``):
+
+1. :func:`load_pairs` -- every tagging slice (basal, mid, apical) of every subject is paired with the
+   cine slice nearest to its plane through the NIfTI affines (thesis Fig. 4.3,
+   :func:`cmrkit.preprocess.matching_cine_slice`); both are put on one pixel grid (a square ROI of
+   ``ch4.roi_mm`` around the heart, ``ch4.image_size`` pixels, tagging resampled onto the cine ROI)
+   and the cine is sampled at the tagging frames (20, by cardiac phase). Ground-truth landmarks and
+   exact strain come along for the phantom. Subjects are split 60/20/20 (seeded, by subject).
+2. :func:`train_smcvae` -- the sparse multi-channel VAE through :func:`cmrkit.train.fit`.
+3. :func:`synthesis_scenarios` / :func:`table_4_1` -- the four scenarios of Table 4.1.
+4. :func:`track_and_strain` / :func:`strain_tables` -- HARP tag tracking of original and generated
+   tagging from the same frame-0 grid, Ferdian strain, Table 4.2, Figs 4.8-4.11 and the comparison
+   with the phantom's true strain.
+5. :func:`ablation` -- Tables 4.3 (latent dimension) and 4.4 (number of conv layers).
+6. :func:`segmentation_check` -- a MONAI UNet segmenter, Dice/HD between segmentations of original
+   and reconstructed cine (§4.3.7), Figs 4.6-4.7, and the same segmenter on real M&Ms volumes.
+
+All intensities are in [0, 1] for metrics (the model works in [-1, 1]); image arrays are
+``(N, frames, H, W)`` with row = y and column = x, the landmark convention of :mod:`cmrkit.strain`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..report import Report, TableRow
+from ..utils import REPO_ROOT
+
+__all__ = [
+    "REGIONS",
+    "SCENARIOS",
+    "PairData",
+    "load_pairs",
+    "split_by_subject",
+    "train_smcvae",
+    "synthesis_scenarios",
+    "table_4_1",
+    "track_and_strain",
+    "strain_tables",
+    "ablation",
+    "segmentation_check",
+    "figure_examples",
+    "run_all",
+]
+
+REGIONS = ("basal", "mid", "apical")
+#: Table 4.1 scenarios: (name, source channels given to the model, output channel)
+SCENARIOS = (
+    ("reconstruction_tagging", ("cine", "tagging"), "tagging"),
+    ("reconstruction_cine", ("cine", "tagging"), "cine"),
+    ("only_cine_to_tagging", ("cine",), "tagging"),
+    ("only_tagging_to_cine", ("tagging",), "cine"),
+)
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass
+class PairData:
+    """Paired cine/tagging slices on one pixel grid.
+
+    Attributes
+    ----------
+    cine, tagging : (N, F, H, W) float32 in [0, 1]
+    labels : (N, F, H, W) uint8 cine labels at the tagging frames (zeros where unlabelled)
+    labelled : (N, F) bool, which label frames are real
+    landmarks : (N, F, 2, 168) float or None -- ground-truth landmarks in pixels of this grid
+    true_strain : dict of arrays or None -- exact ``Ecc`` (N, F), ``Err`` (N, F), ``Ecc_rings`` (N, F, 7)
+    region, subject : (N,) str
+    es_frame : (N,) int -- ES frame of the tagging sequence
+    split : (N,) str -- ``train`` / ``val`` / ``test`` (by subject)
+    px_mm : float -- pixel size of the grid
+    """
+
+    cine: np.ndarray
+    tagging: np.ndarray
+    labels: np.ndarray
+    labelled: np.ndarray
+    landmarks: np.ndarray | None
+    true_strain: dict[str, np.ndarray] | None
+    region: np.ndarray
+    subject: np.ndarray
+    es_frame: np.ndarray
+    split: np.ndarray
+    px_mm: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def index(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+    def __len__(self) -> int:
+        return len(self.cine)
+
+
+def _phase_frames(n_cine: int, n_tag: int) -> np.ndarray:
+    """Cine frame nearest to each tagging frame when both sample one cycle from ED at equal steps."""
+    return np.round(np.arange(n_tag) * n_cine / n_tag).astype(int) % n_cine
+
+
+def split_by_subject(subjects: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
+    """Assign each subject to train/val/test with the given fractions (seeded permutation).
+
+    With few subjects every split gets at least one subject when there are three or more.
+    """
+    uniq = sorted(set(subjects))
+    if len(fractions) != 3 or not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
+        raise ValueError(f"ch4.split must be three fractions summing to 1, got {list(fractions)}")
+    rng = np.random.default_rng([seed, 4])
+    order = [uniq[i] for i in rng.permutation(len(uniq))]
+    n = len(order)
+    n_val = max(1, int(round(fractions[1] * n))) if n >= 3 else 0
+    n_test = max(1, int(round(fractions[2] * n))) if n >= 3 else 0
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise ValueError(f"need at least 3 subjects for a train/val/test split, got {n}")
+    names = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    return dict(zip(order, names))
+
+
+def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = False) -> PairData:
+    """Read the data set of ``cfg`` into paired slices (see the module docstring).
+
+    Needs subjects with cine and tagging (phantom, UK Biobank layout). Tagging slices without a
+    cine slice within half a slice spacing of their plane are dropped (reported in ``meta``).
+    """
+    from ..io import iter_subjects
+    from ..preprocess import prepare_subject
+
+    c = cfg.ch4
+    size, spacing = int(c.image_size), float(c.roi_mm) / int(c.image_size)
+    frames = int(c.frames)
+    rows: dict[str, list] = {k: [] for k in ("cine", "tagging", "labels", "labelled", "landmarks", "ecc",
+                                             "err", "ecc_rings", "region", "subject", "es")}
+    dropped: list[str] = []
+    has_truth = True
+    for i, subj in enumerate(iter_subjects(cfg.data_dir, cfg.dataset)):
+        if max_subjects is not None and i >= max_subjects:
+            break
+        if subj.cine is None or not subj.tagging:
+            dropped.append(f"{subj.subject_id}: no cine or no tagging")
+            continue
+        truth = _ground_truth(subj)
+        if truth is None:
+            has_truth = False
+        else:  # attach the true landmarks so preprocessing maps them onto the new grid
+            subj = subj.copy_with(tagging=[replace(t, landmarks=truth["landmarks"][k])
+                                           for k, t in enumerate(subj.tagging)])
+        prep = prepare_subject(subj, size=size, spacing=spacing)
+        n_cine = prep.cine.shape[3]
+        for k, t in enumerate(prep.tagging):
+            z = t.meta.get("cine_slice")
+            dist = t.meta.get("cine_plane_distance_mm", 0.0)
+            if z is None or dist > 0.5 * float(np.linalg.norm(prep.affine[:3, 2])):
+                dropped.append(f"{subj.subject_id}/{t.name}: no cine slice in its plane ({dist:.1f} mm)")
+                continue
+            tag = np.moveaxis(t.image, 2, 0)[:frames]  # (F, X, Y)
+            if tag.shape[0] < frames:
+                dropped.append(f"{subj.subject_id}/{t.name}: {tag.shape[0]} tagging frames < {frames}")
+                continue
+            cf = _phase_frames(n_cine, tag.shape[0])[:frames]
+            cine = np.moveaxis(prep.cine[:, :, z, :], 2, 0)[cf]
+            if prep.cine_labels is not None:
+                lab = np.moveaxis(prep.cine_labels[:, :, z, :], 2, 0)[cf]
+                lab_ok = (prep.labelled_frames[cf] if prep.labelled_frames is not None
+                          else np.ones(frames, bool))
+            else:
+                lab, lab_ok = np.zeros(cine.shape, np.uint8), np.zeros(frames, bool)
+            # (F, X, Y) -> (F, H=Y, W=X): rows are y, columns x
+            rows["cine"].append(np.swapaxes(cine, 1, 2))
+            rows["tagging"].append(np.swapaxes(tag, 1, 2))
+            rows["labels"].append(np.swapaxes(lab, 1, 2).astype(np.uint8))
+            rows["labelled"].append(np.asarray(lab_ok, bool))
+            rows["region"].append(t.name or REGIONS[k])
+            rows["subject"].append(subj.subject_id)
+            es = t.es_frame
+            if truth is not None:
+                rows["landmarks"].append(np.asarray(t.landmarks[:frames], np.float64))
+                rows["ecc"].append(truth["Ecc"][k][:frames])
+                rows["err"].append(truth["Err"][k][:frames])
+                rows["ecc_rings"].append(truth["Ecc_rings"][k][:frames])
+                if es is None:
+                    es = int(np.argmin(truth["Ecc"][k][:frames]))
+            rows["es"].append(-1 if es is None else int(es))
+    if not rows["cine"]:
+        raise ValueError(f"no cine/tagging pairs found in {cfg.data_dir} ({cfg.dataset}); dropped: {dropped[:5]}")
+    split_of = split_by_subject(rows["subject"], c.split, cfg.seed)
+    truth_ok = has_truth and len(rows["landmarks"]) == len(rows["cine"])
+    return PairData(
+        cine=np.stack(rows["cine"]).astype(np.float32), tagging=np.stack(rows["tagging"]).astype(np.float32),
+        labels=np.stack(rows["labels"]), labelled=np.stack(rows["labelled"]),
+        landmarks=np.stack(rows["landmarks"]) if truth_ok else None,
+        true_strain={"Ecc": np.stack(rows["ecc"]), "Err": np.stack(rows["err"]),
+                     "Ecc_rings": np.stack(rows["ecc_rings"])} if truth_ok else None,
+        region=np.array(rows["region"]), subject=np.array(rows["subject"]), es_frame=np.array(rows["es"]),
+        split=np.array([split_of[s] for s in rows["subject"]]), px_mm=spacing,
+        meta={"dropped": dropped, "n_subjects": len(split_of), "roi_mm": float(c.roi_mm)},
+    )
+
+
+def _ground_truth(subj: Any) -> dict[str, Any] | None:
+    """The phantom's per-slice truth (landmarks in tagging pixels, exact strain), else None."""
+    path = subj.sources.get("ground_truth") if subj.sources else None
+    if path is None:
+        return None
+    from ..phantom import read_ground_truth
+
+    gt = read_ground_truth(path)
+    return {"landmarks": np.asarray(gt["landmarks"]), "Ecc": np.asarray(gt["Ecc"]), "Err": np.asarray(gt["Err"]),
+            "Ecc_rings": np.asarray(gt["Ecc_rings"])}
+
+
+# --------------------------------------------------------------------------------------------- model
+def _run_dir(cfg: Any, name: str, payload: Mapping[str, Any]) -> Path:
+    """A checkpoint folder keyed by everything that determines the result (resume-safe)."""
+    key = json.dumps({"payload": payload, "seed": cfg.seed, "dataset": cfg.dataset, "data_dir": cfg.data_dir},
+                     sort_keys=True, default=str)
+    h = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return REPO_ROOT / "runs" / cfg.profile / "ch4" / f"{name}-{h}"
+
+
+def train_smcvae(cfg: Any, data: PairData, *, latent_dim: int | None = None, conv_layers: int | None = None,
+                 epochs: int | None = None, name: str = "smcvae", progress: bool = False) -> Any:
+    """Train the smcVAE of the profile (optionally another D / L / epochs); returns ``FitResult``.
+
+    Validation-loss model selection on the ``val`` subjects; checkpoints under ``runs/`` so that an
+    interrupted run resumes and a finished one is not trained again.
+    """
+    from ..models.smcvae import SMCVAE, PairedSliceDataset, SMCVAEConfig, smcvae_loss
+    from ..train import fit
+
+    c = cfg.ch4
+    mcfg = SMCVAEConfig(in_frames=int(c.frames), image_size=int(c.image_size),
+                        conv_layers=int(conv_layers or c.conv_layers), latent_dim=int(latent_dim or c.latent_dim),
+                        base_width=int(c.base_width), variant=str(c.variant))
+    model = SMCVAE(mcfg, seed=cfg.seed)
+    tr, va = data.index("train"), data.index("val")
+    ds = lambda idx: PairedSliceDataset({"cine": data.cine[idx], "tagging": data.tagging[idx]})  # noqa: E731
+    n_epochs = int(epochs or c.epochs)
+    run = _run_dir(cfg, name, {"model": mcfg.to_dict(), "epochs": n_epochs, "bs": int(c.batch_size),
+                               "lr": float(c.lr), "wd": float(c.weight_decay), "n": len(data)})
+    return fit(model, ds(tr), ds(va) if len(va) else None, loss_fn=smcvae_loss, epochs=n_epochs,
+               batch_size=int(c.batch_size), lr=float(c.lr), weight_decay=float(c.weight_decay), device=cfg.device,
+               seed=cfg.seed, checkpoint_dir=run, resume=True, progress=progress)
+
+
+def _predict(model: Any, data: PairData, idx: np.ndarray, sources: Sequence[str], target: str,
+             batch_size: int = 16) -> np.ndarray:
+    """Model output for ``target`` from the given source channels, in [0, 1], (n, F, H, W)."""
+    import torch
+
+    from ..models.smcvae import from_model_range, to_model_range
+
+    dev = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(idx), batch_size):
+            b = idx[s:s + batch_size]
+            x = {ch: to_model_range(torch.from_numpy(getattr(data, ch)[b])).to(dev) for ch in sources}
+            if len(sources) == 1:
+                y = model.synthesise(x[sources[0]], source=sources[0], target=target)
+            else:
+                y = model.reconstruct(x)[target]
+            out.append(from_model_range(y.float()).clamp(0, 1).cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def synthesis_scenarios(model: Any, data: PairData, split: str = "test") -> dict[str, np.ndarray]:
+    """Outputs of the four Table 4.1 scenarios on one split, keyed by scenario name."""
+    idx = data.index(split)
+    return {name: _predict(model, data, idx, src, tgt) for name, src, tgt in SCENARIOS}
+
+
+def _image_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-slice SSIM/PSNR/RMSE/MAE over the 2D+t sequence on the [0, 1] scale (data_range 1)."""
+    from ..metrics import image as im
+
+    p, r = pred[:, None], ref[:, None]  # (n, 1, F, H, W): SSIM per 2D frame, averaged per item
+    return {"SSIM": im.ssim(p, r, data_range=1.0), "PSNR": im.psnr(p, r, data_range=1.0),
+            "RMSE": im.rmse(p, r), "MAE": im.mae(p, r)}
+
+
+def table_4_1(rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], split: str = "test") -> pd.DataFrame:
+    """Table 4.1: the four scenarios x three regions x SSIM/PSNR/RMSE/MAE (mean ± sd over slices)."""
+    idx = data.index(split)
+    rows = []
+    for name, _, tgt in SCENARIOS:
+        ref = getattr(data, tgt)[idx]
+        m = _image_metrics(outputs[name], ref)
+        for region in REGIONS:
+            sel = data.region[idx] == region
+            for metric, vals in m.items():
+                v = np.asarray(vals)[sel]
+                v = v[np.isfinite(v)]
+                if v.size == 0:
+                    continue
+                rows.append(TableRow(f"{name}/{region}", metric, float(v.mean()),
+                                     float(v.std(ddof=1)) if v.size > 1 else None, n=int(v.size),
+                                     units="dB" if metric == "PSNR" else "[0,1] intensity" if metric in ("RMSE", "MAE") else ""))
+    return rep.save_table("table_4_1", rows, notes=[
+        f"{split} split, {len(idx)} slices; metrics over each 20-frame slice on the [0, 1] intensity scale "
+        "(SSIM per 2D frame averaged over frames; data_range 1).",
+        "Thesis MAE values (~160) are on an unstated scale (see anomaly); ours are on [0, 1].",
+    ])
+
+
+# --------------------------------------------------------------------------------------------- strain
+def _init_landmarks(data: PairData, i: int) -> np.ndarray:
+    """Frame-0 landmarks: ground truth when the data set has it, else from the ED cine segmentation."""
+    if data.landmarks is not None:
+        return data.landmarks[i, 0]
+    from ..tagging import init_landmarks_from_mask
+
+    if not data.labelled[i, 0]:
+        raise ValueError(f"slice {data.subject[i]}/{data.region[i]}: no landmarks and no ED label to start tracking")
+    return init_landmarks_from_mask(data.labels[i, 0], rv_label=3)
+
+
+def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test") -> dict[str, Any]:
+    """Track original and generated tagging of a split from the same frame-0 grid; Ferdian strain.
+
+    Returns landmarks ``{"original", "generated"}`` (n, F, 2, 168), strain curves ``Ecc``/``Err``
+    per source (n, F) (``truth`` too when known), the landmark error in mm against the truth, and
+    the ES frame per slice.
+    """
+    from ..strain import green_strain_from_landmarks
+    from ..tagging import landmark_error, track_landmarks
+
+    idx = data.index(split)
+    out: dict[str, Any] = {"idx": idx, "landmarks": {}, "Ecc": {}, "Err": {}, "landmark_error_mm": {}}
+    for src, seqs in (("original", data.tagging[idx]), ("generated", generated)):
+        lms, ecc, err = [], [], []
+        for j, i in enumerate(idx):
+            lm = track_landmarks(seqs[j], _init_landmarks(data, i), px_spacing=data.px_mm)
+            s = green_strain_from_landmarks(lm)
+            lms.append(lm)
+            ecc.append(np.asarray(s.Ecc))
+            err.append(np.asarray(s.Err))
+        out["landmarks"][src] = np.stack(lms)
+        out["Ecc"][src], out["Err"][src] = np.stack(ecc), np.stack(err)
+        if data.landmarks is not None:
+            out["landmark_error_mm"][src] = np.stack([landmark_error(lm, data.landmarks[i], data.px_mm)
+                                                      for lm, i in zip(lms, idx)])
+    if data.true_strain is not None:
+        out["Ecc"]["truth"] = data.true_strain["Ecc"][idx]
+        out["Err"]["truth"] = data.true_strain["Err"][idx]
+    es = data.es_frame[idx].copy()
+    unknown = es < 0  # no ES in the data: the frame of peak circumferential shortening of the original
+    es[unknown] = np.argmin(out["Ecc"]["original"][unknown], axis=1)
+    out["es"] = es
+    return out
+
+
+def _at_es(curves: np.ndarray, es: np.ndarray) -> np.ndarray:
+    return curves[np.arange(len(es)), es]
+
+
+def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """Table 4.2 (ES E_c, E_r by region, original vs generated) and the ground-truth comparison."""
+    from ..stats import bland_altman
+
+    idx, es = tr["idx"], tr["es"]
+    regions = data.region[idx]
+    rows42 = []
+    for region in REGIONS:
+        sel = regions == region
+        if not sel.any():
+            continue
+        for metric, key in (("Ec", "Ecc"), ("Er", "Err")):
+            for src in ("original", "generated"):
+                v = _at_es(tr[key][src], es)[sel]
+                rows42.append(TableRow(f"{region}/{src}", metric, float(v.mean()),
+                                       float(v.std(ddof=1)) if v.size > 1 else None, n=int(v.size),
+                                       thesis_key=(region, metric, src)))
+    t42 = rep.save_table("table_4_2", rows42, notes=[
+        "Green strain at the ES frame from landmarks tracked with HARP (cmrkit.tagging) on original tagging and on "
+        "tagging generated from cine only; both tracked from the same frame-0 landmark grid.",
+        "Thesis landmarks came from a CNN+RNN tracker trained on UK Biobank annotations (not public).",
+    ])
+    rows = []
+    comparisons = [("generated_vs_original", "generated", "original")]
+    if "truth" in tr["Ecc"]:
+        comparisons += [("original_vs_truth", "original", "truth"), ("generated_vs_truth", "generated", "truth")]
+    for region in (*REGIONS, "all"):
+        sel = np.ones(len(idx), bool) if region == "all" else regions == region
+        if sel.sum() < 2:
+            continue
+        for name, a, b in comparisons:
+            for metric in ("Ecc", "Err"):
+                ba = bland_altman(_at_es(tr[metric][a], es)[sel], _at_es(tr[metric][b], es)[sel])
+                for stat, val in (("bias", ba.bias), ("loa_low", ba.loa_low), ("loa_high", ba.loa_high)):
+                    rows.append(TableRow(f"{name}/{region}", f"{metric} ES {stat}", float(val), n=ba.n,
+                                         units="strain"))
+                d = np.abs(tr[metric][a][sel] - tr[metric][b][sel])
+                rows.append(TableRow(f"{name}/{region}", f"{metric} |diff| all frames", float(d.mean()),
+                                     float(d.std(ddof=1)), n=int(sel.sum()), units="strain"))
+        for src, err in tr["landmark_error_mm"].items():
+            e = err[sel]
+            rows.append(TableRow(f"landmarks_{src}_vs_truth/{region}", "error (mm)", float(e.mean()),
+                                 float(e.mean(axis=1).std(ddof=1)), n=int(sel.sum()), units="mm"))
+            rows.append(TableRow(f"landmarks_{src}_vs_truth/{region}", "error (px)", float(e.mean() / data.px_mm),
+                                 n=int(sel.sum()), units="px"))
+    tgt = rep.save_table("ch4_strain_vs_truth", rows, notes=[
+        "Bland-Altman bias and 95% limits of agreement (1.96 SD) of ES Green strain; '|diff| all frames' is the "
+        "mean absolute difference over every frame of every slice.",
+        "'truth' is the phantom's exact strain from its analytic motion (not available for real data).",
+        f"Pixel size of the tracking grid: {data.px_mm:.3f} mm.",
+    ])
+    return {"table_4_2": t42, "ch4_strain_vs_truth": tgt}
+
+
+def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
+    """Figs 4.8 (Bland-Altman), 4.9 (violins), 4.10 (curves), 4.11 (against ground truth)."""
+    import matplotlib.pyplot as plt
+
+    from ..figures import show, strain_curves, strain_violins
+    from ..stats import bland_altman_plot
+
+    es, regions = tr["es"], data.region[tr["idx"]]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, metric, label in ((axes[0], "Ecc", "E_cc"), (axes[1], "Err", "E_rr")):
+        bland_altman_plot(_at_es(tr[metric]["generated"], es), _at_es(tr[metric]["original"], es), ax=ax,
+                          title=f"ES {label}: generated - original", xlabel="mean", ylabel="difference")
+    fig.tight_layout()
+    rep.save_figure(fig, "fig_4_8", caption="Bland-Altman of ES strain, generated vs original tagging (test split)")
+    show(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, metric, label in ((axes[0], "Ecc", "E_cc"), (axes[1], "Err", "E_rr")):
+        groups = {r: {s: _at_es(tr[metric][s], es)[regions == r] for s in tr[metric]} for r in REGIONS
+                  if (regions == r).any()}
+        strain_violins(groups, ylabel=f"ES {label}", title=f"ES {label} by region", ax=ax)
+    fig.tight_layout()
+    rep.save_figure(fig, "fig_4_9", caption="ES circumferential and radial strain by region and source")
+    show(fig)
+
+    fig, axes = plt.subplots(2, len(REGIONS), figsize=(4 * len(REGIONS), 6), squeeze=False)
+    for j, r in enumerate(REGIONS):
+        sel = regions == r
+        for i, (metric, label) in enumerate((("Ecc", "E_cc"), ("Err", "E_rr"))):
+            if sel.any():
+                strain_curves({s: tr[metric][s][sel] for s in tr[metric]}, ylabel=label, title=f"{r}", ax=axes[i, j])
+    fig.tight_layout()
+    rep.save_figure(fig, "fig_4_10", caption="Strain curves over the cycle, mean ± 1 sd, by region and source")
+    show(fig)
+
+    if "truth" in tr["Ecc"]:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        for ax, src in zip(axes, ("original", "generated")):
+            bland_altman_plot(_at_es(tr["Ecc"][src], es), _at_es(tr["Ecc"]["truth"], es), ax=ax,
+                              title=f"ES E_cc: tracked {src} - truth", xlabel="mean", ylabel="difference")
+        fig.tight_layout()
+        rep.save_figure(fig, "fig_4_11", caption="Bland-Altman of ES E_cc against the phantom's exact strain "
+                        "(the kit's replacement for the thesis' UK Biobank reference comparison)")
+        show(fig)
+
+
+# --------------------------------------------------------------------------------------------- ablation
+def ablation(cfg: Any, rep: Report, data: PairData, *, progress: bool = False) -> dict[str, pd.DataFrame]:
+    """Tables 4.3 (latent dimension) and 4.4 (conv layers): cine->tagging quality on the test split."""
+    c = cfg.ch4
+    idx = data.index("test")
+    out = {}
+    for table, key, values in (("table_4_3", "latent_dim", c.ablation_latent_dims),
+                               ("table_4_4", "conv_layers", c.ablation_conv_layers)):
+        rows = []
+        for v in values:
+            kw = {key: int(v)}
+            res = train_smcvae(cfg, data, epochs=int(c.ablation_epochs), name=f"ablation-{key}-{v}", progress=progress,
+                               **kw)
+            pred = _predict(res.model, data, idx, ("cine",), "tagging")
+            m = _image_metrics(pred, data.tagging[idx])
+            for metric in ("PSNR", "SSIM", "RMSE"):
+                vals = np.asarray(m[metric])
+                vals = vals[np.isfinite(vals)]
+                rows.append(TableRow(str(v), metric, float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else None,
+                                     n=int(vals.size), units="dB" if metric == "PSNR" else ""))
+        other = "conv_layers" if key == "latent_dim" else "latent_dim"
+        out[table] = rep.save_table(table, rows, notes=[
+            f"cine->tagging on the test split; each row trained for {int(c.ablation_epochs)} epochs "
+            f"({other} = {getattr(c, other)}).",
+        ])
+    return out
+
+
+# --------------------------------------------------------------------------------------------- segmentation
+def segmentation_check(cfg: Any, rep: Report, data: PairData, recon_cine: np.ndarray, *,
+                       mnms_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train the kit's segmenter on training cine, compare segmentations of original and reconstructed
+    cine on the test split (Dice, HD95 in mm), and score it on real M&Ms volumes when present."""
+    from ..figures import segmentation_overlay, show
+    from ..metrics.segmentation import dice, hausdorff
+    from ..models.segmenter import MNMS_DEFAULT_DIR, Segmenter, evaluate_on_mnms, summarise_mnms
+
+    seg = Segmenter.from_profile(cfg, seed=cfg.seed)
+    tr, va, te = data.index("train"), data.index("val"), data.index("test")
+
+    def frames(idx):
+        ok = data.labelled[idx]
+        return data.cine[idx][ok], data.labels[idx][ok]
+
+    x_tr, y_tr = frames(tr)
+    run = _run_dir(cfg, "segmenter", {"seg": seg.config.to_dict(), "n": len(x_tr)})
+    seg.fit(x_tr, y_tr, validation=frames(va) if len(va) else None, seed=cfg.seed, device=cfg.device,
+            checkpoint_dir=run, progress=progress, pixel_mm=data.px_mm)
+    n, f = len(te), data.cine.shape[1]
+    orig = data.cine[te].reshape(n * f, *data.cine.shape[2:])
+    recon = recon_cine.reshape(n * f, *recon_cine.shape[2:])
+    p_orig, p_rec = seg.predict(orig, device=cfg.device), seg.predict(recon, device=cfg.device)
+    gt = data.labels[te].reshape(n * f, *data.labels.shape[2:])
+    ok = data.labelled[te].reshape(-1)
+    sp = (data.px_mm, data.px_mm)
+    rows = []
+    for name, a, b, sel in (("reconstructed_vs_original", p_rec, p_orig, np.ones(n * f, bool)),
+                            ("original_vs_ground_truth", p_orig, gt, ok)):
+        d = np.stack([dice(a[i], b[i], labels=(1, 2, 3)) for i in np.flatnonzero(sel)])
+        h = np.stack([hausdorff(a[i], b[i], labels=(1, 2, 3), spacing=sp, percentile=95) for i in np.flatnonzero(sel)])
+        for metric, vals in (("Dice", d), ("HD", h)):
+            mean_over_labels = np.nanmean(np.where(np.isfinite(vals), vals, np.nan), axis=1)
+            rows.append(TableRow(name, metric, float(np.nanmean(mean_over_labels)),
+                                 float(np.nanstd(mean_over_labels, ddof=1)), n=int(sel.sum()),
+                                 units="mm" if metric == "HD" else "",
+                                 thesis_key=(metric,) if name == "reconstructed_vs_original" else ("-",)))
+    mn = evaluate_on_mnms(seg, mnms_dir or MNMS_DEFAULT_DIR, device=cfg.device)
+    if len(mn):
+        s = summarise_mnms(mn)
+        for r in s.itertuples(index=False):
+            rows.append(TableRow(f"mnms_real/{r.structure}", "Dice", float(r.dice_mean),
+                                 None if pd.isna(r.dice_sd) else float(r.dice_sd), n=int(r.n),
+                                 note="real M&Ms volumes (phantom-to-real gap)", thesis_key=("-",)))
+    table = rep.save_table("ch4_segmentation", rows, notes=[
+        "Dice / HD95 (mm) averaged over LV, Myo, RV per 2D frame, test split. The thesis segmented with the "
+        "UK Biobank network of Bai et al.; the kit trains its own MONAI UNet on phantom cine.",
+        "HD in the thesis row is the Hausdorff distance; the kit reports the 95th percentile.",
+    ])
+    i = int(te[0]) if len(te) else 0
+    j = 0
+    fr = int(np.argmax(data.labelled[i])) if data.labelled[i].any() else 0
+    fig = segmentation_overlay([data.cine[i, fr], data.cine[i, fr], data.cine[i, fr]],
+                               [data.labels[i, fr], p_orig[j * f + fr], np.zeros_like(p_orig[0])],
+                               ["ground truth", "segmenter", "image"], title="Segmentation of original cine")
+    rep.save_figure(fig, "fig_4_6", caption="Original test cine with ground-truth and predicted labels")
+    show(fig)
+    fig = segmentation_overlay([data.cine[i, fr], recon_cine[j, fr], recon_cine[j, fr]],
+                               [p_orig[j * f + fr], p_rec[j * f + fr], np.zeros_like(p_orig[0])],
+                               ["original + its seg.", "reconstructed + its seg.", "reconstructed"],
+                               title="Segmentation of reconstructed cine")
+    rep.save_figure(fig, "fig_4_7", caption="Reconstructed test cine and its segmentation vs the original's")
+    show(fig)
+    return {"segmenter": seg, "table": table, "mnms": mn}
+
+
+# --------------------------------------------------------------------------------------------- figures
+def figure_examples(rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], tr: Mapping[str, Any] | None = None) -> None:
+    """Fig 4.4 (one test slice per region through the four scenarios) and Fig 4.5 (tracking)."""
+    from ..figures import image_grid, landmark_overlay, show
+
+    idx = data.index("test")
+    picks = [int(np.flatnonzero(data.region[idx] == r)[0]) for r in REGIONS if (data.region[idx] == r).any()]
+    j = picks[len(picks) // 2] if picks else 0
+    es = int(tr["es"][j]) if tr is not None else data.cine.shape[1] // 3
+    frames = sorted({0, es // 2, es, min(data.cine.shape[1] - 1, es + (data.cine.shape[1] - es) // 2)})
+    rows = {"cine": data.cine[idx[j]], "tagging": data.tagging[idx[j]]}
+    rows.update({name.replace("_", " "): outputs[name][j] for name, _, _ in SCENARIOS})
+    fig = image_grid(rows, frames, title=f"{data.subject[idx[j]]} {data.region[idx[j]]} (test)")
+    rep.save_figure(fig, "fig_4_4", caption="Original cine and tagging, reconstructions and cross-syntheses")
+    show(fig)
+    if tr is not None:
+        seqs = {"original tagging": data.tagging[idx[j]], "generated tagging": outputs["only_cine_to_tagging"][j]}
+        lms = {"original tagging": tr["landmarks"]["original"][j], "generated tagging": tr["landmarks"]["generated"][j]}
+        fig = landmark_overlay(seqs, lms, frames, title="HARP tracking from the same frame-0 grid")
+        rep.save_figure(fig, "fig_4_5", caption="Tracked landmarks on original and generated tagging (red: endocardial ring)")
+        show(fig)
+
+
+# --------------------------------------------------------------------------------------------- all
+def run_all(cfg: Any, rep: Report, *, progress: bool = False) -> dict[str, Any]:
+    """Every step of the chapter (what ``cmrkit run ch4`` executes)."""
+    data = load_pairs(cfg)
+    rep.dataset = f"{rep.dataset}, {data.meta['n_subjects']} subjects"
+    res = train_smcvae(cfg, data, progress=progress)
+    outputs = synthesis_scenarios(res.model, data)
+    table_4_1(rep, data, outputs)
+    tr = track_and_strain(data, outputs["only_cine_to_tagging"])
+    strain_tables(rep, data, tr)
+    strain_figures(rep, data, tr)
+    figure_examples(rep, data, outputs, tr)
+    seg = segmentation_check(cfg, rep, data, outputs["reconstruction_cine"], progress=progress)
+    abl = ablation(cfg, rep, data, progress=progress)
+    return {"data": data, "fit": res, "outputs": outputs, "tracking": tr, "segmentation": seg, "ablation": abl}
