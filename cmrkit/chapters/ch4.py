@@ -285,7 +285,11 @@ def train_smcvae(cfg: Any, data: PairData, *, latent_dim: int | None = None, con
 
 
 def active_threshold(cfg: Any) -> float | None:
-    """Dropout-rate threshold that selects the active latent dimensions (sparse variant only)."""
+    """Dropout-rate threshold that selects the active latent dimensions (sparse variant only).
+
+    Synthesis uses the full posterior mean by default (the decoders learn to ignore dimensions with a
+    high dropout rate); pass this as ``threshold`` to restrict the latent to the active dimensions.
+    """
     return float(cfg.ch4.dropout_threshold) if cfg.ch4.variant == "sparse" else None
 
 
@@ -372,14 +376,17 @@ def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test")
     the ES frame per slice.
     """
     from ..strain import green_strain_from_landmarks
-    from ..tagging import landmark_error, track_landmarks
+    from ..tagging import detect_harmonic_peaks, landmark_error, track_landmarks
 
     idx = data.index(split)
     out: dict[str, Any] = {"idx": idx, "landmarks": {}, "Ecc": {}, "Err": {}, "landmark_error_mm": {}}
+    # the tag pattern (spacing, orientation) is a property of the acquisition: detect it on the
+    # original tagging of each slice and use it for the generated tagging of the same slice too
+    peaks = [detect_harmonic_peaks(data.tagging[i, :2]) for i in idx]
     for src, seqs in (("original", data.tagging[idx]), ("generated", generated)):
         lms, ecc, err = [], [], []
         for j, i in enumerate(idx):
-            lm = track_landmarks(seqs[j], _init_landmarks(data, i), px_spacing=data.px_mm)
+            lm = track_landmarks(seqs[j], _init_landmarks(data, i), px_spacing=data.px_mm, peaks=peaks[j])
             s = green_strain_from_landmarks(lm)
             lms.append(lm)
             ecc.append(np.asarray(s.Ecc))
@@ -524,7 +531,7 @@ def ablation(cfg: Any, rep: Report, data: PairData, *, progress: bool = False) -
             kw = {key: int(v)}
             res = train_smcvae(cfg, data, epochs=int(c.ablation_epochs), name=f"ablation-{key}-{v}", progress=progress,
                                **kw)
-            pred = _predict(res.model, data, idx, ("cine",), "tagging", threshold=active_threshold(cfg))
+            pred = _predict(res.model, data, idx, ("cine",), "tagging")
             m = _image_metrics(pred, data.tagging[idx])
             for metric in ("PSNR", "SSIM", "RMSE"):
                 vals = np.asarray(m[metric])
@@ -638,7 +645,7 @@ def run_all(cfg: Any, rep: Report, *, progress: bool = False) -> dict[str, Any]:
     data = load_pairs(cfg)
     rep.dataset = f"{rep.dataset}, {data.meta['n_subjects']} subjects"
     res = train_smcvae(cfg, data, progress=progress)
-    outputs = synthesis_scenarios(res.model, data, threshold=active_threshold(cfg))
+    outputs = synthesis_scenarios(res.model, data)
     table_4_1(rep, data, outputs)
     tr = track_and_strain(data, outputs["only_cine_to_tagging"])
     strain_tables(rep, data, tr)
