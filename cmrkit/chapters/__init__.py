@@ -16,7 +16,8 @@ from ..config import DATASETS, ConfigError, available_profiles
 __all__ = ["CHAPTERS", "cli_main"]
 
 #: chapter name -> (module, notebook stem)
-CHAPTERS = {"ch4": ("cmrkit.chapters.ch4", "01_smcvae_strain")}
+CHAPTERS = {"bg": ("cmrkit.chapters.background", "00_background"),
+            "ch4": ("cmrkit.chapters.ch4", "01_smcvae_strain")}
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
