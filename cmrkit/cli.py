@@ -49,7 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"cmrkit {name}: not available in this installation ({exc})", file=sys.stderr)
         return 2
-    return int(module.cli_main(rest) or 0)
+    try:
+        return int(module.cli_main(rest) or 0)
+    except BrokenPipeError:  # output piped into `head` etc.: not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

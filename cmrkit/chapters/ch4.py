@@ -111,7 +111,7 @@ def _phase_frames(n_cine: int, n_tag: int) -> np.ndarray:
 def split_by_subject(subjects: Sequence[str], fractions: Sequence[float], seed: int) -> dict[str, str]:
     """Assign each subject to train/val/test with the given fractions (seeded permutation).
 
-    With few subjects every split gets at least one subject when there are three or more.
+    Every split gets at least one subject; fewer than three subjects is an error.
     """
     uniq = sorted(set(subjects))
     if len(fractions) != 3 or not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
@@ -119,11 +119,13 @@ def split_by_subject(subjects: Sequence[str], fractions: Sequence[float], seed: 
     rng = np.random.default_rng([seed, 4])
     order = [uniq[i] for i in rng.permutation(len(uniq))]
     n = len(order)
-    n_val = max(1, int(round(fractions[1] * n))) if n >= 3 else 0
-    n_test = max(1, int(round(fractions[2] * n))) if n >= 3 else 0
+    if n < 3:
+        raise ValueError(f"need at least 3 subjects for a train/val/test split, got {n}")
+    n_val = max(1, int(round(fractions[1] * n)))
+    n_test = max(1, int(round(fractions[2] * n)))
     n_train = n - n_val - n_test
     if n_train < 1:
-        raise ValueError(f"need at least 3 subjects for a train/val/test split, got {n}")
+        raise ValueError(f"split {list(fractions)} leaves no training subject among {n}")
     names = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
     return dict(zip(order, names))
 
