@@ -370,12 +370,12 @@ def _init_landmarks(data: PairData, i: int) -> np.ndarray:
     return init_landmarks_from_mask(data.labels[i, 0], rv_label=3)
 
 
-def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test") -> dict[str, Any]:
+def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test", *, n_jobs: int = 1) -> dict[str, Any]:
     """Track original and generated tagging of a split from the same frame-0 grid; Ferdian strain.
 
     Returns landmarks ``{"original", "generated"}`` (n, F, 2, 168), strain curves ``Ecc``/``Err``
     per source (n, F) (``truth`` too when known), the landmark error in mm against the truth, and
-    the ES frame per slice.
+    the ES frame per slice. ``n_jobs`` tracks slices in parallel processes (joblib; -1 = all cores).
     """
     from ..strain import green_strain_from_landmarks
     from ..tagging import detect_harmonic_peaks, landmark_error, track_landmarks
@@ -385,12 +385,18 @@ def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test")
     # the tag pattern (spacing, orientation) is a property of the acquisition: detect it on the
     # original tagging of each slice and use it for the generated tagging of the same slice too
     peaks = [detect_harmonic_peaks(data.tagging[i, :2]) for i in idx]
+    from joblib import Parallel, delayed
+
     for src, seqs in (("original", data.tagging[idx]), ("generated", generated)):
-        lms, ecc, err = [], [], []
-        for j, i in enumerate(idx):
-            lm = track_landmarks(seqs[j], _init_landmarks(data, i), px_spacing=data.px_mm, peaks=peaks[j])
+        args = [(seqs[j], _init_landmarks(data, i), peaks[j]) for j, i in enumerate(idx)]
+        if n_jobs != 1 and len(args) > 1:
+            lms = Parallel(n_jobs=n_jobs)(delayed(track_landmarks)(im, x0, px_spacing=data.px_mm, peaks=pk)
+                                          for im, x0, pk in args)
+        else:
+            lms = [track_landmarks(im, x0, px_spacing=data.px_mm, peaks=pk) for im, x0, pk in args]
+        ecc, err = [], []
+        for lm in lms:
             s = green_strain_from_landmarks(lm)
-            lms.append(lm)
             ecc.append(np.asarray(s.Ecc))
             err.append(np.asarray(s.Err))
         out["landmarks"][src] = np.stack(lms)
@@ -649,7 +655,7 @@ def run_all(cfg: Any, rep: Report, *, progress: bool = False) -> dict[str, Any]:
     res = train_smcvae(cfg, data, progress=progress)
     outputs = synthesis_scenarios(res.model, data)
     table_4_1(rep, data, outputs)
-    tr = track_and_strain(data, outputs["only_cine_to_tagging"])
+    tr = track_and_strain(data, outputs["only_cine_to_tagging"], n_jobs=int(cfg.ch4.tracking_jobs))
     strain_tables(rep, data, tr)
     strain_figures(rep, data, tr)
     figure_examples(rep, data, outputs, tr)

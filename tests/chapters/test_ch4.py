@@ -102,3 +102,11 @@ def test_training_scenarios_and_tables(tiny, tmp_path):
     again = ch4.train_smcvae(cfg, data)
     for a, b in zip(fit.model.state_dict().values(), again.model.state_dict().values()):
         assert np.array_equal(a.numpy(), b.numpy())
+
+
+def test_parallel_tracking_matches_sequential(tiny):
+    _, data = tiny
+    gen = data.tagging[data.index("test")]
+    a = ch4.track_and_strain(data, gen, n_jobs=1)
+    b = ch4.track_and_strain(data, gen, n_jobs=2)
+    np.testing.assert_array_equal(a["landmarks"]["original"], b["landmarks"]["original"])
