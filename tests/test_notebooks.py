@@ -78,13 +78,18 @@ def test_every_notebook_runs_under_smoke_and_writes_its_artefacts(smoke_run):
 
 @pytest.mark.slow
 def test_same_profile_and_seed_give_identical_tables(smoke_run, tmp_path):
+    """A second run with the same profile and seed writes identical tables (trained models are
+    reloaded from their finished checkpoints under runs/, everything downstream is recomputed)."""
     out, _ = smoke_run
-    first = BOOKS[0].stem
     again = tmp_path / "again"
-    assert runner.reproduce("smoke", only=[first[:2]], seed=0, report_dir=str(again), log_output=False) == 0
-    for art in for_notebook(first):
-        if art.kind != "table":
-            continue
-        a = pd.read_csv(out / "tables" / f"{art.id}.csv")
-        b = pd.read_csv(again / "tables" / f"{art.id}.csv")
-        pd.testing.assert_frame_equal(a, b)
+    assert runner.reproduce("smoke", seed=0, report_dir=str(again), log_output=False) == 0
+    compared = 0
+    for nb in BOOKS:
+        for art in for_notebook(nb.stem):
+            if art.kind != "table":
+                continue
+            a = pd.read_csv(out / "tables" / f"{art.id}.csv")
+            b = pd.read_csv(again / "tables" / f"{art.id}.csv")
+            pd.testing.assert_frame_equal(a, b)
+            compared += 1
+    assert compared >= 5
