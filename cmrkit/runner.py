@@ -168,6 +168,16 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
                    help="override a profile value, e.g. --set ch4.epochs=2 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="do not stream cell output to the terminal")
     args = p.parse_args(argv)
+    if not args.quiet:  # papermill streams cell output through its logger
+        import logging
+
+        log = logging.getLogger("papermill")
+        if not log.handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("    %(message)s"))
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     try:
         failures = reproduce(args.profile, only=args.only.split(",") if args.only else None, dataset=args.dataset,
                              data_dir=args.data_dir, seed=args.seed, device=args.device, report_dir=args.report_dir,
