@@ -7,7 +7,8 @@ them all for ``cmrkit run ch4``):
    cine slice nearest to its plane through the NIfTI affines (thesis Fig. 4.3,
    :func:`cmrkit.preprocess.matching_cine_slice`); both are put on one pixel grid (a square ROI of
    ``ch4.roi_mm`` around the heart, ``ch4.image_size`` pixels, tagging resampled onto the cine ROI)
-   and the cine is sampled at the tagging frames (20, by cardiac phase). Ground-truth landmarks and
+   and the cine is sampled at the tagging frames (20, by cardiac phase); only those slices and frames
+   are preprocessed (intensities normalised over them). Ground-truth landmarks and
    exact strain come along for the phantom. Subjects are split 60/20/20 (seeded, by subject).
 2. :func:`train_smcvae` -- the sparse multi-channel VAE through :func:`cmrkit.train.fit`.
 3. :func:`synthesis_scenarios` / :func:`table_4_1` -- the four scenarios of Table 4.1.
@@ -137,7 +138,7 @@ def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = Fa
     cine slice within half a slice spacing of their plane are dropped (reported in ``meta``).
     """
     from ..io import iter_subjects
-    from ..preprocess import prepare_subject, resample_inplane
+    from ..preprocess import matching_cine_slice, prepare_subject, resample_inplane
 
     c = cfg.ch4
     size, spacing = int(c.image_size), float(c.roi_mm) / int(c.image_size)
@@ -159,11 +160,17 @@ def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = Fa
         else:  # attach the true landmarks so preprocessing maps them onto the new grid
             subj = subj.copy_with(tagging=[replace(t, landmarks=truth["landmarks"][k])
                                            for k, t in enumerate(subj.tagging)])
+        n_tag = min(t.image.shape[-1] for t in subj.tagging)
+        cf_all = truth["cine_frames"] if truth is not None else _phase_frames(subj.cine.shape[3], n_tag)
+        # only the cine slices and frames that pair with tagging are preprocessed (much less work)
+        center_world = _lv_center_world(subj)
+        subj = _subset(subj, [matching_cine_slice(subj.affine, subj.shape, t.affine) for t in subj.tagging],
+                       cf_all[:frames])
         # resample, then centre the ROI on the LV (the tracked structure) when labels allow it
         subj = resample_inplane(subj, spacing=spacing)
-        prep = prepare_subject(subj, size=size, center=_lv_center(subj))
+        center = None if center_world is None else tuple((np.linalg.inv(subj.affine) @ center_world)[:2])
+        prep = prepare_subject(subj, size=size, center=center)
         px_mm = float(np.linalg.norm(prep.affine[:3, 0]))
-        n_cine = prep.cine.shape[3]
         for k, t in enumerate(prep.tagging):
             z = t.meta.get("cine_slice")
             dist = t.meta.get("cine_plane_distance_mm", 0.0)
@@ -174,12 +181,10 @@ def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = Fa
             if tag.shape[0] < frames:
                 dropped.append(f"{subj.subject_id}/{t.name}: {tag.shape[0]} tagging frames < {frames}")
                 continue
-            cf = (truth["cine_frames"] if truth is not None else _phase_frames(n_cine, tag.shape[0]))[:frames]
-            cine = np.moveaxis(prep.cine[:, :, z, :], 2, 0)[cf]
+            cine = np.moveaxis(prep.cine[:, :, z, :], 2, 0)  # the subset holds the paired frames in order
             if prep.cine_labels is not None:
-                lab = np.moveaxis(prep.cine_labels[:, :, z, :], 2, 0)[cf]
-                lab_ok = (prep.labelled_frames[cf] if prep.labelled_frames is not None
-                          else np.ones(frames, bool))
+                lab = np.moveaxis(prep.cine_labels[:, :, z, :], 2, 0)
+                lab_ok = (prep.labelled_frames if prep.labelled_frames is not None else np.ones(frames, bool))
             else:
                 lab, lab_ok = np.zeros(cine.shape, np.uint8), np.zeros(frames, bool)
             # (F, X, Y) -> (F, H=Y, W=X): rows are y, columns x
@@ -217,16 +222,30 @@ def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = Fa
     )
 
 
-def _lv_center(subj: Any) -> tuple[float, float] | None:
-    """In-plane centre (x, y) of the LV (blood pool + myocardium) at ED over all slices, or None
-    without labels (the preprocessing heuristic then finds the heart)."""
+def _lv_center_world(subj: Any) -> np.ndarray | None:
+    """World position (homogeneous, 4,) of the LV centre (blood pool + myocardium voxels at ED, all
+    slices), or None without labels (the preprocessing heuristic then finds the heart)."""
     if subj.cine_labels is None:
         return None
     ed = subj.ed_frame if subj.ed_frame is not None else 0
     if subj.labelled_frames is not None and not subj.labelled_frames[ed]:
         return None
-    xy = np.argwhere(np.isin(subj.cine_labels[..., ed], (1, 2)))[:, :2]
-    return (float(xy[:, 0].mean()), float(xy[:, 1].mean())) if len(xy) else None
+    xyz = np.argwhere(np.isin(subj.cine_labels[..., ed], (1, 2)))
+    return None if not len(xyz) else subj.affine @ np.r_[xyz.mean(axis=0), 1.0]
+
+
+def _subset(subj: Any, slices: Sequence[int], frames: np.ndarray) -> Any:
+    """The subject restricted to the contiguous cine slice range covering ``slices`` and to
+    ``frames`` (in that order); the affine moves with the first kept slice."""
+    z0, z1 = int(min(slices)), int(max(slices)) + 1
+    aff = np.array(subj.affine, dtype=float)
+    aff[:3, 3] = aff[:3, :3] @ np.array([0.0, 0.0, z0]) + aff[:3, 3]
+    fr = np.asarray(frames, dtype=int)
+    return subj.copy_with(
+        cine=np.ascontiguousarray(subj.cine[:, :, z0:z1][..., fr]),
+        cine_labels=None if subj.cine_labels is None else np.ascontiguousarray(subj.cine_labels[:, :, z0:z1][..., fr]),
+        labelled_frames=None if subj.labelled_frames is None else np.asarray(subj.labelled_frames)[fr],
+        affine=aff, ed_frame=0 if fr[0] == (subj.ed_frame or 0) else None, es_frame=None)
 
 
 def _ground_truth(subj: Any) -> dict[str, Any] | None:
