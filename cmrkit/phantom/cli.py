@@ -7,9 +7,11 @@ Examples
     cmrkit phantom --n 200 --seed 0 --out data/phantom/demo
     cmrkit phantom --profile smoke --out /tmp/phantom_smoke --workers 2
     cmrkit phantom --profile demo --n 20 --frames 25 --out data/phantom/try
+    cmrkit phantom --profile smoke --tag-phase anchored --out data/phantom/smoke_anchored
 
 The profile (``smoke`` | ``demo`` | ``paper``, default ``demo``) gives the geometry, the cohort size and
-the number of workers; ``--n``, ``--frames``, ``--workers`` and ``--matrix`` override it.
+the number of workers; ``--n``, ``--frames``, ``--workers``, ``--matrix`` and ``--tag-phase``
+(:attr:`cmrkit.phantom.Geometry.tag_phase`) override it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: the profile's, capped at the CPUs)")
     p.add_argument("--matrix", type=int, default=None, help="cine in-plane matrix (default: the profile's)")
     p.add_argument("--pathology-fraction", type=float, default=None, help="share of subjects with regional dysfunction")
+    p.add_argument("--tag-phase", default=None, metavar="{random,anchored}",
+                   help="tag grid placement: random per subject (default, as acquired) or anchored to the LV centre")
     p.add_argument("--force", action="store_true", help="regenerate even if a matching cohort exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -53,6 +57,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             section["cine_frames"] = args.frames
         if args.matrix is not None:
             section["matrix"] = args.matrix
+        if args.tag_phase is not None:
+            section["tag_phase"] = args.tag_phase
         geometry = Geometry.from_mapping(section)
         n = args.n if args.n is not None else int(section.get("n_subjects", 10))
         workers = args.workers if args.workers is not None else int(section.get("workers", 1))

@@ -42,6 +42,10 @@ __all__ = [
     "COHORT_JSON",
 ]
 
+#: revision of the phantom's rendering physics, part of the cohort spec: bump it whenever a change
+#: alters the images or ground truth of the same ``(seed, index, geometry)``, so that cached cohorts
+#: regenerate (2: bSSFP magnetisation-transfer/flow contrast and myocardial-SNR noise model)
+PHANTOM_REVISION = 2
 MANIFEST = "manifest.csv"
 COHORT_JSON = "cohort.json"
 _SUBJECT_DIR = re.compile(r"^PH\d{4,}$")
@@ -66,6 +70,7 @@ def cohort_spec(n: int, *, seed: int, geometry: Geometry, pathology_fraction: fl
         "pathology_fraction": float(pathology_fraction),
         "geometry": geometry.to_dict(),
         "cmrkit_version": __version__,
+        "phantom_revision": PHANTOM_REVISION,
         "phenotype_model_sha256": _model_hash(),
     }
 
@@ -247,7 +252,8 @@ def ensure_cohort(cfg: Any) -> Path:
     """Make sure the phantom cohort of a :class:`cmrkit.config.Config` exists; return its folder.
 
     Uses ``cfg.phantom`` (n_subjects, matrix, pixel_mm, slices, slice_thickness_mm, slice_spacing_mm,
-    cine_frames, tag_frames, tag_spacing_mm, pathology_fraction, workers), ``cfg.seed`` and
+    cine_frames, tag_frames, tag_spacing_mm, pathology_fraction, workers, and any other
+    :class:`Geometry` field present, e.g. ``tag_phase``), ``cfg.seed`` and
     ``cfg.data_dir``. Nothing is generated when ``cohort.json`` there records the same parameters
     and cmrkit version and the manifest exists. For a non-phantom data set the folder is returned
     unchanged.

@@ -25,7 +25,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["Geometry", "PatientFrame", "PlaneGrid", "patient_frame", "rotation_about"]
+__all__ = ["Geometry", "TAG_PHASE_MODES", "PatientFrame", "PlaneGrid", "patient_frame", "rotation_about"]
+
+
+#: values of :attr:`Geometry.tag_phase`
+TAG_PHASE_MODES = ("random", "anchored")
+#: tag grid angle of ``tag_phase="anchored"`` (degrees, LV frame = image axes)
+ANCHORED_TAG_ANGLE_DEG = 45.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,13 @@ class Geometry:
     supersample : in-plane supersampling factor of the static anatomy (in-plane partial volume of
         the moving heart is rendered analytically with pixel-wide edge ramps).
     noise : add Rician noise (switch off for ground-truth checks).
+    tag_phase : placement of the tag grid. ``"random"`` (default, as in real acquisitions, where the
+        grid is laid in scanner coordinates): every subject draws its grid angle (40-50 degrees) and
+        phase offsets, so the tag phase relative to the anatomy cannot be predicted from cine.
+        ``"anchored"``: angle 45 degrees and zero phase offsets in the LV frame, so that a crossing
+        of two tag lines lies on the LV long axis (the LV centre of every short-axis plane, the mid
+        tagging level included): the grid is fixed relative to the heart. It is part of the cohort
+        spec, so changing it regenerates a cohort.
     """
 
     matrix: int = 128
@@ -63,6 +76,7 @@ class Geometry:
     slice_samples: int = 3
     supersample: int = 2
     noise: bool = True
+    tag_phase: str = "random"
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -84,6 +98,8 @@ class Geometry:
         need(isinstance(self.slice_samples, int) and self.slice_samples >= 1 and self.slice_samples % 2 == 1,
              f"slice_samples must be an odd integer >= 1, got {self.slice_samples!r}")
         need(isinstance(self.supersample, int) and self.supersample >= 1, f"supersample must be >= 1, got {self.supersample!r}")
+        need(self.tag_phase in TAG_PHASE_MODES,
+             f"tag_phase must be one of {', '.join(TAG_PHASE_MODES)}, got {self.tag_phase!r}")
 
     @property
     def fov_mm(self) -> float:
@@ -114,6 +130,10 @@ class Geometry:
                 kw[k] = int(v)
             elif isinstance(default, float):
                 kw[k] = float(v)
+            elif isinstance(default, str):
+                if not isinstance(v, str):
+                    raise ValueError(f"Geometry: {k} must be a string, got {v!r}")
+                kw[k] = v
         return cls(**kw)
 
 

@@ -26,7 +26,8 @@ from .geometry import Geometry, PatientFrame, PlaneGrid
 from .tagging import spamm_modulation
 from .torso import Torso
 
-__all__ = ["Scene", "render_cine", "render_labels", "render_tagging", "slice_offsets", "heart_box"]
+__all__ = ["Scene", "render_cine", "render_labels", "render_tagging", "slice_offsets", "heart_box",
+           "myocardial_tag_depth"]
 
 
 @dataclass
@@ -123,7 +124,9 @@ def render_cine(scene: Scene, geometry: Geometry, rng: np.random.Generator) -> t
     """Render the 4-D cine ``(n, n, slices, frames)`` float32 and labels (uint8).
 
     Intensities: tissue bSSFP signals (blood = 1) x smooth texture x coil shading x ``gain``, then
-    Rician noise with ``sigma = gain / snr_blood``; rounded to integers like scanner magnitude data.
+    Rician noise with ``sigma = gain S_myo / snr_myo`` (myocardial SNR ``snr_myo`` where the coil
+    shading is 1, at the heart centre; parameters drawn before this model carry ``snr_blood`` and get
+    ``sigma = gain / snr_blood``); rounded to integers like scanner magnitude data.
     """
     heart, grid, torso = scene.heart, scene.cine_grid, scene.torso
     c = scene.contrast
@@ -172,7 +175,11 @@ def render_cine(scene: Scene, geometry: Geometry, rng: np.random.Generator) -> t
     gain = float(c.get("gain", 700.0))
     img *= (gain * shade)[..., None]
     if geometry.noise:
-        img = add_rician_noise(img, gain / float(c.get("snr_blood", 35.0)), rng)
+        if "snr_myo" in c:
+            sigma = gain * float(S_my) / float(c["snr_myo"])
+        else:
+            sigma = gain / float(c.get("snr_blood", 35.0))
+        img = add_rician_noise(img, sigma, rng)
     return np.round(img).astype(np.float32), lab
 
 
@@ -251,3 +258,48 @@ def render_tagging(scene: Scene, geometry: Geometry, rng: np.random.Generator) -
         sigma = gain * myo.pd * math.exp(-3.9 / myo.t2s) / float(c.get("tag_snr", 18.0))
         out = add_rician_noise(out, sigma, rng)
     return np.round(out).astype(np.float32)
+
+
+def myocardial_tag_depth(scene: Scene, tagging: np.ndarray, slice_index: int = 1, *, erode_px: int = 1) -> np.ndarray:
+    """Tag modulation depth of the myocardium in every frame of one tagging slice, fitted to the known pattern.
+
+    Per frame, the intensities ``I`` of the (eroded) centre-plane myocardium are regressed on the
+    SPAMM pattern at their material coordinates, ``I = a + b f(X)``; the depth is ``b / (a + b)``,
+    which for the relaxation model of :func:`cmrkit.phantom.contrast.tag_relaxation` equals
+    ``exp(-t / T1)`` (1 right after an ideal SPAMM block). Unlike the spectral peak of
+    :func:`cmrkit.realism.tag_period_and_contrast`, it does not fall when deformation spreads the tag
+    frequencies, so ``depth[t] / depth[0]`` against ``exp(-(t - t0) / T1)`` isolates what rendering
+    (slice profile, point spread, partial volume) does to the tags.
+
+    Parameters
+    ----------
+    scene : the subject's :class:`Scene`; tagging : ``(3, n, n, T)`` from :func:`render_tagging`.
+    """
+    tagging = np.asarray(tagging)
+    if tagging.ndim != 4 or tagging.shape[0] != 3 or tagging.shape[-1] != len(scene.tag_times_ms):
+        raise ValueError(f"tagging must be (3, n, n, {len(scene.tag_times_ms)}), got {tagging.shape}")
+    heart, grid, tg = scene.heart, scene.tag_grid, scene.tag
+    x, y = grid.xy()
+    x, y = x.astype(np.float32).ravel(), y.astype(np.float32).ravel()
+    r, th = np.hypot(x, y), np.arctan2(y, x)
+    ang = heart.angular_terms(th)
+    z = np.asarray([[scene.tag_levels[slice_index]]], np.float32)
+    if "spacing_mm" not in tg:
+        raise ValueError("scene.tag has no spacing_mm; build the scene with cmrkit.phantom.build_scene")
+    out = np.full(len(scene.tag_times_ms), np.nan)
+    for t_idx, t in enumerate(scene.tag_times_ms):
+        st = heart.state(float(t))
+        lay = heart.layers(r, th, ang, z, st, grid.pixel)
+        m = (heart.labels(r, lay) == 2).reshape(grid.n, grid.n)
+        if erode_px > 0:
+            m = ndimage.binary_erosion(m, iterations=erode_px)
+        if m.sum() < 10:
+            continue
+        X, Y = heart.material_xy(x, y, r, th, z, st)
+        f = spamm_modulation(X, Y, spacing_mm=float(tg["spacing_mm"]), angle=float(tg["angle"]),
+                             offsets=tuple(tg["offsets"]), flip_total_deg=float(tg.get("flip_total_deg", 90.0)),
+                             order=int(tg.get("order", 2))).reshape(grid.n, grid.n)
+        A = np.stack([np.ones(int(m.sum())), f[m]], axis=1)
+        a, b = np.linalg.lstsq(A, tagging[slice_index, :, :, t_idx][m].astype(float), rcond=None)[0]
+        out[t_idx] = b / (a + b) if (a + b) != 0 else np.nan
+    return out

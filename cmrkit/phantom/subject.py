@@ -16,8 +16,9 @@ import numpy as np
 
 from .. import __version__
 from .anatomy import MYO_DENSITY, calibrate_heart
+from .contrast import CINE_CONTRAST_RANGES
 from .covariates import COVARIATES, load_phenotype_model, phenotype_targets, sample_covariates, sample_pathology
-from .geometry import Geometry, PlaneGrid, patient_frame
+from .geometry import ANCHORED_TAG_ANGLE_DEG, Geometry, PlaneGrid, patient_frame
 from .motion import cardiac_cycle
 from .render import Scene, render_cine, render_tagging
 from .tagging import N_LANDMARKS, landmark_material_grid, landmark_strain
@@ -131,12 +132,12 @@ def sample_subject_params(index: int, *, seed: int = 0, pathology_fraction: floa
         "body_scale": float(math.sqrt(cov["height_cm"] / 170.0) * rng.uniform(0.95, 1.05)),
         "torso_seed": int(rng.integers(0, 2**31 - 1)),
         # contrast
-        "snr_blood": U(25.0, 45.0),
+        "snr_myo": U(*CINE_CONTRAST_RANGES["snr_myo"]),
         "tag_snr": U(12.0, 25.0),
         "gain": U(500.0, 900.0),
         "tag_gain": U(400.0, 800.0),
-        "blood_scale": U(0.75, 0.95),
-        "myo_scale": U(0.9, 1.1),
+        "blood_scale": U(*CINE_CONTRAST_RANGES["blood_scale"]),
+        "myo_scale": U(*CINE_CONTRAST_RANGES["myo_scale"]),
         "fat_scale": U(0.85, 1.1),
         "tag_blood_scale": U(0.8, 1.1),
         "coil_depth_mm": U(120.0, 200.0),
@@ -304,14 +305,22 @@ def build_scene(params: SubjectParams, geometry: Geometry) -> tuple[Scene, dict[
     bmi = cov["weight_kg"] / (cov["height_cm"] / 100.0) ** 2
     torso = make_torso(d, heart_center=np.array([0.0, 0.0, 0.5 * L]), e_r=e_r, e_a=e_a, e_s=e_s, bmi=bmi,
                        rng=np.random.default_rng(d["torso_seed"]))
-    contrast = {k: d[k] for k in ("snr_blood", "tag_snr", "gain", "tag_gain", "blood_scale", "myo_scale", "fat_scale",
-                                  "tag_blood_scale", "coil_depth_mm", "texture")}
-    tag = {"angle": math.radians(d["tag_angle_deg"]), "offsets": tuple(d["tag_offsets"]),
-           "saturation": d["tag_saturation"], "tau_wash_ms": d["tau_wash_ms"], "order": 2, "flip_total_deg": 90.0}
+    # "snr_blood" (noise relative to blood) is the draw of parameters made before the myocardial-SNR model
+    contrast = {k: d[k] for k in ("snr_myo", "snr_blood", "tag_snr", "gain", "tag_gain", "blood_scale", "myo_scale",
+                                  "fat_scale", "tag_blood_scale", "coil_depth_mm", "texture") if k in d}
+    if geometry.tag_phase == "anchored":
+        # a tag-line crossing on the LV long axis (x = y = 0 in the LV frame): zero phase offsets
+        tag_angle, tag_offsets = math.radians(ANCHORED_TAG_ANGLE_DEG), (0.0, 0.0)
+    else:
+        tag_angle, tag_offsets = math.radians(d["tag_angle_deg"]), tuple(d["tag_offsets"])
+    tag = {"angle": tag_angle, "offsets": tag_offsets,
+           "saturation": d["tag_saturation"], "tau_wash_ms": d["tau_wash_ms"], "order": 2, "flip_total_deg": 90.0,
+           "spacing_mm": geometry.tag_spacing_mm}
     scene = Scene(heart, torso, frame, cine_grid, tag_grid, z_slices, (k_base, k_mid, k_apex), cine_times, tag_times,
                   contrast, tag)
     info = {"rr_ms": rr, "theta_rv": theta_rv, "sense": sense, "handedness": handed,
-            "landmark_theta0": theta_rv + sense * half}
+            "landmark_theta0": theta_rv + sense * half, "tag_phase": geometry.tag_phase,
+            "tag_angle_deg": math.degrees(tag_angle), "tag_offsets": [float(v) for v in tag_offsets]}
     return scene, realised, info
 
 
