@@ -22,8 +22,6 @@ __all__ = [
     "landmark_overlay",
     "segmentation_overlay",
     "strain_curves",
-    "strain_violins",
-    "volume_curve",
 ]
 
 #: colours for labels 0..3 (transparent background, LV red, myocardium green, RV blue)
@@ -117,57 +115,6 @@ def strain_curves(curves: Mapping[str, np.ndarray], *, ylabel: str, title: str =
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("frame")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def strain_violins(groups: Mapping[str, Mapping[str, np.ndarray]], *, ylabel: str, title: str = "",
-                   ax=None) -> plt.Figure:
-    """Side-by-side violins: ``groups[region][source] -> values`` (e.g. original vs generated)."""
-    regions = list(groups)
-    sources = list(next(iter(groups.values())))
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(1.6 * len(regions) * len(sources) / 2 + 2, 3.2))
-    else:
-        fig = ax.figure
-    width = 0.8 / len(sources)
-    for j, src in enumerate(sources):
-        pos = [i + (j - (len(sources) - 1) / 2) * width for i in range(len(regions))]
-        data = [np.asarray(groups[r][src], dtype=float) for r in regions]
-        ok = [(p, d[np.isfinite(d)]) for p, d in zip(pos, data) if np.isfinite(d).sum() >= 2]
-        if ok:
-            parts = ax.violinplot([d for _, d in ok], positions=[p for p, _ in ok], widths=width * 0.9,
-                                  showmeans=True)
-            for b in parts["bodies"]:
-                b.set_facecolor(f"C{j}")
-        ax.plot([], [], color=f"C{j}", label=src, lw=6)
-    ax.set_xticks(range(len(regions)), regions)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def volume_curve(volumes_ml: Mapping[str, np.ndarray], *, ed: int, es: int, frame_ms: float | None = None,
-                 title: str = "") -> plt.Figure:
-    """Ventricular volume over the cycle with ED and ES marked."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for name, v in volumes_ml.items():
-        v = np.asarray(v, dtype=float)
-        x = np.arange(len(v)) * (frame_ms or 1.0)
-        ax.plot(x, v, marker=".", label=name)
-    xs = (frame_ms or 1.0)
-    ax.axvline(ed * xs, color="k", ls="--", lw=0.8)
-    ax.axvline(es * xs, color="k", ls=":", lw=0.8)
-    ax.text(ed * xs, ax.get_ylim()[1], " ED", va="top", fontsize=8)
-    ax.text(es * xs, ax.get_ylim()[1], " ES", va="top", fontsize=8)
-    ax.set_xlabel("time (ms)" if frame_ms else "frame")
-    ax.set_ylabel("volume (mL)")
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)

@@ -434,6 +434,10 @@ def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test",
     return out
 
 
+def _finite(v: np.ndarray) -> np.ndarray:
+    return v[np.isfinite(v)]
+
+
 def _at_es(curves: np.ndarray, es: np.ndarray) -> np.ndarray:
     return curves[np.arange(len(es)), es]
 
@@ -503,8 +507,8 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
     """Figs 4.8 (Bland-Altman), 4.9 (violins), 4.10 (curves), 4.11 (against ground truth)."""
     import matplotlib.pyplot as plt
 
-    from ..figures import show, strain_curves, strain_violins
-    from ..stats import bland_altman_plot
+    from ..figures import show, strain_curves
+    from ..stats import bland_altman_plot, violin_plot
 
     es, regions = tr["es"], data.region[tr["idx"]]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -517,9 +521,9 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for ax, metric, label in ((axes[0], "Ecc", "E_cc"), (axes[1], "Err", "E_rr")):
-        groups = {r: {s: _at_es(tr[metric][s], es)[regions == r] for s in tr[metric]} for r in REGIONS
+        groups = {r: {s: _finite(_at_es(tr[metric][s], es)[regions == r]) for s in tr[metric]} for r in REGIONS
                   if (regions == r).any()}
-        strain_violins(groups, ylabel=f"ES {label}", title=f"ES {label} by region", ax=ax)
+        violin_plot(groups, ylabel=f"ES {label}", title=f"ES {label} by region", ax=ax)
     fig.tight_layout()
     rep.save_figure(fig, "fig_4_9", caption="ES circumferential and radial strain by region and source")
     show(fig)

@@ -110,3 +110,18 @@ def test_parallel_tracking_matches_sequential(tiny):
     a = ch4.track_and_strain(data, gen, n_jobs=1)
     b = ch4.track_and_strain(data, gen, n_jobs=2)
     np.testing.assert_array_equal(a["landmarks"]["original"], b["landmarks"]["original"])
+
+
+def test_strain_tables_and_figures(tiny, tmp_path):
+    cfg, data = tiny
+    rep = Report.from_config(cfg, notebook="01_smcvae_strain", root=tmp_path, dataset_label="tiny phantom")
+    tr = ch4.track_and_strain(data, data.tagging[data.index("test")])
+    tables = ch4.strain_tables(rep, data, tr)
+    t42 = tables["table_4_2"]
+    orig = t42[t42["row"].str.endswith("/original")].set_index(["row", "metric"])["value"]
+    gen = t42[t42["row"].str.endswith("/generated")].set_index(["row", "metric"])["value"]
+    np.testing.assert_allclose(orig.values, gen.values)  # "generated" = original here
+    assert t42["thesis_value"].notna().all()
+    ch4.strain_figures(rep, data, tr)
+    for fig_id in ("fig_4_8", "fig_4_9", "fig_4_10", "fig_4_11"):
+        assert (tmp_path / "figures" / f"{fig_id}.png").is_file()
