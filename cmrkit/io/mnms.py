@@ -165,9 +165,7 @@ def load_mnms_subject(
         if "4d_gt" in files:
             g = load_nifti(files["4d_gt"], ndim=4, kind="label")
             sources["labels"] = g.path
-            check_same_geometry(v4, g)
-            if g.data.shape != cine.shape:
-                raise DataError(g.path, f"shape {g.data.shape} does not match {v4.path.name} shape {cine.shape}")
+            check_same_geometry(v4, g, spatial_only=False)  # frames too
             labels = g.data
             labelled = np.any(labels != 0, axis=(0, 1, 2))
         ed = es = None

@@ -218,9 +218,7 @@ def load_ukbb_subject(
         if p_lab is not None:
             lab4 = load_nifti(p_lab, ndim=4, kind="label")
             sources["labels"] = lab4.path
-            check_same_geometry(sa, lab4)
-            if lab4.data.shape != cine.shape:
-                raise DataError(lab4.path, f"shape {lab4.data.shape} does not match {sa.path.name} shape {cine.shape}")
+            check_same_geometry(sa, lab4, spatial_only=False)  # frames too
             labels = lab4.data
             labelled = np.any(labels != 0, axis=(0, 1, 2))
         if ed is None and labelled is not None and labelled.any():
