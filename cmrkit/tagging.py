@@ -51,9 +51,10 @@ Coordinates: pixel ``(row i, column j)`` is the point ``(x = j, y = i)``, the la
 of :mod:`cmrkit.strain`. The harmonic images are demodulated (``B_i = I_i exp(-j k_i . x)``) before
 sub-pixel interpolation, so interpolation acts on a smooth signal.
 
-Landmark initialisation: from a file (Ferdian's frame-0 landmarks) or from a myocardium mask
-(:func:`init_landmarks_from_mask`). Automatic initialisation from tagged images alone is not
-provided (not robust without a segmentation).
+Landmark initialisation: from a file (Ferdian's frame-0 landmarks), from a myocardium mask
+(:func:`init_landmarks_from_mask`), or from the tagged images alone
+(:func:`cmrkit.tag_localise.localise_lv_wall`: the ring of tissue that keeps its tags and contracts;
+less precise at the epicardium than an annotation, see its measurements).
 
 Limits: in-plane motion only (through-plane motion brings other material into the slice; HARP
 cannot see it); frame-to-frame motion must stay below half a tag period after the temporal
@@ -1116,7 +1117,10 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     Tracks the 24x7 landmark grid through every slice of a Ferdian-format HDF5 file with HARP and
     reports per-frame Green strains (``Ecc``, ``Ecc_rings``, ``Err``) and the tracked landmarks.
-    With ``--init-from-file`` tracking starts from the file's frame-0 ``landmark_coords``; when the
+    Frame-0 landmarks come from the images alone by default (:mod:`cmrkit.tag_localise`: the LV wall
+    as the ring of tissue that keeps its tags and contracts), from a myocardium mask with ``--mask``,
+    or from the file with ``--init-from-file`` (the accurate path when annotations exist); the JSON
+    says which under ``init``. With ``--init-from-file`` the
     file has landmarks for every frame, the mean landmark error per frame (``landmark_error_mm``,
     ``landmark_error_px``) and the strain differences tracked − file (``Ecc_diff``, ``Ecc_rings_diff``,
     ``Err_diff``) are reported too. ``--out`` writes the tracked landmarks (``landmark_coords``) and
@@ -1131,7 +1135,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("file", help="HDF5 file with image_seqs (n, frames, H, W)")
     parser.add_argument("--init-from-file", action="store_true",
-                        help="start from the file's frame-0 landmark_coords")
+                        help="start from the file's frame-0 landmark_coords (default: locate the LV "
+                             "wall on the tagged images)")
     parser.add_argument("--mask", help="frame-0 myocardium mask(s) (.npy/.npz (H, W) or (n, H, W); "
                                        "label 2 = myocardium in label maps) to initialise landmarks")
     parser.add_argument("--tag-spacing-px", type=float, default=None,
@@ -1151,10 +1156,7 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     if args.init_from_file and args.mask:
         return fail("give either --init-from-file or --mask, not both")
-    if not args.init_from_file and not args.mask:
-        return fail("initial landmarks are needed: pass --init-from-file (frame-0 landmark_coords in the "
-                    "file) or --mask MASK.npy; landmark initialisation from tagged images alone is not "
-                    "supported (it needs a myocardium mask)")
+    init_mode = "file" if args.init_from_file else "mask" if args.mask else "auto"
     try:
         data = read_ferdian_h5(args.file)
         imgs = data.image_seqs
@@ -1167,7 +1169,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             if not valid[:, 0].all():
                 raise ValueError(f"{args.file}: frame-0 landmarks are missing (all zeros) for some slices")
             init = data.landmark_coords[:, 0]
-        else:
+        elif args.mask:
             mp = Path(args.mask)
             if not mp.is_file():
                 raise FileNotFoundError(f"mask file not found: {mp}")
@@ -1181,6 +1183,16 @@ def cli_main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{mp}: mask must be (H, W) or (n, H, W) matching images {imgs.shape}, "
                                  f"got {mk.shape}")
             init = np.stack([init_landmarks_from_mask(mk[i]) for i in range(n)])
+        else:  # from the tagged images alone: tag persistence + contraction (cmrkit.tag_localise)
+            from .tag_localise import auto_init_landmarks
+
+            init = np.empty((n, 2, N_LANDMARKS))
+            for i in range(n):
+                try:
+                    init[i] = auto_init_landmarks(imgs[i], tag_spacing_px=args.tag_spacing_px)
+                except ValueError as exc:
+                    raise ValueError(f"{args.file} slice {i}: automatic LV localisation failed ({exc}); "
+                                     "pass --init-from-file or --mask") from None
         if not -n <= args.slice < n:
             raise ValueError(f"--slice {args.slice} out of range: {args.file} has {n} slice(s)")
         tracked = track_sequences(imgs, init, n_jobs=args.jobs, tag_spacing_px=args.tag_spacing_px,
@@ -1189,16 +1201,16 @@ def cli_main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
 
     res = strain_from_landmarks(tracked, "green")
-    truth = None
-    if args.init_from_file and data.has_all_landmark_frames:
-        truth = data.landmark_coords
+    # landmarks of the file for every frame: strain differences always (they do not depend on how
+    # the spokes are numbered); landmark errors only when tracking started from the file's grid
+    truth = data.landmark_coords if data.landmark_coords is not None and data.has_all_landmark_frames else None
     slices = []
     for i in range(n):
         ed = data.ed_frame_idx[i] if data.ed_frame_idx is not None else None
         es = data.es_frame_idx[i] if data.es_frame_idx is not None else None
         rep = slice_report(StrainResult(res.Ecc[i], res.Ecc_rings[i], res.Err[i], "green"), ed, es)
         rep["landmarks"] = _json_list(np.round(tracked[i], 4))
-        if truth is not None:
+        if truth is not None and args.init_from_file:
             valid = data.landmark_frame_valid[i]
             err_px = landmark_error(tracked[i], truth[i])
             err_px = np.where(valid, err_px, np.nan)
@@ -1208,6 +1220,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             else:
                 rep["landmark_error_mm"] = None
                 rep["note"] = "file has no px_spaces: landmark_error_mm unavailable"
+        if truth is not None:
             ref = strain_from_landmarks(truth[i], "green")
             rep["Ecc_diff"] = _json_list(res.Ecc[i] - ref.Ecc)
             rep["Ecc_rings_diff"] = _json_list(res.Ecc_rings[i] - ref.Ecc_rings)
@@ -1222,17 +1235,18 @@ def cli_main(argv: list[str] | None = None) -> int:
             return fail(str(exc))
     if args.json:
         out: dict[str, Any] = {"file": str(Path(args.file)), "n_slices": n, "slice": args.slice % n,
-                               "kind": "green", "tracker": f"harp-{args.method}"}
+                               "kind": "green", "tracker": f"harp-{args.method}", "init": init_mode}
         out.update(slices[args.slice])
         out["slices"] = slices
         print(json.dumps(out, allow_nan=False))
     else:
         for i, rep in enumerate(slices):
-            print(f"# {args.file} slice {i}: HARP-tracked landmarks, Green strain")
-            print(f"{'frame':>5} {'Ecc':>8} {'Err':>8}" + (f" {'err_px':>8}" if truth is not None else ""))
+            has_err = "landmark_error_px" in rep
+            print(f"# {args.file} slice {i}: HARP-tracked landmarks (init: {init_mode}), Green strain")
+            print(f"{'frame':>5} {'Ecc':>8} {'Err':>8}" + (f" {'err_px':>8}" if has_err else ""))
             for t in range(len(rep["Ecc"])):
                 line = f"{t:5d} {_fmt(rep['Ecc'][t])} {_fmt(rep['Err'][t])}"
-                if truth is not None:
+                if has_err:
                     line += f" {_fmt(rep['landmark_error_px'][t])}"
                 print(line)
     return 0
