@@ -19,7 +19,7 @@ radius curves (low-order Fourier series, fitted robustly) give a frame-0 myocard
 :func:`cmrkit.tagging.init_landmarks_from_mask` places the 24x7 grid; spoke 0 points at the RV (the
 washed-out blood next to the septum) when it can be found.
 
-Measured on phantom tagging (``benchmarks/tracking.py --auto``): see the numbers quoted in
+Measured on phantom tagging (``benchmarks/tag_localise.py``): see the numbers quoted in
 ``benchmarks/README.md``. Limits: the heart must contract (a sequence with no systolic motion has no
 contraction centre); a slice whose LV cavity is obliterated at ES (apical slices of small hearts)
 gives a less precise endocardium; the result is a starting grid for HARP tracking, not a segmentation.

@@ -379,14 +379,21 @@ def table_4_1(rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], sp
 
 # --------------------------------------------------------------------------------------------- strain
 def _init_landmarks(data: PairData, i: int) -> np.ndarray:
-    """Frame-0 landmarks: ground truth when the data set has it, else from the ED cine segmentation."""
+    """Frame-0 landmarks: ground truth when the data set has it, else from the ED cine segmentation,
+    else located on the original tagging itself (:func:`cmrkit.tag_localise.auto_init_landmarks`)."""
     if data.landmarks is not None:
         return data.landmarks[i, 0]
     from ..tagging import init_landmarks_from_mask
 
-    if not data.labelled[i, 0]:
-        raise ValueError(f"slice {data.subject[i]}/{data.region[i]}: no landmarks and no ED label to start tracking")
-    return init_landmarks_from_mask(data.labels[i, 0], rv_label=3)
+    if data.labelled[i, 0] and (data.labels[i, 0] == 2).any():
+        return init_landmarks_from_mask(data.labels[i, 0], rv_label=3 if (data.labels[i, 0] == 3).any() else None)
+    from ..tag_localise import auto_init_landmarks
+
+    try:
+        return auto_init_landmarks(data.tagging[i])
+    except ValueError as exc:
+        raise ValueError(f"slice {data.subject[i]}/{data.region[i]}: no landmarks, no ED myocardium label, and "
+                         f"the LV wall could not be located on the tagging ({exc})") from None
 
 
 def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test", *, n_jobs: int = 1) -> dict[str, Any]:

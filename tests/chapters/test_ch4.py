@@ -125,3 +125,18 @@ def test_strain_tables_and_figures(tiny, tmp_path):
     ch4.strain_figures(rep, data, tr)
     for fig_id in ("fig_4_8", "fig_4_9", "fig_4_10", "fig_4_11"):
         assert (tmp_path / "figures" / f"{fig_id}.png").is_file()
+
+
+def test_tracking_start_without_landmarks_or_labels_is_located_on_the_tagging(tiny):
+    import dataclasses
+
+    _, data = tiny
+    bare = dataclasses.replace(data, landmarks=None, true_strain=None, labelled=np.zeros_like(data.labelled))
+    for i in range(len(data)):
+        auto = ch4._init_landmarks(bare, i).reshape(2, 24, 7)
+        true = data.landmarks[i, 0].reshape(2, 24, 7)
+        # same LV centre within a pixel (spokes may be numbered from another angle)
+        assert np.hypot(*(auto[:, :, 0].mean(1) - true[:, :, 0].mean(1))) < 1.0
+    flat = dataclasses.replace(bare, tagging=np.ones_like(data.tagging))
+    with pytest.raises(ValueError, match="could not be located"):
+        ch4._init_landmarks(flat, 0)
