@@ -66,6 +66,7 @@ def main() -> None:
             sd = float(d.std(ddof=1))
             out[f"{met}_ES_{x}_minus_{y}"] = {"bias": round(float(d.mean()), 4),
                                               "loa": [round(float(d.mean() - 1.96 * sd), 4), round(float(d.mean() + 1.96 * sd), 4)]}
+    out["tag_contrast_generated_over_original"] = round(float(np.mean(tr["tag_contrast_ratio"])), 3)
     for src, e in tr["landmark_error_mm"].items():
         out[f"landmark_error_{src}"] = {"mm": round(float(e.mean()), 3), "px": round(float(e.mean() / data.px_mm), 3)}
     print(json.dumps(out, indent=1))

@@ -79,8 +79,19 @@ def test_tracking_original_tagging_follows_the_truth(tiny):
     es = tr["es"]
     bias = np.mean(ch4._at_es(tr["Ecc"]["original"], es) - ch4._at_es(tr["Ecc"]["truth"], es))
     assert abs(bias) < 0.05
-    # identical "generated" tagging gives identical strain
+    # identical "generated" tagging gives identical strain and the same tag contrast
     np.testing.assert_allclose(tr["Ecc"]["generated"], tr["Ecc"]["original"])
+    np.testing.assert_allclose(tr["tag_contrast_ratio"], 1.0)
+    # tags blurred away (what an untrained synthesis gives): the contrast ratio says so
+    from scipy import ndimage
+
+    from cmrkit.tagging import detect_harmonic_peaks
+
+    i = int(data.index("test")[0])
+    pk = detect_harmonic_peaks(data.tagging[i, :2])
+    blurred = ndimage.gaussian_filter(data.tagging[i], (0, 2.0, 2.0))
+    lm0 = data.landmarks[i, 0]
+    assert ch4._tag_contrast(blurred, pk, lm0) < 0.2 * ch4._tag_contrast(data.tagging[i], pk, lm0)
 
 
 @pytest.mark.slow
