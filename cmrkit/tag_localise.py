@@ -14,9 +14,10 @@ annotations, so it uses two physical cues that hold on every SPAMM acquisition a
 :func:`localise_lv_wall` tracks a lattice of frame-0 pixels through the first half of the cycle,
 keeps the points whose tags persist, finds the point their systolic displacements converge to
 (robust least-squares intersection of the displacement lines), and then, on 72 rays from that
-centre, the first run of persistent, inward-moving tissue: the LV wall. Smooth endo- and epicardial
-radius curves (low-order Fourier series, fitted robustly) give a frame-0 myocardium mask, from which
-:func:`cmrkit.tagging.init_landmarks_from_mask` places the 24x7 grid; spoke 0 points at the RV (the
+centre, the first run of persistent, inward-moving tissue: the LV wall (endocardium at the half-level
+of tag persistence, refined, like the epicardium, to the strongest edge of the tag-free ED image).
+Smooth endo- and epicardial radius curves (low-order Fourier series, fitted robustly) give a frame-0
+myocardium mask, from which :func:`cmrkit.tagging.init_landmarks_from_mask` places the 24x7 grid; spoke 0 points at the RV (the
 washed-out blood next to the septum) when it can be found.
 
 Measured on phantom tagging (``benchmarks/tag_localise.py``): see the numbers quoted in
@@ -47,7 +48,8 @@ class LVWall:
 
     Attributes
     ----------
-    center : (2,) LV centre (contraction centre refined to the cavity centre)
+    center : (2,) contraction centre, the origin of the rays (the landmark grid is centred on the
+        cavity centroid of ``myo_mask``, :func:`cmrkit.tagging.init_landmarks_from_mask`)
     r_endo, r_epi : (n_rays,) smooth endo- and epicardial radii on the rays ``theta``
     theta : (n_rays,) ray angles (radians, from +x towards +y)
     myo_mask : (H, W) frame-0 myocardium mask
@@ -202,8 +204,7 @@ def localise_lv_wall(
     present = im.reshape(len(im), -1).std(axis=1) > 0
     if not present[0]:
         raise ValueError("images: frame 0 is empty; the tagged ED frame is needed")
-    t_n = int(np.flatnonzero(present).max()) + 1 if present.all() else int(np.argmin(present))
-    t_n = max(t_n, 1)
+    t_n = len(im) if present.all() else int(np.argmin(present))  # leading non-empty frames
     if t_n < 4:
         raise ValueError(f"images: only {t_n} non-empty leading frames; need at least 4 to see contraction")
     y0, y1, x0, x1 = _content_box(im[:t_n])
@@ -252,8 +253,9 @@ def localise_lv_wall(
     inward = (u[es] * d).sum(0) / dist
     wall = tissue & (inward > motion_min * period)
     # rays from the centre through the lattice maps (frame-0 positions). On each ray the wall is
-    # the first run of contracting tissue; its boundaries are refined to the half-level crossings
-    # of the tag persistence (blood and air lose it; the band-pass blurs it symmetrically)
+    # the first run of contracting tissue; the endocardium is the half-level crossing of the tag
+    # persistence (blood loses it) moved to the strongest anatomy edge within half a period, the
+    # epicardium the strongest anatomy edge further out
     wall_img = wall.reshape(gx.shape).astype(float)
     anat = ndimage.gaussian_filter(sub[0], period / 2.5)  # tag-free anatomy at ED
     anat_dr = np.stack([ndimage.sobel(anat, axis=1), ndimage.sobel(anat, axis=0)]) / 8.0  # d/dx, d/dy
@@ -298,7 +300,7 @@ def localise_lv_wall(
             j = e0 + int(np.argmax(np.abs(av[e0 : e1 + 1])))
         r_en[i] = r[j]
         # epicardium: the strongest anatomy edge (tags low-passed away) between half a tag period
-        # and three periods outside the endocardium (fat is brighter, lung and RV blood differ too)
+        # and two periods outside the endocardium (fat is brighter, lung and RV blood differ too)
         lo_i = j + int(round(0.5 * period / dr))
         hi_i = min(len(r) - 2, j + int(round(2 * period / dr)))
         if hi_i > lo_i:
@@ -325,8 +327,7 @@ def localise_lv_wall(
     yy, xx = np.mgrid[0:h, 0:w]
     ang = np.mod(np.arctan2(yy - c[1], xx - c[0]), TWO_PI)
     rad = np.hypot(xx - c[0], yy - c[1])
-    ext = np.r_[theta, TWO_PI]
-    myo = (rad >= np.interp(ang, ext, np.r_[ren, ren[:1]])) & (rad <= np.interp(ang, ext, np.r_[rep, rep[:1]]))
+    myo = (rad >= _radius_at(ang, theta, ren)) & (rad <= _radius_at(ang, theta, rep))
     # spoke 0 towards the RV: the largest untagged (blood) region touching the outside of the septum
     rv_dir = _rv_direction(blood_img, c, ren, rep, theta, step, (h, w))
     towards = None if rv_dir is None else (c[0] + 10 * math.cos(rv_dir), c[1] + 10 * math.sin(rv_dir))
@@ -342,6 +343,12 @@ def localise_lv_wall(
                   landmarks=lm_sub + off[:, None], rv_direction=rv_dir, es_frame=es, diagnostics=diag)
 
 
+def _radius_at(ang: np.ndarray, theta: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """A closed radius curve ``radius(theta)`` (rays ``theta`` from 0 to 2 pi) interpolated at angles
+    ``ang`` in [0, 2 pi)."""
+    return np.interp(ang, np.r_[theta, TWO_PI], np.r_[radius, radius[:1]])
+
+
 def _rv_direction(blood: np.ndarray, c: np.ndarray, ren: np.ndarray, rep: np.ndarray, theta: np.ndarray,
                   step: int, shape: tuple[int, int]) -> float | None:
     """Direction (radians) from the LV centre to the blood region just outside the epicardium that
@@ -354,9 +361,8 @@ def _rv_direction(blood: np.ndarray, c: np.ndarray, ren: np.ndarray, rep: np.nda
     px, py = gx * step, gy * step
     ang = np.mod(np.arctan2(py - c[1], px - c[0]), TWO_PI)
     rad = np.hypot(px - c[0], py - c[1])
-    ext = np.r_[theta, TWO_PI]
-    r_ep = np.interp(ang, ext, np.r_[rep, rep[:1]])
-    r_en = np.interp(ang, ext, np.r_[ren, ren[:1]])
+    r_ep = _radius_at(ang, theta, rep)
+    r_en = _radius_at(ang, theta, ren)
     band = (rad > r_ep) & (rad < r_ep + float(np.mean(ren)) + float(np.mean(rep - ren)))
     inside_img = (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
     best, best_n = 0, 0
