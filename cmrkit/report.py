@@ -240,7 +240,9 @@ class Report:
 def _table_markdown(art: Artefact, df: pd.DataFrame, dataset: str, notes: Sequence[str]) -> str:
     out = io.StringIO()
     out.write(f"### {art.title}\n\n")
-    has_thesis = df["thesis_value"].notna().any()
+    # a table of the thesis always shows the thesis column, even when no row of this run has a
+    # thesis counterpart (e.g. the reduced ablation grid of the smoke profile)
+    has_thesis = bool(art.thesis) or df["thesis_value"].notna().any()
     head = ["row", "metric", f"this run ({dataset})"]
     if has_thesis:
         head.append(f"thesis ({THESIS_DATASET})")
@@ -254,6 +256,10 @@ def _table_markdown(art: Artefact, df: pd.DataFrame, dataset: str, notes: Sequen
         cells += [str(r.units or ""), "" if pd.isna(r.n) else str(int(r.n))]
         out.write("| " + " | ".join(cells) + " |\n")
     row_notes = sorted({n for n in df["note"] if isinstance(n, str) and n})
+    if art.thesis and not df["thesis_value"].notna().any():
+        node = _lookup(art.thesis.split("."))
+        rows = ", ".join(map(str, node)) if isinstance(node, Mapping) else "none"
+        row_notes.append(f"No row of this run has a thesis counterpart; the thesis reports rows {rows}.")
     for n in [*notes, *row_notes]:
         out.write(f"\n- {n}")
     anomalies = [a for a in thesis_reference().get("anomalies", []) if _mentions(a, art)]

@@ -55,6 +55,13 @@ def test_save_table_writes_csv_md_json_with_thesis_values(tmp_path):
     assert meta["profile"] == "smoke" and meta["parameters"] == {"a": 1}
     df2 = rep.save_table("table_4_2", rows[1:])
     assert df2.loc[0, "thesis_value"] == -0.2057
+    # a thesis table whose rows have no thesis counterpart (a reduced ablation grid) still shows the
+    # thesis column and says which rows the thesis has
+    rep.save_table("table_4_3", [TableRow("32", "SSIM", 0.1, n=2)])
+    md3 = (tmp_path / "tables" / "table_4_3.md").read_text()
+    assert f"thesis ({report.THESIS_DATASET})" in md3
+    assert "| 32 | SSIM | 0.100 | - |" in md3
+    assert "the thesis reports rows 128, 256, 512, 1024, 2048" in md3
 
 
 def test_table_errors(tmp_path):
