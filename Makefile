@@ -15,7 +15,7 @@ VENV_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup reproduce test lab phantom clean-reports clean
+.PHONY: help setup reproduce test lint format lab phantom clean-reports clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -36,8 +36,16 @@ reproduce: $(STAMP) ## execute every notebook headless (PROFILE=smoke|demo|paper
 	$(BIN)/cmrkit reproduce --profile $(PROFILE) --dataset $(DATASET) --seed $(SEED) \
 		$(if $(ONLY),--only $(ONLY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-test: $(STAMP) ## run the whole test suite, including a smoke execution of every notebook
+test: $(STAMP) lint ## lint, then the whole test suite, including a smoke execution of every notebook
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff: lint and format check (configured in pyproject.toml)
+	$(BIN)/ruff check cmrkit tests benchmarks notebooks
+	$(BIN)/ruff format --check cmrkit tests benchmarks notebooks
+
+format: $(STAMP) ## ruff: fix what can be fixed and format the tree
+	$(BIN)/ruff check --fix cmrkit tests benchmarks notebooks
+	$(BIN)/ruff format cmrkit tests benchmarks notebooks
 
 lab: $(STAMP) ## start JupyterLab on the notebooks with the kit's environment
 	$(BIN)/jupyter lab --notebook-dir=notebooks

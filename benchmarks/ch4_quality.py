@@ -42,11 +42,22 @@ def main() -> None:
     raw = config.load_raw(a.profile)
     ddir = a.data_dir or f"/tmp/cmrkit_ch4_quality/{a.profile}_{a.tag_phase}_{a.n or raw['phantom']['n_subjects']}"
     cfg = config.load(a.profile, seed=a.seed, data_dir=ddir, device=a.device, overrides=ov)
-    out: dict = {"profile": a.profile, "n_subjects": cfg.phantom.n_subjects, "epochs": cfg.ch4.epochs,
-                 "tag_phase": a.tag_phase, "device": cfg.device}
-    t = time.perf_counter(); ensure_cohort(cfg); out["cohort_s"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter(); data = ch4.load_pairs(cfg); out["pairing_s"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter(); fit = ch4.train_smcvae(cfg, data); out["training_s"] = round(time.perf_counter() - t, 1)
+    out: dict = {
+        "profile": a.profile,
+        "n_subjects": cfg.phantom.n_subjects,
+        "epochs": cfg.ch4.epochs,
+        "tag_phase": a.tag_phase,
+        "device": cfg.device,
+    }
+    t = time.perf_counter()
+    ensure_cohort(cfg)
+    out["cohort_s"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    data = ch4.load_pairs(cfg)
+    out["pairing_s"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    fit = ch4.train_smcvae(cfg, data)
+    out["training_s"] = round(time.perf_counter() - t, 1)
     n_train = len(data.index("train"))
     out["training_slices_per_s"] = round(n_train * cfg.ch4.epochs / max(out["training_s"], 1e-9), 2)
     out["active_dims"] = int(fit.model.active_dims(cfg.ch4.dropout_threshold).sum())
@@ -59,13 +70,17 @@ def main() -> None:
     tr = ch4.track_and_strain(data, outputs["only_cine_to_tagging"], n_jobs=int(cfg.ch4.tracking_jobs))
     out["tracking_s"] = round(time.perf_counter() - t, 1)
     es = tr["es"]
-    pairs = [("generated", "original")] + ([("original", "truth"), ("generated", "truth")] if "truth" in tr["Ecc"] else [])
+    pairs = [("generated", "original")] + (
+        [("original", "truth"), ("generated", "truth")] if "truth" in tr["Ecc"] else []
+    )
     for x, y in pairs:
         for met in ("Ecc", "Err"):
             d = ch4._at_es(tr[met][x], es) - ch4._at_es(tr[met][y], es)
             sd = float(d.std(ddof=1))
-            out[f"{met}_ES_{x}_minus_{y}"] = {"bias": round(float(d.mean()), 4),
-                                              "loa": [round(float(d.mean() - 1.96 * sd), 4), round(float(d.mean() + 1.96 * sd), 4)]}
+            out[f"{met}_ES_{x}_minus_{y}"] = {
+                "bias": round(float(d.mean()), 4),
+                "loa": [round(float(d.mean() - 1.96 * sd), 4), round(float(d.mean() + 1.96 * sd), 4)],
+            }
     out["tag_contrast_generated_over_original"] = round(float(np.mean(tr["tag_contrast_ratio"])), 3)
     for src, e in tr["landmark_error_mm"].items():
         out[f"landmark_error_{src}"] = {"mm": round(float(e.mean()), 3), "px": round(float(e.mean() / data.px_mm), 3)}

@@ -75,10 +75,13 @@ def bench_images(device: str, n_slices: int, n_pairs: int) -> None:
     vols = torch.from_numpy(rng.random((20, 1, 10, 128, 128), dtype=np.float32)).to(device)
     for metric in ("ms_ssim", "gr4_ssim"):
         gen.mean_pairwise_similarity(vols, metric=metric, n_pairs=2, rng=0, device=device)
-        sec, _ = _timed(lambda: gen.mean_pairwise_similarity(vols, metric=metric, n_pairs=n_pairs, rng=0,
-                                                             device=device), device)
-        print(f"  mean_pairwise_similarity({metric}): {n_pairs / sec:8.1f} volume pairs/s "
-              f"({10 * n_pairs / sec:.0f} slice pairs/s)")
+        sec, _ = _timed(
+            lambda: gen.mean_pairwise_similarity(vols, metric=metric, n_pairs=n_pairs, rng=0, device=device), device
+        )
+        print(
+            f"  mean_pairwise_similarity({metric}): {n_pairs / sec:8.1f} volume pairs/s "
+            f"({10 * n_pairs / sec:.0f} slice pairs/s)"
+        )
     from cmrkit.metrics import segmentation as seg
 
     zz, yy, xx = np.meshgrid(np.arange(10) * 8.0, np.arange(128) * 1.8, np.arange(128) * 1.8, indexing="ij")
@@ -95,8 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000])
     ap.add_argument("--dim", type=int, default=2048)
-    ap.add_argument("--dtype", choices=["default", "float32", "float64"], default="default",
-                    help="distance dtype for P/R and MMD (default: float64 on CPU, float32 on GPU)")
+    ap.add_argument(
+        "--dtype",
+        choices=["default", "float32", "float64"],
+        default="default",
+        help="distance dtype for P/R and MMD (default: float64 on CPU, float32 on GPU)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0: torch default)")
     ap.add_argument("--slices", type=int, default=256, help="slices for the extractor throughput")
     ap.add_argument("--pairs", type=int, default=40, help="volume pairs for the diversity throughput")

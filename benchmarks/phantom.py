@@ -34,7 +34,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cmrkit.phantom import Geometry, build_scene, generate_cohort, generate_subject, sample_subject_params, write_subject  # noqa: E402
+from cmrkit.phantom import (
+    Geometry,
+    build_scene,
+    generate_cohort,
+    generate_subject,
+    sample_subject_params,
+    write_subject,
+)  # noqa: E402
 from cmrkit.phantom.anatomy import MYO_DENSITY  # noqa: E402
 from cmrkit.phantom.contrast import TISSUES  # noqa: E402
 from cmrkit.phantom.render import myocardial_tag_depth, render_cine, render_labels, render_tagging  # noqa: E402
@@ -78,9 +85,11 @@ def agreement(n: int) -> None:
         scene, real, _ = build_scene(p, g)
         lab = render_labels(scene, np.array([0.0, scene.heart.cycle.t_es_ms]))
         meas = {
-            "lvedv_ml": (lab[..., 0] == 1).sum() * vox, "lvesv_ml": (lab[..., 1] == 1).sum() * vox,
+            "lvedv_ml": (lab[..., 0] == 1).sum() * vox,
+            "lvesv_ml": (lab[..., 1] == 1).sum() * vox,
             "lvm_g": (lab[..., 0] == 2).sum() * vox * MYO_DENSITY,
-            "rvedv_ml": (lab[..., 0] == 3).sum() * vox, "rvesv_ml": (lab[..., 1] == 3).sum() * vox,
+            "rvedv_ml": (lab[..., 0] == 3).sum() * vox,
+            "rvesv_ml": (lab[..., 1] == 3).sum() * vox,
         }
         for k in rel:
             rel[k].append(100.0 * (meas[k] - real[k]) / real[k])
@@ -93,8 +102,10 @@ def agreement(n: int) -> None:
         v = np.asarray(v)
         print(f"    {k:9s} mean {v.mean():+6.2f} %  sd {v.std():5.2f} %  max |err| {np.abs(v).max():5.2f} %")
     e = np.asarray(ecc_dev)
-    print(f"    peak Ecc: drawn target realised (|diff| < 0.001) in {ecc_hit}/{len(e)} healthy subjects; "
-          f"mean |realised - drawn| {np.abs(e).mean():.4f}, max {np.abs(e).max():.4f}")
+    print(
+        f"    peak Ecc: drawn target realised (|diff| < 0.001) in {ecc_hit}/{len(e)} healthy subjects; "
+        f"mean |realised - drawn| {np.abs(e).mean():.4f}, max {np.abs(e).max():.4f}"
+    )
 
 
 def _myo_masks(scene) -> np.ndarray:
@@ -105,13 +116,21 @@ def _myo_masks(scene) -> np.ndarray:
     r, th = np.hypot(x, y), np.arctan2(y, x)
     ang = heart.angular_terms(th)
     z = np.asarray([[scene.tag_levels[1]]], np.float32)
-    return np.stack([(heart.labels(r, heart.layers(r, th, ang, z, heart.state(float(t)), grid.pixel)) == 2)
-                     .reshape(grid.n, grid.n) for t in scene.tag_times_ms])
+    return np.stack(
+        [
+            (heart.labels(r, heart.layers(r, th, ang, z, heart.state(float(t)), grid.pixel)) == 2).reshape(
+                grid.n, grid.n
+            )
+            for t in scene.tag_times_ms
+        ]
+    )
 
 
 def realism(n: int) -> None:
-    print(f"\n[4a] myocardial tag modulation of the mid tagging slice relative to frame 0, {n} healthy subjects "
-          f"(noise-free); T1 {TISSUES['myocardium'].t1:.0f} ms")
+    print(
+        f"\n[4a] myocardial tag modulation of the mid tagging slice relative to frame 0, {n} healthy subjects "
+        f"(noise-free); T1 {TISSUES['myocardium'].t1:.0f} ms"
+    )
     for ns in (1, 3):
         geo = Geometry(noise=False, slice_samples=ns, cine_frames=2)
         spec, fit, relax, spec_exp = [], [], [], []
@@ -119,8 +138,9 @@ def realism(n: int) -> None:
             scene, _, _ = build_scene(sample_subject_params(i, seed=0, pathology_fraction=0.0), geo)
             img = render_tagging(scene, geo, np.random.default_rng(0))
             m = _myo_masks(scene)
-            c = tag_period_and_contrast(img[1].transpose(2, 1, 0), m.transpose(0, 2, 1),
-                                        px_mm=geo.tag_pixel_mm).contrast
+            c = tag_period_and_contrast(
+                img[1].transpose(2, 1, 0), m.transpose(0, 2, 1), px_mm=geo.tag_pixel_mm
+            ).contrast
             d = myocardial_tag_depth(scene, img)
             t = scene.tag_times_ms
             es = int(np.argmin(np.abs(t - scene.heart.cycle.t_es_ms)))
@@ -138,8 +158,10 @@ def realism(n: int) -> None:
         print(f"        relax. only  {fmt(mean(spec_exp))}   (realism.expected_tag_contrast)")
         print(f"      fitted depth   {fmt(mean(fit))}")
         print(f"        T1 exp(-t/T1) {fmt(mean(relax))}")
-        print(f"      at ES: spectral/relaxation-only {np.mean([s[-1] / r[-1] for s, r in zip(spec, spec_exp)]):.2f}, "
-              f"fitted/relaxation {np.mean([f[-1] / r[-1] for f, r in zip(fit, relax)]):.2f}")
+        print(
+            f"      at ES: spectral/relaxation-only {np.mean([s[-1] / r[-1] for s, r in zip(spec, spec_exp)]):.2f}, "
+            f"fitted/relaxation {np.mean([f[-1] / r[-1] for f, r in zip(fit, relax)]):.2f}"
+        )
     geo = Geometry(cine_frames=2)
     ratio, sn = [], []
     for i in range(2 * n):
@@ -149,9 +171,11 @@ def realism(n: int) -> None:
         ratio.append(tissue_contrast(img[..., 0], lab[..., 0]).summary()["ratio"])
         sn.append(snr(img[..., 0], lab[..., 0], method="residual").summary()["snr"])
     r, s = np.asarray(ratio), np.asarray(sn)
-    print(f"[4b] cine ED, {2 * n} subjects: blood/myocardium ratio {r.mean():.2f} +- {r.std():.2f} "
-          f"[{r.min():.2f}, {r.max():.2f}]; myocardial SNR (residual) {s.mean():.1f} +- {s.std():.1f} "
-          f"[{s.min():.1f}, {s.max():.1f}]  (M&Ms: ratio 4.7 +- 1.4, 3.3-6.1; SNR ~19, 15-29)")
+    print(
+        f"[4b] cine ED, {2 * n} subjects: blood/myocardium ratio {r.mean():.2f} +- {r.std():.2f} "
+        f"[{r.min():.2f}, {r.max():.2f}]; myocardial SNR (residual) {s.mean():.1f} +- {s.std():.1f} "
+        f"[{s.min():.1f}, {s.max():.1f}]  (M&Ms: ratio 4.7 +- 1.4, 3.3-6.1; SNR ~19, 15-29)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,12 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, g in (("smoke (128x128x10, 20 frames)", SMOKE), ("demo (128x128x10, 50 frames)", DEMO)):
         r = per_subject(g, n)
         tot = r["generate_s"] + r["write_s"]
-        print(f"[1] {name}: generate {r['generate_s']:.2f} s + write {r['write_s']:.2f} s per subject "
-              f"= {1 / tot:.2f} subjects/s in one process; {r['MB_per_subject']:.1f} MB per subject")
+        print(
+            f"[1] {name}: generate {r['generate_s']:.2f} s + write {r['write_s']:.2f} s per subject "
+            f"= {1 / tot:.2f} subjects/s in one process; {r['MB_per_subject']:.1f} MB per subject"
+        )
     m = 6 if args.quick else 10
     for name, g in (("smoke", SMOKE), ("demo", DEMO)):
         for w in (1, 2):
-            print(f"[2] generate_cohort {name} geometry, {m} subjects, {w} worker(s): {cohort_rate(g, m, w):.2f} subjects/s")
+            print(
+                f"[2] generate_cohort {name} geometry, {m} subjects, {w} worker(s): {cohort_rate(g, m, w):.2f} "
+                "subjects/s"
+            )
     agreement(20 if args.quick else 60)
     realism(4 if args.quick else 8)
     return 0

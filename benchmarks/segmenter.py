@@ -24,8 +24,17 @@ from cmrkit.models.segmenter import Segmenter, SegmenterConfig, toy_slices
 SETUPS = {64: (8, 16, 32), 128: (16, 32, 64, 128)}
 
 
-def bench(size: int, channels: tuple[int, ...], *, n_train: int, n_infer: int, epochs: int, batch_size: int,
-          device: str, augment: bool) -> dict[str, float]:
+def bench(
+    size: int,
+    channels: tuple[int, ...],
+    *,
+    n_train: int,
+    n_infer: int,
+    epochs: int,
+    batch_size: int,
+    device: str,
+    augment: bool,
+) -> dict[str, float]:
     x, y = toy_slices(n_train, size, rng=0)
     cfg = SegmenterConfig(image_size=size, channels=channels, epochs=1, batch_size=batch_size, augment=augment)
     seg = Segmenter(cfg, seed=0)
@@ -63,10 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device={a.device} threads={torch.get_num_threads()} torch={torch.__version__} augment={not a.no_augment}")
     print(f"{'size':>5} {'channels':>20} {'params':>9} {'train sl/s':>11} {'infer sl/s':>11} {'infer+LCC sl/s':>15}")
     for size in a.sizes:
-        r = bench(size, SETUPS[size], n_train=a.n_train, n_infer=a.n_infer, epochs=a.epochs,
-                  batch_size=a.batch_size, device=a.device, augment=not a.no_augment)
-        print(f"{size:>5} {str(SETUPS[size]):>20} {r['params']:>9,d} {r['train_slices_s']:>11.1f} "
-              f"{r['infer_slices_s']:>11.1f} {r['infer_slices_s_lcc']:>15.1f}")
+        r = bench(
+            size,
+            SETUPS[size],
+            n_train=a.n_train,
+            n_infer=a.n_infer,
+            epochs=a.epochs,
+            batch_size=a.batch_size,
+            device=a.device,
+            augment=not a.no_augment,
+        )
+        print(
+            f"{size:>5} {str(SETUPS[size]):>20} {r['params']:>9,d} {r['train_slices_s']:>11.1f} "
+            f"{r['infer_slices_s']:>11.1f} {r['infer_slices_s_lcc']:>15.1f}"
+        )
     return 0
 
 

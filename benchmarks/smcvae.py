@@ -30,11 +30,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(device: str, *, batch: int, iters: int, warmup: int, latent_dim: int, conv_layers: int,
-          image_size: int, frames: int, variant: str, amp: str) -> dict:
+def bench(
+    device: str,
+    *,
+    batch: int,
+    iters: int,
+    warmup: int,
+    latent_dim: int,
+    conv_layers: int,
+    image_size: int,
+    frames: int,
+    variant: str,
+    amp: str,
+) -> dict:
     dev = torch.device(device)
-    model = SMCVAE(image_size=image_size, in_frames=frames, conv_layers=conv_layers, latent_dim=latent_dim,
-                   variant=variant, seed=0).to(dev)
+    model = SMCVAE(
+        image_size=image_size, in_frames=frames, conv_layers=conv_layers, latent_dim=latent_dim, variant=variant, seed=0
+    ).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
     g = torch.Generator().manual_seed(0)
     data = {c: (torch.rand(batch, frames, image_size, image_size, generator=g) * 2 - 1).to(dev) for c in model.channels}
@@ -71,11 +83,20 @@ def bench(device: str, *, batch: int, iters: int, warmup: int, latent_dim: int, 
         _sync(dev)
     infer_s = time.perf_counter() - t0
     out = {
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "variant": variant, "amp": "bf16" if use_amp else "fp32",
-        "batch": batch, "image_size": image_size, "frames": frames, "conv_layers": conv_layers,
-        "latent_dim": latent_dim, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "iters": iters, "train_slices_per_s": round(batch * iters / train_s, 2),
+        "device": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "variant": variant,
+        "amp": "bf16" if use_amp else "fp32",
+        "batch": batch,
+        "image_size": image_size,
+        "frames": frames,
+        "conv_layers": conv_layers,
+        "latent_dim": latent_dim,
+        "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "iters": iters,
+        "train_slices_per_s": round(batch * iters / train_s, 2),
         "train_s_per_step": round(train_s / iters, 4),
         "synth_slices_per_s": round(batch * iters / infer_s, 2),
     }
@@ -95,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--variant", default="sparse", choices=["sparse", "mcvae", "vae"])
-    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"],
-                    help="auto: bf16 autocast on CUDA, fp32 on CPU (as cmrkit.train.fit)")
+    ap.add_argument(
+        "--amp",
+        default="auto",
+        choices=["auto", "bf16", "none"],
+        help="auto: bf16 autocast on CUDA, fp32 on CPU (as cmrkit.train.fit)",
+    )
     args = ap.parse_args(argv)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     for d in devices:
@@ -104,10 +129,18 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"device": d, "skipped": "CUDA not available"}))
             continue
         cpu = d == "cpu"
-        res = bench(d, batch=args.batch, iters=args.iters or (3 if cpu else 50),
-                    warmup=args.warmup if args.warmup is not None else (1 if cpu else 10),
-                    latent_dim=args.latent_dim, conv_layers=args.conv_layers, image_size=args.image_size,
-                    frames=args.frames, variant=args.variant, amp=args.amp)
+        res = bench(
+            d,
+            batch=args.batch,
+            iters=args.iters or (3 if cpu else 50),
+            warmup=args.warmup if args.warmup is not None else (1 if cpu else 10),
+            latent_dim=args.latent_dim,
+            conv_layers=args.conv_layers,
+            image_size=args.image_size,
+            frames=args.frames,
+            variant=args.variant,
+            amp=args.amp,
+        )
         print(json.dumps(res), flush=True)
     return 0
 

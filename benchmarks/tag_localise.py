@@ -48,7 +48,7 @@ def main() -> None:
             if a.pad:
                 big = np.zeros((im.shape[0], a.pad, a.pad))
                 oy, ox = (a.pad - im.shape[1]) // 2, (a.pad - im.shape[2]) // 3
-                big[:, oy:oy + im.shape[1], ox:ox + im.shape[2]] = im
+                big[:, oy : oy + im.shape[1], ox : ox + im.shape[2]] = im
                 im, lm = big, lm + np.array([ox, oy])[None, :, None]
             t0 = time.perf_counter()
             try:
@@ -64,8 +64,16 @@ def main() -> None:
             es = int(np.argmin(g.Ecc))
             sa = green_strain_from_landmarks(track_landmarks(im, res.landmarks))
             sf = green_strain_from_landmarks(track_landmarks(im, lm[0]))
-            row = [float(np.hypot(*(ca - ct))), a_en - t_en, a_ep - t_ep, dt, sa.Ecc[es] - g.Ecc[es],
-                   sf.Ecc[es] - g.Ecc[es], sa.Err[es] - g.Err[es], sf.Err[es] - g.Err[es]]
+            row = [
+                float(np.hypot(*(ca - ct))),
+                a_en - t_en,
+                a_ep - t_ep,
+                dt,
+                sa.Ecc[es] - g.Ecc[es],
+                sf.Ecc[es] - g.Ecc[es],
+                sa.Err[es] - g.Err[es],
+                sf.Err[es] - g.Err[es],
+            ]
             rows.append(row)
             print(f"{s.subject_id} slice {k}: " + " ".join(f"{c}={v:+.3f}" for c, v in zip(cols, row)), flush=True)
     r = np.array(rows)

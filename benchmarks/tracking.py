@@ -27,8 +27,10 @@ from cmrkit.tagging import landmark_error, synthetic_tagged_ring, track_landmark
 
 
 def _speed(n: int, method: str) -> float:
-    seqs = [synthetic_tagged_ring(size=128, n_frames=20, r_endo=16, r_epi=24, tag_spacing_px=4.3,
-                                  noise=0.05, rng=i) for i in range(n)]
+    seqs = [
+        synthetic_tagged_ring(size=128, n_frames=20, r_endo=16, r_epi=24, tag_spacing_px=4.3, noise=0.05, rng=i)
+        for i in range(n)
+    ]
     track_landmarks(seqs[0].images, seqs[0].landmarks[0], method=method)  # warm-up
     t0 = time.perf_counter()
     for s in seqs:
@@ -38,11 +40,13 @@ def _speed(n: int, method: str) -> float:
 
 def _report(rows: list[tuple], label: str, unit: str = "px") -> None:
     r = np.array([x[1:] for x in rows], float)
-    print(f"  {label:8s} n={len(r):3d}  landmark error mean {r[:, 0].mean():.3f} {unit} "
-          f"(worst slice mean {r[:, 0].max():.3f}, worst point-frame {r[:, 1].max():.2f} {unit}) "
-          f"| ES E_cc bias {r[:, 2].mean():+.4f} (sd {r[:, 2].std():.4f}) "
-          f"| ES E_rr bias {r[:, 3].mean():+.4f} (sd {r[:, 3].std():.4f}) "
-          f"| mean |dE_cc| all frames {r[:, 4].mean():.4f}")
+    print(
+        f"  {label:8s} n={len(r):3d}  landmark error mean {r[:, 0].mean():.3f} {unit} "
+        f"(worst slice mean {r[:, 0].max():.3f}, worst point-frame {r[:, 1].max():.2f} {unit}) "
+        f"| ES E_cc bias {r[:, 2].mean():+.4f} (sd {r[:, 2].std():.4f}) "
+        f"| ES E_rr bias {r[:, 3].mean():+.4f} (sd {r[:, 3].std():.4f}) "
+        f"| mean |dE_cc| all frames {r[:, 4].mean():.4f}"
+    )
 
 
 def _evaluate(images: np.ndarray, truth: np.ndarray, method: str, px_mm: float = 1.0) -> tuple:
@@ -51,8 +55,14 @@ def _evaluate(images: np.ndarray, truth: np.ndarray, method: str, px_mm: float =
     d_all = np.sqrt(((tr - truth) ** 2).sum(-2))
     g, s = green_strain_from_landmarks(truth), green_strain_from_landmarks(tr)
     es = int(np.argmin(g.Ecc))
-    return (method, e.mean() * px_mm, d_all.max() * px_mm, s.Ecc[es] - g.Ecc[es], s.Err[es] - g.Err[es],
-            np.abs(s.Ecc - g.Ecc).mean())
+    return (
+        method,
+        e.mean() * px_mm,
+        d_all.max() * px_mm,
+        s.Ecc[es] - g.Ecc[es],
+        s.Err[es] - g.Err[es],
+        np.abs(s.Ecc - g.Ecc).mean(),
+    )
 
 
 def main() -> None:
@@ -73,16 +83,19 @@ def main() -> None:
         for method in ("model", "classic"):
             rows = []
             for i in range(args.synthetic):
-                syn = synthetic_tagged_ring(size=96, r_endo=14, r_epi=21, tag_spacing_px=spacing, noise=noise,
-                                            rng=100 + i)
+                syn = synthetic_tagged_ring(
+                    size=96, r_endo=14, r_epi=21, tag_spacing_px=spacing, noise=noise, rng=100 + i
+                )
                 rows.append(_evaluate(syn.images, syn.landmarks, method))
             _report(rows, method)
 
     if args.phantom > 0:
         from cmrkit.phantom.subject import generate_subject, sample_subject_params
 
-        print(f"== accuracy: phantom subjects 0..{args.phantom - 1} (seed {args.seed}), 3 tagging slices each, "
-              "errors in mm ==")
+        print(
+            f"== accuracy: phantom subjects 0..{args.phantom - 1} (seed {args.seed}), 3 tagging slices each, "
+            "errors in mm =="
+        )
         rows: dict[str, list] = {"model": [], "classic": []}
         for i in range(args.phantom):
             sub = generate_subject(sample_subject_params(i, seed=args.seed))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["SUBCOMMANDS", "main"]
 
@@ -26,7 +26,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items())
-    return f"usage: cmrkit <command> [options]\n\ncommands:\n{rows}\n\n'cmrkit <command> --help' for a command's options."
+    return (
+        f"usage: cmrkit <command> [options]\n\ncommands:\n{rows}\n\n'cmrkit <command> --help' for a command's options."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,7 @@ import argparse
 import json
 import math
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -46,8 +46,16 @@ MYOCARDIAL_DENSITY_G_PER_ML: float = 1.05
 #: keys returned by :func:`phenotypes` (``CO`` is added when a heart rate is given).
 PHENOTYPE_KEYS: tuple[str, ...] = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")
 PHENOTYPE_UNITS: dict[str, str] = {
-    "LVEDV": "mL", "LVESV": "mL", "LVSV": "mL", "LVEF": "%", "LVM": "g",
-    "RVEDV": "mL", "RVESV": "mL", "RVSV": "mL", "RVEF": "%", "CO": "L/min",
+    "LVEDV": "mL",
+    "LVESV": "mL",
+    "LVSV": "mL",
+    "LVEF": "%",
+    "LVM": "g",
+    "RVEDV": "mL",
+    "RVESV": "mL",
+    "RVSV": "mL",
+    "RVEF": "%",
+    "CO": "L/min",
 }
 #: accepted ``labels=`` names; all but ``acdc`` already use the kit convention.
 LABEL_CONVENTIONS: tuple[str, ...] = ("ukbb", "kit", "mnms", "acdc")
@@ -142,7 +150,10 @@ def volume_curve(
     if lab.ndim != 4:
         raise ValueError(f"labels_4d: expected (X, Y, Z, T), got shape {lab.shape}")
     v = voxel_volume_ml(affine)
-    out = {name: np.sum(lab == k, axis=(0, 1, 2)).astype(np.float64) * v for name, k in (("LV", LV), ("MYO", MYO), ("RV", RV))}
+    out = {
+        name: np.sum(lab == k, axis=(0, 1, 2)).astype(np.float64) * v
+        for name, k in (("LV", LV), ("MYO", MYO), ("RV", RV))
+    }
     out["LVM"] = out["MYO"] * MYOCARDIAL_DENSITY_G_PER_ML
     if labelled_frames is not None:
         m = np.asarray(labelled_frames, dtype=bool)
@@ -237,12 +248,21 @@ def cli_main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="cmrkit phenotypes",
-        description="LV/RV volumes (mL), ejection fractions (%) and LV mass (g, 1.05 g/mL) from ED and ES label volumes.",
+        description=(
+            "LV/RV volumes (mL), ejection fractions (%) and LV mass (g, 1.05 g/mL) from ED and ES label volumes."
+        ),
     )
     parser.add_argument("--ed", required=True, help="end-diastolic label volume (.nii/.nii.gz)")
     parser.add_argument("--es", required=True, help="end-systolic label volume (.nii/.nii.gz)")
-    parser.add_argument("--labels", default="ukbb", choices=["ukbb", "acdc", "mnms"], help="label convention: ukbb/mnms 1 LV 2 Myo 3 RV; acdc 1 RV 2 Myo 3 LV (default ukbb)")
-    parser.add_argument("--heart-rate", type=float, default=None, help="heart rate (bpm): also report cardiac output CO (L/min)")
+    parser.add_argument(
+        "--labels",
+        default="ukbb",
+        choices=["ukbb", "acdc", "mnms"],
+        help="label convention: ukbb/mnms 1 LV 2 Myo 3 RV; acdc 1 RV 2 Myo 3 LV (default ukbb)",
+    )
+    parser.add_argument(
+        "--heart-rate", type=float, default=None, help="heart rate (bpm): also report cardiac output CO (L/min)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     try:
         args = parser.parse_args(argv)

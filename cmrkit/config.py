@@ -15,9 +15,9 @@ An unknown profile, an unknown or misspelt key, or a value of the wrong type rai
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -79,8 +79,7 @@ def load_raw(profile: str) -> dict[str, Any]:
     path = PROFILES_DIR / f"{profile}.yaml"
     if not isinstance(profile, str) or not path.is_file():
         raise ConfigError(
-            f"unknown profile {profile!r}: choose one of {', '.join(available_profiles())} "
-            f"(files in {PROFILES_DIR})"
+            f"unknown profile {profile!r}: choose one of {', '.join(available_profiles())} (files in {PROFILES_DIR})"
         )
     with open(path) as fh:
         data = yaml.safe_load(fh)

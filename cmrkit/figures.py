@@ -9,7 +9,7 @@ The notebooks and the chapter CLIs call these and hand the figure to
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -51,8 +51,9 @@ def _axes_grid(nrows: int, ncols: int, size: float = 1.6):
     return fig, axes
 
 
-def image_grid(rows: Mapping[str, np.ndarray], frames: Sequence[int], *, title: str = "",
-               vmin: float = 0.0, vmax: float = 1.0) -> plt.Figure:
+def image_grid(
+    rows: Mapping[str, np.ndarray], frames: Sequence[int], *, title: str = "", vmin: float = 0.0, vmax: float = 1.0
+) -> plt.Figure:
     """A grid with one row per named sequence (T, H, W) and one column per chosen frame."""
     fig, axes = _axes_grid(len(rows), len(frames))
     for r, (name, seq) in enumerate(rows.items()):
@@ -68,8 +69,9 @@ def image_grid(rows: Mapping[str, np.ndarray], frames: Sequence[int], *, title: 
     return fig
 
 
-def landmark_overlay(sequences: Mapping[str, np.ndarray], landmarks: Mapping[str, np.ndarray], frames: Sequence[int],
-                     *, title: str = "") -> plt.Figure:
+def landmark_overlay(
+    sequences: Mapping[str, np.ndarray], landmarks: Mapping[str, np.ndarray], frames: Sequence[int], *, title: str = ""
+) -> plt.Figure:
     """Tagged frames with Ferdian landmark grids (frames, 2, 168) drawn on top; endocardial ring in red."""
     fig, axes = _axes_grid(len(sequences), len(frames), size=2.0)
     for r, (name, seq) in enumerate(sequences.items()):
@@ -89,8 +91,9 @@ def landmark_overlay(sequences: Mapping[str, np.ndarray], landmarks: Mapping[str
     return fig
 
 
-def segmentation_overlay(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], titles: Sequence[str],
-                         *, title: str = "") -> plt.Figure:
+def segmentation_overlay(
+    images: Sequence[np.ndarray], labels: Sequence[np.ndarray], titles: Sequence[str], *, title: str = ""
+) -> plt.Figure:
     """Images (H, W) with label maps overlaid, one panel each."""
     fig, axes = _axes_grid(1, len(images), size=2.2)
     for ax, img, lab, t in zip(axes[0], images, labels, titles):
@@ -105,7 +108,7 @@ def segmentation_overlay(images: Sequence[np.ndarray], labels: Sequence[np.ndarr
 
 def strain_curves(curves: Mapping[str, np.ndarray], *, ylabel: str, title: str = "", ax=None) -> plt.Figure:
     """Mean curve with a ±1 sd band for each named set of curves (n, frames)."""
-    fig, ax = (plt.subplots(figsize=(4.5, 3.2)) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(4.5, 3.2)) if ax is None else (ax.figure, ax)
     for name, c in curves.items():
         c = np.asarray(c, dtype=float)
         m, s = np.nanmean(c, axis=0), np.nanstd(c, axis=0)

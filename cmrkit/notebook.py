@@ -13,7 +13,8 @@ bound to the notebook.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .config import ConfigError, check_data_dir, load
 from .registry import NOTEBOOKS
@@ -54,8 +55,14 @@ def resolve(notebook: str, namespace: Mapping[str, Any], *, prepare_data: bool =
             f"(profile values go in OVERRIDES, e.g. OVERRIDES = {{'ch4.epochs': 2}})"
         )
     p = {**PARAMETERS, **params}
-    cfg = load(p["PROFILE"], seed=p["SEED"], dataset=p["DATASET"], data_dir=p["DATA_DIR"] or None,
-               device=p["DEVICE"], overrides=p["OVERRIDES"])
+    cfg = load(
+        p["PROFILE"],
+        seed=p["SEED"],
+        dataset=p["DATASET"],
+        data_dir=p["DATA_DIR"] or None,
+        device=p["DEVICE"],
+        overrides=p["OVERRIDES"],
+    )
     if prepare_data:
         if cfg.dataset == "phantom":
             from .phantom import ensure_cohort

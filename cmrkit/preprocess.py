@@ -18,8 +18,9 @@ plane; :func:`tagging_roi_from_cine` maps a cine ROI box to tagging pixels;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def _shift_affine(affine: np.ndarray | None, offset: Sequence[float]) -> np.ndar
 
 def _extract(arr: np.ndarray, starts: Sequence[int], sizes: Sequence[int], fill: float) -> np.ndarray:
     """Window of ``arr`` starting at ``starts`` with ``sizes`` along the leading axes, padded with ``fill``."""
-    out_shape = tuple(sizes) + arr.shape[len(sizes):]
+    out_shape = tuple(sizes) + arr.shape[len(sizes) :]
     out = np.full(out_shape, fill, dtype=arr.dtype)
     src, dst = [], []
     for s, n, full in zip(starts, sizes, arr.shape):
@@ -161,7 +162,8 @@ def heart_center(
     img = np.asarray(image, dtype=np.float32)
     if img.ndim < 3 or img.shape[-1] < 2:
         raise ValueError(
-            f"image: the unlabelled heuristic needs a time axis with >= 2 frames (last axis), got shape {img.shape}; pass center= or labels="
+            f"image: the unlabelled heuristic needs a time axis with >= 2 frames (last axis), got shape {img.shape}; "
+            "pass center= or labels="
         )
     from scipy.ndimage import center_of_mass, gaussian_filter
     from scipy.ndimage import label as connected
@@ -293,7 +295,15 @@ def resample_inplane(
 
     if _is_subject(image):
         subj = image
-        res = resample_inplane(subj.cine, subj.affine, size=size, spacing=spacing, labels=subj.cine_labels, order=order, anti_aliasing=anti_aliasing)
+        res = resample_inplane(
+            subj.cine,
+            subj.affine,
+            size=size,
+            spacing=spacing,
+            labels=subj.cine_labels,
+            order=order,
+            anti_aliasing=anti_aliasing,
+        )
         return subj.copy_with(cine=res.image, cine_labels=res.labels, affine=res.affine)
     if (size is None) == (spacing is None):
         raise ValueError("resample_inplane: pass exactly one of size= or spacing=")
@@ -318,12 +328,21 @@ def resample_inplane(
     img_r = lab_r = None
     if image is not None:
         img = np.asarray(image, dtype=np.float32)
-        img_r = resize(img, (ox, oy) + img.shape[2:], order=order, mode="edge", anti_aliasing=anti_aliasing and (kx > 1 or ky > 1), preserve_range=True).astype(np.float32)
+        img_r = resize(
+            img,
+            (ox, oy) + img.shape[2:],
+            order=order,
+            mode="edge",
+            anti_aliasing=anti_aliasing and (kx > 1 or ky > 1),
+            preserve_range=True,
+        ).astype(np.float32)
     if labels is not None:
         lab = np.asarray(labels)
         if lab.shape[:2] != (nx, ny):
             raise ValueError(f"labels: in-plane shape {lab.shape[:2]} differs from image {(nx, ny)}")
-        lab_r = resize(lab, (ox, oy) + lab.shape[2:], order=0, mode="edge", anti_aliasing=False, preserve_range=True).astype(lab.dtype)
+        lab_r = resize(
+            lab, (ox, oy) + lab.shape[2:], order=0, mode="edge", anti_aliasing=False, preserve_range=True
+        ).astype(lab.dtype)
     new_aff = None
     if affine is not None:
         new_aff = affine.copy()
@@ -355,7 +374,9 @@ def to_slices(
     """
     if _is_subject(image):
         subj = image
-        res = to_slices(subj.cine, n_slices, affine=subj.affine, labels=subj.cine_labels, mode=mode, center_slice=center_slice)
+        res = to_slices(
+            subj.cine, n_slices, affine=subj.affine, labels=subj.cine_labels, mode=mode, center_slice=center_slice
+        )
         return subj.copy_with(cine=res.image, cine_labels=res.labels, affine=res.affine)
     n = int(n_slices)
     if n < 1:
@@ -600,7 +621,9 @@ def prepare_subject(
                 flat = np.moveaxis(lmk, 1, 2).reshape(-1, 2)
                 mapped = map_cine_to_tagging(flat, t.affine, aff, cine_slice=0)[:, :2]
                 lm = np.moveaxis(mapped.reshape(lmk.shape[0], lmk.shape[2], 2), 2, 1)
-            new_tags.append(replace(t, image=normalise_intensity(img, percentiles), affine=aff, landmarks=lm, meta=meta))
+            new_tags.append(
+                replace(t, image=normalise_intensity(img, percentiles), affine=aff, landmarks=lm, meta=meta)
+            )
     else:
         new_tags = list(subj.tagging)
     if n_slices is not None:
@@ -613,5 +636,14 @@ def prepare_subject(
                     if t.meta.get("resampled_to_cine_roi"):
                         t.meta["cine_slice"] = t.meta["cine_slice"] - z0
     cine = normalise_intensity(subj.cine, percentiles) if subj.cine is not None else None
-    meta = dict(subj.meta, preprocess={"size": size, "n_slices": n_slices, "spacing": spacing, "percentiles": percentiles, "slice_mode": slice_mode})
+    meta = dict(
+        subj.meta,
+        preprocess={
+            "size": size,
+            "n_slices": n_slices,
+            "spacing": spacing,
+            "percentiles": percentiles,
+            "slice_mode": slice_mode,
+        },
+    )
     return subj.copy_with(cine=cine, tagging=new_tags, meta=meta)

@@ -52,8 +52,9 @@ the volumes the notes could not find for UK Biobank).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -167,9 +168,19 @@ def reference_frame(reference: Iterable[ReferenceValue] = UKB_REFERENCE) -> pd.D
     rows = []
     for r in reference:
         rng = r.range
-        rows.append({"phenotype": r.phenotype, "sex": r.sex, "mean": r.mean, "sd": r.sd,
-                     "range_lo": None if rng is None else rng[0], "range_hi": None if rng is None else rng[1],
-                     "units": r.units, "source": r.source, "status": r.status})
+        rows.append(
+            {
+                "phenotype": r.phenotype,
+                "sex": r.sex,
+                "mean": r.mean,
+                "sd": r.sd,
+                "range_lo": None if rng is None else rng[0],
+                "range_hi": None if rng is None else rng[1],
+                "units": r.units,
+                "source": r.source,
+                "status": r.status,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -267,8 +278,9 @@ def _clipped_sd(x: np.ndarray, k: float = 3.0) -> float:
     return float(kept.std(ddof=1)) / float(truncnorm.std(-k, k))
 
 
-def noise_sigma(image2d: np.ndarray, method: Literal["auto", "air", "residual"] = "auto", *,
-                min_air_pixels: int = 300) -> tuple[float, str, int]:
+def noise_sigma(
+    image2d: np.ndarray, method: Literal["auto", "air", "residual"] = "auto", *, min_air_pixels: int = 300
+) -> tuple[float, str, int]:
     """Gaussian noise sigma of a magnitude image (see the module docstring for the estimators).
 
     ``"air"`` uses :func:`background_mask` and accepts it only when it has at least
@@ -338,10 +350,12 @@ class ContrastResult:
     def summary(self) -> dict[str, float]:
         """Median over planes of ratio, CNR and sigma, and the number of valid planes."""
         ok = np.isfinite(self.ratio)
-        return {"ratio": float(np.nanmedian(self.ratio)) if ok.any() else float("nan"),
-                "cnr": float(np.nanmedian(self.cnr)) if np.isfinite(self.cnr).any() else float("nan"),
-                "sigma": float(np.nanmedian(self.sigma)) if np.isfinite(self.sigma).any() else float("nan"),
-                "n_planes": int(ok.sum())}
+        return {
+            "ratio": float(np.nanmedian(self.ratio)) if ok.any() else float("nan"),
+            "cnr": float(np.nanmedian(self.cnr)) if np.isfinite(self.cnr).any() else float("nan"),
+            "sigma": float(np.nanmedian(self.sigma)) if np.isfinite(self.sigma).any() else float("nan"),
+            "n_planes": int(ok.sum()),
+        }
 
 
 def _check_image_labels(image: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -354,9 +368,16 @@ def _check_image_labels(image: Any, labels: Any) -> tuple[np.ndarray, np.ndarray
     return img, lab
 
 
-def tissue_contrast(image: Any, labels: Any, *, erode_px: int = 1, min_pixels: int = 10,
-                    noise: Literal["auto", "air", "residual"] = "auto", blood_label: int = LV_BLOOD,
-                    myo_label: int = LV_MYO) -> ContrastResult:
+def tissue_contrast(
+    image: Any,
+    labels: Any,
+    *,
+    erode_px: int = 1,
+    min_pixels: int = 10,
+    noise: Literal["auto", "air", "residual"] = "auto",
+    blood_label: int = LV_BLOOD,
+    myo_label: int = LV_MYO,
+) -> ContrastResult:
     """Blood/myocardium intensity ratio and CNR of every plane of ``image`` (H, W, ...).
 
     Parameters
@@ -406,13 +427,23 @@ class SNRResult:
     def summary(self) -> dict[str, float]:
         ok = np.isfinite(self.snr)
         used = sorted({str(m) for m in np.ravel(self.method)[np.ravel(ok)]})
-        return {"snr": float(np.nanmedian(self.snr)) if ok.any() else float("nan"),
-                "sigma": float(np.nanmedian(self.sigma)) if np.isfinite(self.sigma).any() else float("nan"),
-                "n_planes": int(ok.sum()), "method": "+".join(used)}
+        return {
+            "snr": float(np.nanmedian(self.snr)) if ok.any() else float("nan"),
+            "sigma": float(np.nanmedian(self.sigma)) if np.isfinite(self.sigma).any() else float("nan"),
+            "n_planes": int(ok.sum()),
+            "method": "+".join(used),
+        }
 
 
-def snr(image: Any, labels: Any, *, method: Literal["auto", "air", "residual"] = "auto", erode_px: int = 1,
-        min_pixels: int = 10, tissue_label: int = LV_MYO) -> SNRResult:
+def snr(
+    image: Any,
+    labels: Any,
+    *,
+    method: Literal["auto", "air", "residual"] = "auto",
+    erode_px: int = 1,
+    min_pixels: int = 10,
+    tissue_label: int = LV_MYO,
+) -> SNRResult:
     """Myocardial SNR of every plane of ``image`` (H, W, ...): ``sqrt(max(M^2 - sigma^2, 0)) / sigma``.
 
     ``M`` is the mean magnitude of the (eroded) myocardium, ``sigma`` from :func:`noise_sigma` with
@@ -434,8 +465,9 @@ def snr(image: Any, labels: Any, *, method: Literal["auto", "air", "residual"] =
         sig_a[i] = math.sqrt(max(mean * mean - s * s, 0.0)) if np.isfinite(s) else np.nan
         snr_a[i] = sig_a[i] / s if (np.isfinite(s) and s > 0) else np.nan
     shape = tail if tail else ()
-    return SNRResult(sig_a.reshape(shape), sigma_a.reshape(shape), snr_a.reshape(shape), meth.reshape(shape),
-                     nn.reshape(shape))
+    return SNRResult(
+        sig_a.reshape(shape), sigma_a.reshape(shape), snr_a.reshape(shape), meth.reshape(shape), nn.reshape(shape)
+    )
 
 
 # ============================================================================ tagging
@@ -480,13 +512,24 @@ def _refine(lm: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
         den = a - 2 * b + c
         return 0.0 if den >= 0 else float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
 
-    return (iy + para(lm[(iy - 1) % h, ix], lm[iy, ix], lm[(iy + 1) % h, ix]),
-            ix + para(lm[iy, (ix - 1) % w], lm[iy, ix], lm[iy, (ix + 1) % w]))
+    return (
+        iy + para(lm[(iy - 1) % h, ix], lm[iy, ix], lm[(iy + 1) % h, ix]),
+        ix + para(lm[iy, (ix - 1) % w], lm[iy, ix], lm[iy, (ix + 1) % w]),
+    )
 
 
-def tag_period_and_contrast(tag_seq: Any, myo_mask: Any = None, px_mm: float = 1.0, *, ref_frames: int = 3,
-                            period_range_mm: tuple[float, float] = (3.0, 15.0), search_radius: float = 0.25,
-                            min_angle_deg: float = 45.0, peak_snr_min: float = 4.0, pad: int = 4) -> TagMeasurement:
+def tag_period_and_contrast(
+    tag_seq: Any,
+    myo_mask: Any = None,
+    px_mm: float = 1.0,
+    *,
+    ref_frames: int = 3,
+    period_range_mm: tuple[float, float] = (3.0, 15.0),
+    search_radius: float = 0.25,
+    min_angle_deg: float = 45.0,
+    peak_snr_min: float = 4.0,
+    pad: int = 4,
+) -> TagMeasurement:
     """Tag period (mm) from the spectral peaks and the tag modulation depth of every frame.
 
     Parameters
@@ -604,9 +647,15 @@ def tag_period_and_contrast(tag_seq: Any, myo_mask: Any = None, px_mm: float = 1
         for t in range(T):
             amp = float(spec[t][near].max())
             contrast_dirs[t, j] = 2.0 * amp / abs(dc[t]) if dc[t] != 0 else np.nan
-    return TagMeasurement(period_mm=float(periods.mean()), periods_mm=periods, angles_deg=angles,
-                          contrast=contrast_dirs.mean(1), contrast_dirs=contrast_dirs, peak_snr=np.asarray(snrs),
-                          meta={"fft_size": n, "px_mm": float(px_mm), "window": "hann" if myo_mask is None else "mask"})
+    return TagMeasurement(
+        period_mm=float(periods.mean()),
+        periods_mm=periods,
+        angles_deg=angles,
+        contrast=contrast_dirs.mean(1),
+        contrast_dirs=contrast_dirs,
+        peak_snr=np.asarray(snrs),
+        meta={"fft_size": n, "px_mm": float(px_mm), "window": "hann" if myo_mask is None else "mask"},
+    )
 
 
 def spamm_profile(phase: Any, flip_total_deg: float = 90.0, order: int = 1) -> np.ndarray:
@@ -634,8 +683,9 @@ def spamm_harmonics(flip_total_deg: float = 90.0, order: int = 1, n: int = 4096)
     return float(fp.mean()), float(2.0 * (fp * np.cos(p)).mean())
 
 
-def expected_tag_contrast(t_ms: Any, t1_ms: float = MYOCARDIUM_T1_MS, *, flip_total_deg: float = 90.0,
-                          order: int = 1, grid: bool = True) -> np.ndarray:
+def expected_tag_contrast(
+    t_ms: Any, t1_ms: float = MYOCARDIUM_T1_MS, *, flip_total_deg: float = 90.0, order: int = 1, grid: bool = True
+) -> np.ndarray:
     """Relaxation-only tag modulation depth at times ``t_ms`` after the SPAMM block (module docstring).
 
     ``e = exp(-t / T1)``; line tags ``|a1| e / (1 + (a0 - 1) e)``, grid tags
@@ -655,14 +705,19 @@ def expected_tag_contrast(t_ms: Any, t1_ms: float = MYOCARDIUM_T1_MS, *, flip_to
 # ============================================================================ phenotypes
 #: kit phenotype name -> phantom manifest column holding its value measured from the label maps
 PHENOTYPE_COLUMNS: dict[str, str] = {
-    "LVEDV": "lvedv_ml_measured", "LVESV": "lvesv_ml_measured", "LVEF": "lvef_pct_measured",
-    "LVM": "lvm_g_measured", "RVEDV": "rvedv_ml_measured", "RVESV": "rvesv_ml_measured",
+    "LVEDV": "lvedv_ml_measured",
+    "LVESV": "lvesv_ml_measured",
+    "LVEF": "lvef_pct_measured",
+    "LVM": "lvm_g_measured",
+    "RVEDV": "rvedv_ml_measured",
+    "RVESV": "rvesv_ml_measured",
     "RVEF": "rvef_pct_measured",
 }
 
 
 def _sex_labels(values: pd.Series) -> pd.Series:
     """Map a sex column to ``"female"``/``"male"`` (UK Biobank field 31: 0 female, 1 male; or strings)."""
+
     def one(v: Any) -> str | None:
         if isinstance(v, str):
             s = v.strip().lower()
@@ -680,14 +735,21 @@ def _sex_labels(values: pd.Series) -> pd.Series:
     out = values.map(one)
     bad = values[out.isna() & values.notna()]
     if len(bad):
-        raise ValueError(f"sex column: cannot read values {sorted(set(map(str, bad)))[:5]} "
-                         "(expected 0/1 with 1 = male, or female/male)")
+        raise ValueError(
+            f"sex column: cannot read values {sorted(set(map(str, bad)))[:5]} "
+            "(expected 0/1 with 1 = male, or female/male)"
+        )
     return out
 
 
-def phenotype_comparison(manifest: pd.DataFrame, reference: Iterable[ReferenceValue] = UKB_REFERENCE, *,
-                         columns: Mapping[str, str] | None = None, sex_column: str = "sex",
-                         subset: Any = None) -> pd.DataFrame:
+def phenotype_comparison(
+    manifest: pd.DataFrame,
+    reference: Iterable[ReferenceValue] = UKB_REFERENCE,
+    *,
+    columns: Mapping[str, str] | None = None,
+    sex_column: str = "sex",
+    subset: Any = None,
+) -> pd.DataFrame:
     """Cohort phenotypes by sex against reference values.
 
     Parameters
@@ -727,11 +789,14 @@ def phenotype_comparison(manifest: pd.DataFrame, reference: Iterable[ReferenceVa
     sex = _sex_labels(df[sex_column])
     values: dict[str, pd.Series] = {}
     refs = list(reference)
+
     def column(ph: str) -> pd.Series:
         col = cols.get(ph)
         if col is None or col not in df.columns:
-            raise ValueError(f"reference phenotype {ph!r} has no manifest column "
-                             f"(looked for {col!r}; pass columns={{'{ph}': '<column>'}})")
+            raise ValueError(
+                f"reference phenotype {ph!r} has no manifest column "
+                f"(looked for {col!r}; pass columns={{'{ph}': '<column>'}})"
+            )
         return df[col].astype(float)
 
     for r in refs:
@@ -762,9 +827,22 @@ def phenotype_comparison(manifest: pd.DataFrame, reference: Iterable[ReferenceVa
         sd = float(v.std(ddof=1)) if v.size > 1 else float("nan")
         std_diff = (mean - r.mean) / r.sd if (r.mean is not None and r.sd and v.size) else float("nan")
         frac = float(np.mean((v >= rng[0]) & (v <= rng[1]))) if (rng is not None and v.size) else float("nan")
-        rows.append({"phenotype": r.phenotype, "sex": r.sex, "units": r.units, "source": r.source,
-                     "status": r.status, "ref_mean": r.mean, "ref_sd": r.sd,
-                     "range_lo": None if rng is None else rng[0], "range_hi": None if rng is None else rng[1],
-                     "n": int(v.size), "cohort_mean": mean, "cohort_sd": sd, "std_diff": std_diff,
-                     "frac_in_range": frac})
+        rows.append(
+            {
+                "phenotype": r.phenotype,
+                "sex": r.sex,
+                "units": r.units,
+                "source": r.source,
+                "status": r.status,
+                "ref_mean": r.mean,
+                "ref_sd": r.sd,
+                "range_lo": None if rng is None else rng[0],
+                "range_hi": None if rng is None else rng[1],
+                "n": int(v.size),
+                "cohort_mean": mean,
+                "cohort_sd": sd,
+                "std_diff": std_diff,
+                "frac_in_range": frac,
+            }
+        )
     return pd.DataFrame(rows)

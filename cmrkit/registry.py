@@ -61,21 +61,73 @@ def _f(id, nb, title, thesis_item=True):
 REGISTRY: tuple[Artefact, ...] = (
     # background notebook (the kit's own)
     _t("bg_indices", "00_background", "Functional indices of a few phantom subjects (clinical.py)", thesis_item=False),
-    _t("bg_phenotypes_vs_reference", "00_background", "Cohort phenotypes vs UK Biobank reference ranges", thesis_item=False),
-    _t("bg_realism", "00_background", "Phantom realism: contrast, SNR, tag period and fading vs real data", thesis_item=False),
+    _t(
+        "bg_phenotypes_vs_reference",
+        "00_background",
+        "Cohort phenotypes vs UK Biobank reference ranges",
+        thesis_item=False,
+    ),
+    _t(
+        "bg_realism",
+        "00_background",
+        "Phantom realism: contrast, SNR, tag period and fading vs real data",
+        thesis_item=False,
+    ),
     _f("bg_cardiac_cycle", "00_background", "Volume curve of a phantom subject with ED/ES marked", thesis_item=False),
-    _f("bg_cine_viewer", "00_background", "Slice x frame montage of a phantom cine (static view of the viewer)", thesis_item=False),
-    _f("bg_real_vs_phantom", "00_background", "Real M&Ms and phantom short-axis slices side by side", thesis_item=False),
-    _f("bg_tagging_physics", "00_background", "SPAMM tag pattern, fading and deformation over the cycle", thesis_item=False),
-    _f("bg_strain_bullseye", "00_background", "Green strain worked example and AHA 17-segment bullseye", thesis_item=False),
-    _f("bg_phenotype_distributions", "00_background", "Cohort phenotype distributions vs reference values", thesis_item=False),
+    _f(
+        "bg_cine_viewer",
+        "00_background",
+        "Slice x frame montage of a phantom cine (static view of the viewer)",
+        thesis_item=False,
+    ),
+    _f(
+        "bg_real_vs_phantom", "00_background", "Real M&Ms and phantom short-axis slices side by side", thesis_item=False
+    ),
+    _f(
+        "bg_tagging_physics",
+        "00_background",
+        "SPAMM tag pattern, fading and deformation over the cycle",
+        thesis_item=False,
+    ),
+    _f(
+        "bg_strain_bullseye",
+        "00_background",
+        "Green strain worked example and AHA 17-segment bullseye",
+        thesis_item=False,
+    ),
+    _f(
+        "bg_phenotype_distributions",
+        "00_background",
+        "Cohort phenotype distributions vs reference values",
+        thesis_item=False,
+    ),
     # chapter 4
-    _t("table_4_1", "01_smcvae_strain", "Table 4.1: reconstruction and cross-synthesis quality by region", "chapter4.table_4_1"),
-    _t("table_4_2", "01_smcvae_strain", "Table 4.2: ES strain from original vs generated tagging", "chapter4.table_4_2"),
+    _t(
+        "table_4_1",
+        "01_smcvae_strain",
+        "Table 4.1: reconstruction and cross-synthesis quality by region",
+        "chapter4.table_4_1",
+    ),
+    _t(
+        "table_4_2", "01_smcvae_strain", "Table 4.2: ES strain from original vs generated tagging", "chapter4.table_4_2"
+    ),
     _t("table_4_3", "01_smcvae_strain", "Table 4.3: latent dimension ablation (cine->tagging)", "chapter4.table_4_3"),
-    _t("table_4_4", "01_smcvae_strain", "Table 4.4: convolutional layer ablation (cine->tagging)", "chapter4.table_4_4"),
-    _t("ch4_strain_vs_truth", "01_smcvae_strain", "Strain of tracked original/generated tagging vs ground truth; landmark error", thesis_item=False),
-    _t("ch4_segmentation", "01_smcvae_strain", "Segmentation of original vs reconstructed cine (Dice, HD) and on real M&Ms", "chapter4.segmentation_of_reconstructed_cine", thesis_item=False),
+    _t(
+        "table_4_4", "01_smcvae_strain", "Table 4.4: convolutional layer ablation (cine->tagging)", "chapter4.table_4_4"
+    ),
+    _t(
+        "ch4_strain_vs_truth",
+        "01_smcvae_strain",
+        "Strain of tracked original/generated tagging vs ground truth; landmark error",
+        thesis_item=False,
+    ),
+    _t(
+        "ch4_segmentation",
+        "01_smcvae_strain",
+        "Segmentation of original vs reconstructed cine (Dice, HD) and on real M&Ms",
+        "chapter4.segmentation_of_reconstructed_cine",
+        thesis_item=False,
+    ),
     _f("fig_4_4", "01_smcvae_strain", "Fig 4.4: cine/tagging reconstructions and cross-syntheses"),
     _f("fig_4_5", "01_smcvae_strain", "Fig 4.5: tag tracking on original and generated tagging"),
     _f("fig_4_6", "01_smcvae_strain", "Fig 4.6: segmentation of original cine"),
@@ -83,7 +135,11 @@ REGISTRY: tuple[Artefact, ...] = (
     _f("fig_4_8", "01_smcvae_strain", "Fig 4.8: Bland-Altman of ES strain, original vs generated tagging"),
     _f("fig_4_9", "01_smcvae_strain", "Fig 4.9: strain violins by region"),
     _f("fig_4_10", "01_smcvae_strain", "Fig 4.10: strain curves with error bands over the cycle"),
-    _f("fig_4_11", "01_smcvae_strain", "Fig 4.11 (kit version): Bland-Altman against ground-truth strain instead of the UKB reference"),
+    _f(
+        "fig_4_11",
+        "01_smcvae_strain",
+        "Fig 4.11 (kit version): Bland-Altman against ground-truth strain instead of the UKB reference",
+    ),
     # chapter 5
     _f("fig_5_2", "02_ldm3d", "Fig 5.2: generated 3D cine volumes with masks"),
     _f("fig_5_3", "02_ldm3d", "Fig 5.3: ventricular volume box plots, real vs generated"),

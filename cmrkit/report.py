@@ -19,10 +19,11 @@ import html
 import io
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -155,12 +156,19 @@ class Report:
         (self.root / "figures").mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def from_config(cls, cfg: Any, notebook: str | None = None, root: str | Path | None = None,
-                    dataset_label: str | None = None) -> "Report":
+    def from_config(
+        cls, cfg: Any, notebook: str | None = None, root: str | Path | None = None, dataset_label: str | None = None
+    ) -> Report:
         """Build from a :class:`cmrkit.config.Config`."""
         label = dataset_label or cfg.dataset
-        return cls(profile=cfg.profile, seed=cfg.seed, dataset=label, root=Path(root) if root else None,
-                   notebook=notebook, parameters=cfg.to_dict())
+        return cls(
+            profile=cfg.profile,
+            seed=cfg.seed,
+            dataset=label,
+            root=Path(root) if root else None,
+            notebook=notebook,
+            parameters=cfg.to_dict(),
+        )
 
     # ------------------------------------------------------------------ helpers
     def _artefact(self, artefact_id: str, kind: str) -> Artefact:
@@ -196,18 +204,33 @@ class Report:
             if r.value is None:
                 raise ValueError(f"table {artefact_id}: row {r.row!r} metric {r.metric!r} has no value")
             t_mean, t_sd = thesis_value(art.thesis, r.key()) if art.thesis else (None, None)
-            records.append({
-                "row": r.row, "metric": r.metric, "value": float(r.value),
-                "sd": None if r.sd is None else float(r.sd), "n": r.n, "units": r.units,
-                "dataset": self.dataset, "thesis_value": t_mean, "thesis_sd": t_sd,
-                "thesis_dataset": THESIS_DATASET if t_mean is not None else "", "note": r.note,
-            })
+            records.append(
+                {
+                    "row": r.row,
+                    "metric": r.metric,
+                    "value": float(r.value),
+                    "sd": None if r.sd is None else float(r.sd),
+                    "n": r.n,
+                    "units": r.units,
+                    "dataset": self.dataset,
+                    "thesis_value": t_mean,
+                    "thesis_sd": t_sd,
+                    "thesis_dataset": THESIS_DATASET if t_mean is not None else "",
+                    "note": r.note,
+                }
+            )
         if not records:
             raise ValueError(f"table {artefact_id} has no rows")
         return pd.DataFrame.from_records(records)
 
-    def save_table(self, artefact_id: str, rows: Iterable[TableRow | Mapping[str, Any]], *,
-                   notes: Sequence[str] = (), extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def save_table(
+        self,
+        artefact_id: str,
+        rows: Iterable[TableRow | Mapping[str, Any]],
+        *,
+        notes: Sequence[str] = (),
+        extra: Mapping[str, Any] | None = None,
+    ) -> pd.DataFrame:
         """Write ``tables/<id>.csv``, ``.md`` and ``.json`` atomically and return the frame."""
         art = self._artefact(artefact_id, "table")
         df = self.table_frame(artefact_id, rows)
@@ -223,8 +246,9 @@ class Report:
         return df
 
     # ------------------------------------------------------------------ figures
-    def save_figure(self, fig: Any, artefact_id: str, *, caption: str = "",
-                    extra: Mapping[str, Any] | None = None) -> Path:
+    def save_figure(
+        self, fig: Any, artefact_id: str, *, caption: str = "", extra: Mapping[str, Any] | None = None
+    ) -> Path:
         """Write ``figures/<id>.png`` (matplotlib figure, fixed dpi, no timestamps) and its JSON sidecar."""
         art = self._artefact(artefact_id, "figure")
         png = self.root / "figures" / f"{artefact_id}.png"
@@ -251,8 +275,9 @@ def _table_markdown(art: Artefact, df: pd.DataFrame, dataset: str, notes: Sequen
     for r in df.itertuples(index=False):
         cells = [str(r.row), str(r.metric), _fmt(r.value, None if pd.isna(r.sd) else r.sd)]
         if has_thesis:
-            cells.append(_fmt(None if pd.isna(r.thesis_value) else r.thesis_value,
-                              None if pd.isna(r.thesis_sd) else r.thesis_sd))
+            cells.append(
+                _fmt(None if pd.isna(r.thesis_value) else r.thesis_value, None if pd.isna(r.thesis_sd) else r.thesis_sd)
+            )
         cells += [str(r.units or ""), "" if pd.isna(r.n) else str(int(r.n))]
         out.write("| " + " | ".join(cells) + " |\n")
     row_notes = sorted({n for n in df["note"] if isinstance(n, str) and n})
@@ -286,9 +311,11 @@ def coverage(root: str | Path) -> dict[str, tuple[int, int]]:
     """Counts ``{"tables": (present, expected), "figures": ..., "kit": ...}`` over the registry."""
     root = resolve_path(root)
     out = {}
-    for name, sel in (("tables", lambda a: a.thesis_item and a.kind == "table"),
-                      ("figures", lambda a: a.thesis_item and a.kind == "figure"),
-                      ("kit", lambda a: not a.thesis_item)):
+    for name, sel in (
+        ("tables", lambda a: a.thesis_item and a.kind == "table"),
+        ("figures", lambda a: a.thesis_item and a.kind == "figure"),
+        ("kit", lambda a: not a.thesis_item),
+    ):
         arts = [a for a in REGISTRY if sel(a)]
         out[name] = (sum(_status(root, a) == "present" for a in arts), len(arts))
     return out
@@ -305,10 +332,19 @@ def write_index(root: str | Path, profile: str | None = None) -> Path:
     cov = coverage(root)
     lines = [f"# cmrkit report: profile `{profile or run.get('profile', root.name)}`", ""]
     if run:
-        lines += [f"seed {run.get('seed')}, dataset {run.get('dataset')}, git {run.get('git_sha')}, "
-                  f"cmrkit {run.get('cmrkit_version')}", ""]
-    lines += ["Thesis values were measured on UK Biobank; this run's values come from the data set named in each table.",
-              "", "## Notebooks", "", "| notebook | purpose | status | wall time (s) |", "|---|---|---|---|"]
+        lines += [
+            f"seed {run.get('seed')}, dataset {run.get('dataset')}, git {run.get('git_sha')}, "
+            f"cmrkit {run.get('cmrkit_version')}",
+            "",
+        ]
+    lines += [
+        "Thesis values were measured on UK Biobank; this run's values come from the data set named in each table.",
+        "",
+        "## Notebooks",
+        "",
+        "| notebook | purpose | status | wall time (s) |",
+        "|---|---|---|---|",
+    ]
     for stem, purpose in NOTEBOOKS.items():
         st = nb_status.get(stem, {})
         status = st.get("status", "not run")
@@ -322,13 +358,23 @@ def write_index(root: str | Path, profile: str | None = None) -> Path:
             link = f"[{art.id}]({folder}/{art.id}{suffix})" if st == "present" else art.id
             lines.append(f"| {link} | {art.title} | {art.notebook} | {st} |")
     known = {a.id for a in REGISTRY}
-    stray = sorted(p.stem for d in ("tables", "figures") for p in (root / d).glob("*.*")
-                   if p.suffix in (".csv", ".png") and p.stem not in known) if root.exists() else []
+    stray = (
+        sorted(
+            p.stem
+            for d in ("tables", "figures")
+            for p in (root / d).glob("*.*")
+            if p.suffix in (".csv", ".png") and p.stem not in known
+        )
+        if root.exists()
+        else []
+    )
     if stray:
         lines += ["", "Unregistered files (not part of the registry): " + ", ".join(stray)]
-    cov_line = (f"Coverage: thesis tables {cov['tables'][0]}/{cov['tables'][1]}, "
-                f"thesis figures {cov['figures'][0]}/{cov['figures'][1]}, "
-                f"kit artefacts {cov['kit'][0]}/{cov['kit'][1]}")
+    cov_line = (
+        f"Coverage: thesis tables {cov['tables'][0]}/{cov['tables'][1]}, "
+        f"thesis figures {cov['figures'][0]}/{cov['figures'][1]}, "
+        f"kit artefacts {cov['kit'][0]}/{cov['kit'][1]}"
+    )
     lines += ["", cov_line, ""]
     md = "\n".join(lines)
     with atomic_write(root / "index.md", "w") as fh:
@@ -355,8 +401,14 @@ def _html(md: str) -> str:
                 tag = "th"
             else:
                 tag = "td"
-            conv = [re.sub(r"\[([^\]]+)\]\(([^)]+)\)", lambda m: f'<a href="{html.escape(m.group(2))}">{html.escape(m.group(1))}</a>',
-                           html.escape(c, quote=False).replace("&amp;", "&")) for c in cells]
+            conv = [
+                re.sub(
+                    r"\[([^\]]+)\]\(([^)]+)\)",
+                    lambda m: f'<a href="{html.escape(m.group(2))}">{html.escape(m.group(1))}</a>',
+                    html.escape(c, quote=False).replace("&amp;", "&"),
+                )
+                for c in cells
+            ]
             body.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in conv) + "</tr>")
             continue
         if in_table:
@@ -369,5 +421,11 @@ def _html(md: str) -> str:
             body.append(f"<p>{html.escape(line)}</p>")
     if in_table:
         body.append("</table>")
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>cmrkit report</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>cmrkit "
+        f"report</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )

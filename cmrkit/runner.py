@@ -14,8 +14,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from . import __version__
 from .config import DATASETS, ConfigError, available_profiles, check_data_dir, load
@@ -60,8 +61,15 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     return {k: v for k, v in pm.inspect_notebook(str(path)).items()}
 
 
-def execute_notebook(path: Path, out_path: Path, parameters: Mapping[str, Any], *, timeout_s: int,
-                     log_output: bool = True, progress_bar: bool = False) -> None:
+def execute_notebook(
+    path: Path,
+    out_path: Path,
+    parameters: Mapping[str, Any],
+    *,
+    timeout_s: int,
+    log_output: bool = True,
+    progress_bar: bool = False,
+) -> None:
     """Execute one notebook with papermill (kernel ``python3``, cwd = the notebook's folder).
 
     Raises ``papermill.PapermillExecutionError`` when a cell fails; the executed notebook, with the
@@ -77,8 +85,14 @@ def execute_notebook(path: Path, out_path: Path, parameters: Mapping[str, Any], 
         )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(
-        str(path), str(out_path), parameters=dict(parameters), kernel_name="python3", cwd=str(path.parent),
-        log_output=log_output, progress_bar=progress_bar, execution_timeout=timeout_s,
+        str(path),
+        str(out_path),
+        parameters=dict(parameters),
+        kernel_name="python3",
+        cwd=str(path.parent),
+        log_output=log_output,
+        progress_bar=progress_bar,
+        execution_timeout=timeout_s,
         request_save_on_cell_execute=True,
     )
 
@@ -94,27 +108,58 @@ def _prepare_data(cfg: Any) -> None:
     check_data_dir(cfg.dataset, cfg.data_dir)
 
 
-def reproduce(profile: str = "smoke", *, only: Sequence[str] | None = None, dataset: str = "phantom",
-              data_dir: str | None = None, seed: int = 0, device: str = "auto", report_dir: str | None = None,
-              overrides: Mapping[str, Any] | None = None, log_output: bool = True, progress_bar: bool | None = None,
-              notebook_dir: Path | None = None) -> int:
+def reproduce(
+    profile: str = "smoke",
+    *,
+    only: Sequence[str] | None = None,
+    dataset: str = "phantom",
+    data_dir: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    report_dir: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    log_output: bool = True,
+    progress_bar: bool | None = None,
+    notebook_dir: Path | None = None,
+) -> int:
     """Run the notebooks of a profile; return the number of failed notebooks (0 = success)."""
     # a real-data folder is checked at once; the phantom cohort is generated below when missing
-    cfg = load(profile, seed=seed, dataset=dataset, data_dir=data_dir, device=device, overrides=overrides,
-               check_data=dataset != "phantom")
+    cfg = load(
+        profile,
+        seed=seed,
+        dataset=dataset,
+        data_dir=data_dir,
+        device=device,
+        overrides=overrides,
+        check_data=dataset != "phantom",
+    )
     books = discover_notebooks(only, notebook_dir)
     if not books:
         raise ConfigError(f"no notebooks found in {notebook_dir or NOTEBOOK_DIR}")
     root = resolve_path(report_dir) if report_dir else default_report_dir(profile)
     _prepare_data(cfg)
-    params = {"PROFILE": profile, "DATASET": dataset, "DATA_DIR": str(cfg.data_dir), "SEED": seed,
-              "DEVICE": device, "REPORT_DIR": str(root), "INTERACTIVE": False, "OVERRIDES": dict(overrides or {})}
+    params = {
+        "PROFILE": profile,
+        "DATASET": dataset,
+        "DATA_DIR": str(cfg.data_dir),
+        "SEED": seed,
+        "DEVICE": device,
+        "REPORT_DIR": str(root),
+        "INTERACTIVE": False,
+        "OVERRIDES": dict(overrides or {}),
+    }
     if progress_bar is None:
         progress_bar = sys.stderr.isatty()
     run_file = root / "run.json"
     run: dict[str, Any] = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    run.update(profile=profile, seed=seed, dataset=dataset, data_dir=str(cfg.data_dir), git_sha=git_sha(),
-               cmrkit_version=__version__)
+    run.update(
+        profile=profile,
+        seed=seed,
+        dataset=dataset,
+        data_dir=str(cfg.data_dir),
+        git_sha=git_sha(),
+        cmrkit_version=__version__,
+    )
     run.setdefault("notebooks", {})
     failures = 0
     for i, nb in enumerate(books, 1):
@@ -122,20 +167,32 @@ def reproduce(profile: str = "smoke", *, only: Sequence[str] | None = None, data
         t0 = time.perf_counter()
         status, error = "ok", None
         try:
-            execute_notebook(nb, root / "notebooks" / nb.name, params, timeout_s=int(cfg.runner.execution_timeout_s),
-                             log_output=log_output, progress_bar=progress_bar)
+            execute_notebook(
+                nb,
+                root / "notebooks" / nb.name,
+                params,
+                timeout_s=int(cfg.runner.execution_timeout_s),
+                log_output=log_output,
+                progress_bar=progress_bar,
+            )
         except ConfigError:
             raise
         except Exception as exc:  # papermill execution errors, kernel deaths, timeouts
             failures += 1
-            status, error = "failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            status, error = (
+                "failed",
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
+            )
         wall = time.perf_counter() - t0
         run["notebooks"][nb.stem] = {"status": status, "wall_s": round(wall, 2), "error": error}
         with atomic_write(run_file, "w") as fh:
             json.dump(run, fh, indent=2)
         msg = f"[{i}/{len(books)}] {nb.stem}: {status} in {wall:.1f} s"
-        print(msg + (f" -> {error}\n    executed notebook with the error: {root / 'notebooks' / nb.name}" if error else ""),
-              flush=True)
+        print(
+            msg
+            + (f" -> {error}\n    executed notebook with the error: {root / 'notebooks' / nb.name}" if error else ""),
+            flush=True,
+        )
     index = write_index(root, profile)
     print(index.read_text().strip().splitlines()[-1])
     print(f"report: {index}")
@@ -164,8 +221,14 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--report-dir", default=None, help="default reports/<profile>")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a profile value, e.g. --set ch4.epochs=2 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile value, e.g. --set ch4.epochs=2 (repeatable)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not stream cell output to the terminal")
     args = p.parse_args(argv)
     if not args.quiet:  # papermill streams cell output through its logger
@@ -179,14 +242,24 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         log.setLevel(logging.INFO)
         log.propagate = False
     try:
-        failures = reproduce(args.profile, only=args.only.split(",") if args.only else None, dataset=args.dataset,
-                             data_dir=args.data_dir, seed=args.seed, device=args.device, report_dir=args.report_dir,
-                             overrides=_parse_overrides(args.overrides), log_output=not args.quiet)
+        failures = reproduce(
+            args.profile,
+            only=args.only.split(",") if args.only else None,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            seed=args.seed,
+            device=args.device,
+            report_dir=args.report_dir,
+            overrides=_parse_overrides(args.overrides),
+            log_output=not args.quiet,
+        )
     except ConfigError as exc:
         print(f"cmrkit reproduce: error: {exc}", file=sys.stderr)
         return 2
     if failures:
-        print(f"cmrkit reproduce: {failures} notebook(s) failed; see the executed notebooks in the report folder",
-              file=sys.stderr)
+        print(
+            f"cmrkit reproduce: {failures} notebook(s) failed; see the executed notebooks in the report folder",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -42,7 +42,9 @@ def _vector(x: ArrayLike, name: str) -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{name} is empty")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains {int((~np.isfinite(arr)).sum())} NaN or infinite value(s); drop the pairs first")
+        raise ValueError(
+            f"{name} contains {int((~np.isfinite(arr)).sum())} NaN or infinite value(s); drop the pairs first"
+        )
     return arr
 
 
@@ -96,13 +98,35 @@ def bland_altman(a: ArrayLike, b: ArrayLike, *, k: float = 1.96, ci_level: float
     tq = float(student_t.ppf((1 + ci_level) / 2, n - 1))
     se_bias, se_loa = sd / math.sqrt(n), sd * math.sqrt(3.0 / n)
     lo, hi = bias - k * sd, bias + k * sd
-    return BlandAltman(n, bias, sd, lo, hi, float(k), (bias - tq * se_bias, bias + tq * se_bias),
-                       (lo - tq * se_loa, lo + tq * se_loa), (hi - tq * se_loa, hi + tq * se_loa), float(ci_level), m, d)
+    return BlandAltman(
+        n,
+        bias,
+        sd,
+        lo,
+        hi,
+        float(k),
+        (bias - tq * se_bias, bias + tq * se_bias),
+        (lo - tq * se_loa, lo + tq * se_loa),
+        (hi - tq * se_loa, hi + tq * se_loa),
+        float(ci_level),
+        m,
+        d,
+    )
 
 
-def bland_altman_plot(a: ArrayLike, b: ArrayLike, *, ax: Any = None, k: float = 1.96, title: str | None = None,
-                      xlabel: str = "Mean of the two measurements", ylabel: str = "Difference (a - b)",
-                      annotate: bool = True, digits: int = 3, scatter_kw: Mapping[str, Any] | None = None) -> Any:
+def bland_altman_plot(
+    a: ArrayLike,
+    b: ArrayLike,
+    *,
+    ax: Any = None,
+    k: float = 1.96,
+    title: str | None = None,
+    xlabel: str = "Mean of the two measurements",
+    ylabel: str = "Difference (a - b)",
+    annotate: bool = True,
+    digits: int = 3,
+    scatter_kw: Mapping[str, Any] | None = None,
+) -> Any:
     """Scatter of differences against means with the bias (solid) and the limits of agreement
     (dashed), as thesis Fig. 4.8. Returns the ``Axes``; the :class:`BlandAltman` result is in
     ``ax.bland_altman``."""
@@ -119,8 +143,18 @@ def bland_altman_plot(a: ArrayLike, b: ArrayLike, *, ax: Any = None, k: float = 
     if annotate:
         tr = ax.get_yaxis_transform()
         ax.text(1.0, res.bias, f" bias {res.bias:.{digits}f}", transform=tr, va="bottom", ha="right", fontsize=8)
-        ax.text(1.0, res.loa_high, f" +{k:g} SD {res.loa_high:.{digits}f}", transform=tr, va="bottom", ha="right", fontsize=8)
-        ax.text(1.0, res.loa_low, f" -{k:g} SD {res.loa_low:.{digits}f}", transform=tr, va="top", ha="right", fontsize=8)
+        ax.text(
+            1.0,
+            res.loa_high,
+            f" +{k:g} SD {res.loa_high:.{digits}f}",
+            transform=tr,
+            va="bottom",
+            ha="right",
+            fontsize=8,
+        )
+        ax.text(
+            1.0, res.loa_low, f" -{k:g} SD {res.loa_low:.{digits}f}", transform=tr, va="top", ha="right", fontsize=8
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -165,8 +199,18 @@ def paired_summary(a: ArrayLike, b: ArrayLike) -> PairedSummary:
         tt = st.ttest_rel(x, y)
         t_stat, t_p = float(tt.statistic), float(tt.pvalue)
         w_p = float(st.wilcoxon(x, y).pvalue)
-    return PairedSummary(int(x.size), float(x.mean()), float(x.std(ddof=1)), float(y.mean()), float(y.std(ddof=1)),
-                         float(d.mean()), float(d.std(ddof=1)), t_stat, t_p, w_p)
+    return PairedSummary(
+        int(x.size),
+        float(x.mean()),
+        float(x.std(ddof=1)),
+        float(y.mean()),
+        float(y.std(ddof=1)),
+        float(d.mean()),
+        float(d.std(ddof=1)),
+        t_stat,
+        t_p,
+        w_p,
+    )
 
 
 def format_mean_sd(mean: float, sd: float, digits: int = 2) -> str:
@@ -174,8 +218,9 @@ def format_mean_sd(mean: float, sd: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def _groups(data: Mapping[str, Any] | Sequence[Any], labels: Sequence[str] | None
-            ) -> tuple[list[str], list[str] | None, list[list[np.ndarray]]]:
+def _groups(
+    data: Mapping[str, Any] | Sequence[Any], labels: Sequence[str] | None
+) -> tuple[list[str], list[str] | None, list[list[np.ndarray]]]:
     """Normalise {x: values} / {x: {hue: values}} / [values, ...] into (x labels, hue labels, arrays[x][hue])."""
     if isinstance(data, Mapping):
         xs = [str(k) for k in data]
@@ -196,9 +241,19 @@ def _groups(data: Mapping[str, Any] | Sequence[Any], labels: Sequence[str] | Non
     return xs, None, [[_vector(v, x)] for x, v in zip(xs, vals)]
 
 
-def _grouped_plot(kind: str, data: Mapping[str, Any] | Sequence[Any], *, ax: Any, labels: Sequence[str] | None,
-                  colors: Sequence[str] | None, width: float, ylabel: str | None, title: str | None,
-                  legend: bool, **kw: Any) -> Any:
+def _grouped_plot(
+    kind: str,
+    data: Mapping[str, Any] | Sequence[Any],
+    *,
+    ax: Any,
+    labels: Sequence[str] | None,
+    colors: Sequence[str] | None,
+    width: float,
+    ylabel: str | None,
+    title: str | None,
+    legend: bool,
+    **kw: Any,
+) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -240,29 +295,61 @@ def _grouped_plot(kind: str, data: Mapping[str, Any] | Sequence[Any], *, ax: Any
     if title:
         ax.set_title(title)
     if legend and hues is not None:
-        ax.legend(handles=[Patch(facecolor=cycle[h % len(cycle)], alpha=0.6, label=hues[h]) for h in range(nh)],
-                  frameon=False, fontsize=8)
+        ax.legend(
+            handles=[Patch(facecolor=cycle[h % len(cycle)], alpha=0.6, label=hues[h]) for h in range(nh)],
+            frameon=False,
+            fontsize=8,
+        )
     return ax
 
 
-def violin_plot(data: Mapping[str, Any] | Sequence[Any], *, ax: Any = None, labels: Sequence[str] | None = None,
-                colors: Sequence[str] | None = None, width: float = 0.8, ylabel: str | None = None,
-                title: str | None = None, legend: bool = True, **kw: Any) -> Any:
+def violin_plot(
+    data: Mapping[str, Any] | Sequence[Any],
+    *,
+    ax: Any = None,
+    labels: Sequence[str] | None = None,
+    colors: Sequence[str] | None = None,
+    width: float = 0.8,
+    ylabel: str | None = None,
+    title: str | None = None,
+    legend: bool = True,
+    **kw: Any,
+) -> Any:
     """Violins per group, optionally split by a second factor drawn side by side.
 
     ``data``: ``{"Basal": values, ...}`` or ``{"Basal": {"Original": v1, "Generated": v2}, ...}``
     (Fig. 4.9), or a list of arrays with ``labels``. Each violin shows the KDE (matplotlib), the
     interquartile range (black bar) and the median (white dot). Returns the ``Axes``.
     """
-    return _grouped_plot("violin", data, ax=ax, labels=labels, colors=colors, width=width, ylabel=ylabel,
-                         title=title, legend=legend, **kw)
+    return _grouped_plot(
+        "violin",
+        data,
+        ax=ax,
+        labels=labels,
+        colors=colors,
+        width=width,
+        ylabel=ylabel,
+        title=title,
+        legend=legend,
+        **kw,
+    )
 
 
-def box_plot(data: Mapping[str, Any] | Sequence[Any], *, ax: Any = None, labels: Sequence[str] | None = None,
-             colors: Sequence[str] | None = None, width: float = 0.8, ylabel: str | None = None,
-             title: str | None = None, legend: bool = True, **kw: Any) -> Any:
+def box_plot(
+    data: Mapping[str, Any] | Sequence[Any],
+    *,
+    ax: Any = None,
+    labels: Sequence[str] | None = None,
+    colors: Sequence[str] | None = None,
+    width: float = 0.8,
+    ylabel: str | None = None,
+    title: str | None = None,
+    legend: bool = True,
+    **kw: Any,
+) -> Any:
     """Box plots per group, optionally split by a second factor (Fig. 5.3:
     ``{"LVV": {"Real": v, "n=1000": g1, "n=2000": g2, "n=4000": g4}, ...}``). Whiskers at 1.5 IQR
     (matplotlib default). Returns the ``Axes``."""
-    return _grouped_plot("box", data, ax=ax, labels=labels, colors=colors, width=width, ylabel=ylabel, title=title,
-                         legend=legend, **kw)
+    return _grouped_plot(
+        "box", data, ax=ax, labels=labels, colors=colors, width=width, ylabel=ylabel, title=title, legend=legend, **kw
+    )

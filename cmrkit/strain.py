@@ -36,9 +36,10 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -123,9 +124,7 @@ def _sqdist(a: Any, b: Any) -> Any:
     return d[..., 0, :] ** 2 + d[..., 1, :] ** 2
 
 
-def radial_spoke_strains(
-    landmarks: Any, kind: StrainKind = "green", reference_frame: int = 0
-) -> Any:
+def radial_spoke_strains(landmarks: Any, kind: StrainKind = "green", reference_frame: int = 0) -> Any:
     """Per-spoke radial strain of the endo→epi chord, shape ``(..., frames, 24)``.
 
     Spoke ``s`` joins landmark ``7s`` (k = 0, endocardium) and ``7s + 6`` (k = 6, epicardium);
@@ -138,9 +137,7 @@ def radial_spoke_strains(
     return segment_strain(l2, l2[..., reference_frame : reference_frame + 1, :], kind)
 
 
-def circumferential_segment_strains(
-    landmarks: Any, kind: StrainKind = "green", reference_frame: int = 0
-) -> Any:
+def circumferential_segment_strains(landmarks: Any, kind: StrainKind = "green", reference_frame: int = 0) -> Any:
     """Per-segment circumferential strain, shape ``(..., frames, 7, 24)``.
 
     Entry ``[..., t, k, r]`` is the strain of the segment of ring ``k`` from spoke ``r`` to spoke
@@ -197,8 +194,7 @@ class StrainResult:
 
     def at(self, frame: int) -> dict[str, Any]:
         """Strains at one frame (e.g. end-systole) as a dict of arrays over the batch dims."""
-        return {"Ecc": self.Ecc[..., frame], "Ecc_rings": self.Ecc_rings[..., frame, :],
-                "Err": self.Err[..., frame]}
+        return {"Ecc": self.Ecc[..., frame], "Ecc_rings": self.Ecc_rings[..., frame, :], "Err": self.Err[..., frame]}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (nested lists, NaN → ``None``) with keys ``Ecc``, ``Ecc_rings``, ``Err``, ``kind``."""
@@ -274,8 +270,9 @@ def strain_from_landmarks(
     cc = circumferential_segment_strains(lm, kind, reference_frame)  # (..., T, 7, 24)
     rr = radial_spoke_strains(lm, kind, reference_frame)  # (..., T, 24)
     if not _is_torch(lm):
-        if not (np.all(np.isfinite(cc[..., reference_frame, :, :]))
-                and np.all(np.isfinite(rr[..., reference_frame, :]))):
+        if not (
+            np.all(np.isfinite(cc[..., reference_frame, :, :])) and np.all(np.isfinite(rr[..., reference_frame, :]))
+        ):
             raise ValueError(
                 "landmarks: the reference frame has zero-length segments (coincident landmarks); "
                 "check the 24x7 spoke*7+k layout"
@@ -355,8 +352,11 @@ def regional_strain(
     rr_r = rr[..., order].reshape(rr.shape[:-1] + (n_regions, per)).mean(-1)  # (..., T, R)
     out = {"Ecc": cc_r.mean(-2), "Ecc_rings": cc_r, "Err": rr_r}
     if frame is not None:
-        out = {"Ecc": out["Ecc"][..., frame, :], "Ecc_rings": out["Ecc_rings"][..., frame, :, :],
-               "Err": out["Err"][..., frame, :]}
+        out = {
+            "Ecc": out["Ecc"][..., frame, :],
+            "Ecc_rings": out["Ecc_rings"][..., frame, :, :],
+            "Err": out["Err"][..., frame, :],
+        }
     return out
 
 
@@ -371,8 +371,7 @@ def peak_strain(result: StrainResult) -> dict[str, np.ndarray]:
     err = np.asarray(result.Err, float)
     ecc_f = np.nanargmin(np.where(np.isnan(ecc), np.inf, ecc), axis=-1)
     err_f = np.nanargmax(np.where(np.isnan(err), -np.inf, err), axis=-1)
-    return {"Ecc": np.nanmin(ecc, axis=-1), "Err": np.nanmax(err, axis=-1),
-            "Ecc_frame": ecc_f, "Err_frame": err_f}
+    return {"Ecc": np.nanmin(ecc, axis=-1), "Err": np.nanmax(err, axis=-1), "Ecc_frame": ecc_f, "Err_frame": err_f}
 
 
 def ideal_ring_grid(

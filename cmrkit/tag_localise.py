@@ -17,8 +17,8 @@ keeps the points whose tags persist, finds the point their systolic displacement
 centre, the first run of persistent, inward-moving tissue: the LV wall (endocardium at the half-level
 of tag persistence, refined, like the epicardium, to the strongest edge of the tag-free ED image).
 Smooth endo- and epicardial radius curves (low-order Fourier series, fitted robustly) give a frame-0
-myocardium mask, from which :func:`cmrkit.tagging.init_landmarks_from_mask` places the 24x7 grid; spoke 0 points at the RV (the
-washed-out blood next to the septum) when it can be found.
+myocardium mask, from which :func:`cmrkit.tagging.init_landmarks_from_mask` places the 24x7 grid; spoke 0
+points at the RV (the washed-out blood next to the septum) when it can be found.
 
 Measured on phantom tagging (``benchmarks/tag_localise.py``): see the numbers quoted in
 ``benchmarks/README.md``. Limits: the heart must contract (a sequence with no systolic motion has no
@@ -79,8 +79,9 @@ def _content_box(im: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def _track_lattice(base: np.ndarray, k: np.ndarray, pts: np.ndarray, t_end: int, period: float,
-                   shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _track_lattice(
+    base: np.ndarray, k: np.ndarray, pts: np.ndarray, t_end: int, period: float, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """HARP-track lattice points ``pts (2, N)`` through frames ``1..t_end``; returns positions
     ``(t_end + 1, 2, N)`` and the harmonic magnitude at them ``(t_end + 1, N)``.
 
@@ -236,15 +237,17 @@ def localise_lv_wall(
     disp = np.sqrt((u**2).sum(1))  # (t, N)
     score = []
     for t in range(1, t_end + 1):
-        ok = tagged0 & (np.median(persist_t[1:t + 1], axis=0) > persistence_min)
+        ok = tagged0 & (np.median(persist_t[1 : t + 1], axis=0) > persistence_min)
         score.append(float(np.percentile(disp[t][ok], 90)) if ok.sum() > 10 else 0.0)
     es = int(np.argmax(score)) + 1
-    persist = np.median(persist_t[min(2, es):es + 1], axis=0)
+    persist = np.median(persist_t[min(2, es) : es + 1], axis=0)
     tissue = tagged0 & (persist > persistence_min)
     moving = tissue & (disp[es] > motion_min * period)
     if moving.sum() < 20:
-        raise ValueError("no systolic contraction found: fewer than 20 tagged points move by more than "
-                         f"{motion_min:.2f} tag periods (is this a cine-like or static sequence?)")
+        raise ValueError(
+            "no systolic contraction found: fewer than 20 tagged points move by more than "
+            f"{motion_min:.2f} tag periods (is this a cine-like or static sequence?)"
+        )
     wts = np.minimum(disp[es][moving] / period, 1.0)
     c = _convergence_point(pts[:, moving], u[es][:, moving], wts)
     # inward radial displacement at ES of every lattice point
@@ -293,8 +296,9 @@ def localise_lv_wall(
         while j > 0 and q[j] > lvl:
             j -= 1
         # refine to the strongest anatomy edge within half a period (blood-myocardium contrast)
-        av = ndimage.map_coordinates(anat_dr[0], [yy, xx], order=1, mode="nearest") * math.cos(th) + \
-            ndimage.map_coordinates(anat_dr[1], [yy, xx], order=1, mode="nearest") * math.sin(th)
+        av = ndimage.map_coordinates(anat_dr[0], [yy, xx], order=1, mode="nearest") * math.cos(
+            th
+        ) + ndimage.map_coordinates(anat_dr[1], [yy, xx], order=1, mode="nearest") * math.sin(th)
         e0, e1 = max(1, j - int(round(0.5 * period / dr))), min(len(r) - 1, j + int(round(0.5 * period / dr)))
         if refine_endo and inside[e0 : e1 + 1].all():
             j = e0 + int(np.argmax(np.abs(av[e0 : e1 + 1])))
@@ -309,11 +313,15 @@ def localise_lv_wall(
                 r_ep[i] = r[lo_i + int(np.argmax(seg))]
     ok = np.isfinite(r_en)
     if ok.sum() >= n_rays // 3 and np.median(cav_levels) > 0.5 * np.median(wall_levels):
-        raise ValueError("no blood pool: inside the contracting ring the tags persist as much as in the wall "
-                         f"(median persistence {np.median(cav_levels):.2f} vs {np.median(wall_levels):.2f})")
+        raise ValueError(
+            "no blood pool: inside the contracting ring the tags persist as much as in the wall "
+            f"(median persistence {np.median(cav_levels):.2f} vs {np.median(wall_levels):.2f})"
+        )
     if ok.sum() < n_rays // 3:
-        raise ValueError(f"no ring of persistent, contracting tissue around the contraction centre "
-                         f"({int(ok.sum())} of {n_rays} rays cross one)")
+        raise ValueError(
+            f"no ring of persistent, contracting tissue around the contraction centre "
+            f"({int(ok.sum())} of {n_rays} rays cross one)"
+        )
     ren = np.clip(_fourier_fit(theta, np.nan_to_num(r_en), ok, order), 1.0, rmax)
     thick = r_ep - ren
     ok_ep = np.isfinite(thick) & (thick >= 0.4 * period) & (thick <= 3 * period)
@@ -335,12 +343,28 @@ def localise_lv_wall(
     full_mask = np.zeros(im.shape[1:], bool)
     full_mask[y0:y1, x0:x1] = myo
     off = np.array([x0, y0], float)
-    diag = {"persistence": persist.reshape(gx.shape), "inward_es": inward.reshape(gx.shape),
-            "tissue": tissue.reshape(gx.shape), "wall": wall.reshape(gx.shape), "lattice_step": step,
-            "offset_xy": off, "rays_ok": int(ok.sum()), "rays_epi_ok": int(ok_ep.sum()),
-            "period_px": period}
-    return LVWall(center=c + off, r_endo=ren, r_epi=rep, theta=theta, myo_mask=full_mask,
-                  landmarks=lm_sub + off[:, None], rv_direction=rv_dir, es_frame=es, diagnostics=diag)
+    diag = {
+        "persistence": persist.reshape(gx.shape),
+        "inward_es": inward.reshape(gx.shape),
+        "tissue": tissue.reshape(gx.shape),
+        "wall": wall.reshape(gx.shape),
+        "lattice_step": step,
+        "offset_xy": off,
+        "rays_ok": int(ok.sum()),
+        "rays_epi_ok": int(ok_ep.sum()),
+        "period_px": period,
+    }
+    return LVWall(
+        center=c + off,
+        r_endo=ren,
+        r_epi=rep,
+        theta=theta,
+        myo_mask=full_mask,
+        landmarks=lm_sub + off[:, None],
+        rv_direction=rv_dir,
+        es_frame=es,
+        diagnostics=diag,
+    )
 
 
 def _radius_at(ang: np.ndarray, theta: np.ndarray, radius: np.ndarray) -> np.ndarray:
@@ -349,15 +373,22 @@ def _radius_at(ang: np.ndarray, theta: np.ndarray, radius: np.ndarray) -> np.nda
     return np.interp(ang, np.r_[theta, TWO_PI], np.r_[radius, radius[:1]])
 
 
-def _rv_direction(blood: np.ndarray, c: np.ndarray, ren: np.ndarray, rep: np.ndarray, theta: np.ndarray,
-                  step: int, shape: tuple[int, int]) -> float | None:
+def _rv_direction(
+    blood: np.ndarray,
+    c: np.ndarray,
+    ren: np.ndarray,
+    rep: np.ndarray,
+    theta: np.ndarray,
+    step: int,
+    shape: tuple[int, int],
+) -> float | None:
     """Direction (radians) from the LV centre to the blood region just outside the epicardium that
     is largest within one wall thickness plus one LV radius (the RV cavity), or None."""
     h, w = shape
     lab, n = ndimage.label(blood > 0.5)
     if n == 0:
         return None
-    gy, gx = np.mgrid[0:blood.shape[0], 0:blood.shape[1]]
+    gy, gx = np.mgrid[0 : blood.shape[0], 0 : blood.shape[1]]
     px, py = gx * step, gy * step
     ang = np.mod(np.arctan2(py - c[1], px - c[0]), TWO_PI)
     rad = np.hypot(px - c[0], py - c[1])

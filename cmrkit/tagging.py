@@ -68,9 +68,10 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
@@ -130,7 +131,9 @@ class HarmonicPeaks:
         return np.degrees(np.arctan2(self.k[:, 1], self.k[:, 0]))
 
     @classmethod
-    def from_spacing(cls, spacing_px: float | Sequence[float], angles_deg: Sequence[float] = (0.0, 90.0)) -> "HarmonicPeaks":
+    def from_spacing(
+        cls, spacing_px: float | Sequence[float], angles_deg: Sequence[float] = (0.0, 90.0)
+    ) -> HarmonicPeaks:
         """Peaks from a known tag spacing (pixels) and the two tag-normal directions."""
         sp = np.broadcast_to(np.asarray(spacing_px, float), (2,))
         a = np.radians(np.asarray(angles_deg, float))
@@ -232,8 +235,12 @@ def detect_harmonic_peaks(
     r1 = float(np.hypot(*v1))
     ann2 = ann & (dang >= min(min_angle_deg, 89.0)) & (fr_ >= 0.7 * r1) & (fr_ <= 1.43 * r1)
     if tag_spacing_px is None:
-        ann2 |= (dang >= min(min_angle_deg, 89.0)) & (fr_ >= 0.7 * r1) & (fr_ <= min(1.43 * r1, 0.5)) & (
-            (fx > 0) | ((fx == 0) & (fy > 0)))
+        ann2 |= (
+            (dang >= min(min_angle_deg, 89.0))
+            & (fr_ >= 0.7 * r1)
+            & (fr_ <= min(1.43 * r1, 0.5))
+            & ((fx > 0) | ((fx == 0) & (fy > 0)))
+        )
     s2 = np.where(ann2, score, -np.inf)
     if not np.isfinite(s2).any():
         raise ValueError("no search region for the second tag direction")
@@ -327,8 +334,9 @@ class _Sampler:
         self.b = base
         gy, gx = np.gradient(base, axis=(1, 2))
         # stack [B, dB/dx, dB/dy] as real/imag planes: (2 dirs, 3, 2 re/im, H, W)
-        self.planes = np.stack([np.stack([base.real, base.imag], 1), np.stack([gx.real, gx.imag], 1),
-                                np.stack([gy.real, gy.imag], 1)], 1)
+        self.planes = np.stack(
+            [np.stack([base.real, base.imag], 1), np.stack([gx.real, gx.imag], 1), np.stack([gy.real, gy.imag], 1)], 1
+        )
 
     def __call__(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """At points ``xy (2, N)``: phase ``(2, N)``, phase gradient ``(N, 2, 2)`` (row = direction,
@@ -341,8 +349,12 @@ class _Sampler:
         fx = x - x0
         fy = y - y0
         p = self.planes
-        v = (p[..., y0, x0] * (1 - fx) * (1 - fy) + p[..., y0, x0 + 1] * fx * (1 - fy)
-             + p[..., y0 + 1, x0] * (1 - fx) * fy + p[..., y0 + 1, x0 + 1] * fx * fy)
+        v = (
+            p[..., y0, x0] * (1 - fx) * (1 - fy)
+            + p[..., y0, x0 + 1] * fx * (1 - fy)
+            + p[..., y0 + 1, x0] * (1 - fx) * fy
+            + p[..., y0 + 1, x0 + 1] * fx * fy
+        )
         c = v[:, :, 0] + 1j * v[:, :, 1]  # (2 dirs, 3, N)
         b, bx, by = c[:, 0], c[:, 1], c[:, 2]
         mag2 = np.abs(b) ** 2 + 1e-30
@@ -353,8 +365,9 @@ class _Sampler:
         return phase, grad, np.sqrt(mag2)
 
 
-def _newton(sampler: _Sampler, x: np.ndarray, target: np.ndarray, n_iter: int, max_step: float,
-            k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _newton(
+    sampler: _Sampler, x: np.ndarray, target: np.ndarray, n_iter: int, max_step: float, k: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Solve ``W(phi(x) - target) = 0`` from ``x (2, N)``; returns positions and final |residual|."""
     kinv = np.linalg.inv(k)
     res = np.zeros(x.shape[1])
@@ -384,16 +397,29 @@ def _grid_neighbors() -> np.ndarray:
         for kk in range(N_RINGS):
             inner = kk - 1 if kk > 0 else kk + 2
             outer = kk + 1 if kk < N_RINGS - 1 else kk - 2
-            nb[s * N_RINGS + kk] = [((s - 1) % N_SPOKES) * N_RINGS + kk, ((s + 1) % N_SPOKES) * N_RINGS + kk,
-                                    s * N_RINGS + inner, s * N_RINGS + outer]
+            nb[s * N_RINGS + kk] = [
+                ((s - 1) % N_SPOKES) * N_RINGS + kk,
+                ((s + 1) % N_SPOKES) * N_RINGS + kk,
+                s * N_RINGS + inner,
+                s * N_RINGS + outer,
+            ]
     return nb
 
 
 _NB = _grid_neighbors()
 
 
-def _refine_jumps(st: _Sampler, x: np.ndarray, x0: np.ndarray, target: np.ndarray, n_iter: int,
-                  max_step: float, k: np.ndarray, period: float, passes: int = 3) -> np.ndarray:
+def _refine_jumps(
+    st: _Sampler,
+    x: np.ndarray,
+    x0: np.ndarray,
+    target: np.ndarray,
+    n_iter: int,
+    max_step: float,
+    k: np.ndarray,
+    period: float,
+    passes: int = 3,
+) -> np.ndarray:
     """Re-track landmarks whose displacement departs from their neighbours' median by a tag jump."""
     for _ in range(passes):
         u = x - x0
@@ -427,8 +453,9 @@ class _WallModel:
             th, r = self._polar(ring)
             o = np.argsort(th)
             th, r = th[o], r[o]
-            self.tables.append((np.concatenate([th[-1:] - TWO_PI, th, th[:1] + TWO_PI]),
-                                np.concatenate([r[-1:], r, r[:1]])))
+            self.tables.append(
+                (np.concatenate([th[-1:] - TWO_PI, th, th[:1] + TWO_PI]), np.concatenate([r[-1:], r, r[:1]]))
+            )
         self.n_basis = (2 * self.n_angular + 1) * (self.degree + 1)
         m = np.repeat(np.r_[0, np.repeat(np.arange(1, self.n_angular + 1), 2)], self.degree + 1)
         p = np.tile(np.arange(self.degree + 1), 2 * self.n_angular + 1)
@@ -482,14 +509,20 @@ class _WallModel:
     def dX_dx(self, X: np.ndarray, coef: np.ndarray, e: float = 0.25) -> np.ndarray:
         """Jacobian of the inverse map at the current positions of material points ``X``, ``(N, 2, 2)``."""
         ex, ey = np.array([[e], [0.0]]), np.array([[0.0], [e]])
-        du = np.stack([(self.u(X + ex, coef) - self.u(X - ex, coef)) / (2 * e),
-                       (self.u(X + ey, coef) - self.u(X - ey, coef)) / (2 * e)], -1)  # (2, N, 2)
+        du = np.stack(
+            [
+                (self.u(X + ex, coef) - self.u(X - ex, coef)) / (2 * e),
+                (self.u(X + ey, coef) - self.u(X - ey, coef)) / (2 * e),
+            ],
+            -1,
+        )  # (2, N, 2)
         F = np.eye(2)[None] + np.moveaxis(du, 1, 0)
         return np.linalg.inv(F)
 
 
-def _robust_fit(a: np.ndarray, u: np.ndarray, w: np.ndarray, scale: float, penalty: np.ndarray | None = None,
-                n_iter: int = 4) -> np.ndarray:
+def _robust_fit(
+    a: np.ndarray, u: np.ndarray, w: np.ndarray, scale: float, penalty: np.ndarray | None = None, n_iter: int = 4
+) -> np.ndarray:
     """Weighted, ridge-regularised least squares of ``u (N, 2)`` on ``a (N, B)`` with Huber
     reweighting (residual ``scale`` in pixels). ``penalty (B,)`` multiplies ``trace(A^T W A) / B``."""
     wr = np.ones(len(u))
@@ -527,8 +560,9 @@ class _LocalFit:
         keep = ox**2 + oy**2 <= (r + 0.5) ** 2
         self.oy, self.ox = oy[keep], ox[keep]
 
-    def fit(self, img: np.ndarray, mask: np.ndarray, xy: np.ndarray, xmap: np.ndarray,
-            xc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def fit(
+        self, img: np.ndarray, mask: np.ndarray, xy: np.ndarray, xmap: np.ndarray, xc: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Phase ``(2, N)``, amplitude ``(2, N)``, window weight sum ``(N,)`` and phase SNR ``(N,)``
         (tag amplitude x sqrt(effective pixels) / residual RMS; the phase standard deviation is about
         its inverse) at points ``xy``; ``xmap (H, W, 2)`` material coordinates of the mask pixels,
@@ -548,9 +582,22 @@ class _LocalFit:
         xm = np.where(fin[..., None], xm, 0.0)
         ph1 = self.k[0, 0] * (xm[..., 0] - xc[0][:, None]) + self.k[0, 1] * (xm[..., 1] - xc[1][:, None])
         ph2 = self.k[1, 0] * (xm[..., 0] - xc[0][:, None]) + self.k[1, 1] * (xm[..., 1] - xc[1][:, None])
-        a = np.stack([np.ones_like(dx, dtype=float), dx / self.sigma, dy / self.sigma,
-                      np.cos(ph1), np.sin(ph1), np.cos(ph2), np.sin(ph2),
-                      np.cos(ph1 + ph2), np.sin(ph1 + ph2), np.cos(ph1 - ph2), np.sin(ph1 - ph2)], -1)
+        a = np.stack(
+            [
+                np.ones_like(dx, dtype=float),
+                dx / self.sigma,
+                dy / self.sigma,
+                np.cos(ph1),
+                np.sin(ph1),
+                np.cos(ph2),
+                np.sin(ph2),
+                np.cos(ph1 + ph2),
+                np.sin(ph1 + ph2),
+                np.cos(ph1 - ph2),
+                np.sin(ph1 - ph2),
+            ],
+            -1,
+        )
         aw = a * wts[..., None]
         awt = aw.transpose(0, 2, 1)
         m = awt @ a + 1e-6 * np.eye(a.shape[-1])
@@ -662,19 +709,49 @@ def track_landmarks(
 
     # thousands of tiny matrix products: single-threaded BLAS is several times faster here
     with threadpool_limits(limits=1, user_api="blas"):
-        return _track(images, init_landmarks, tag_spacing_px=tag_spacing_px, peaks=peaks, method=method,
-                      bandwidth=bandwidth, n_angular=n_angular, transmural_degree=transmural_degree,
-                      local=local, local_sigma=local_sigma, local_iter=local_iter, mask_margin=mask_margin,
-                      max_points=max_points, local_tol=local_tol, n_iter=n_iter,
-                      velocity_damping=velocity_damping, return_global=return_global)
+        return _track(
+            images,
+            init_landmarks,
+            tag_spacing_px=tag_spacing_px,
+            peaks=peaks,
+            method=method,
+            bandwidth=bandwidth,
+            n_angular=n_angular,
+            transmural_degree=transmural_degree,
+            local=local,
+            local_sigma=local_sigma,
+            local_iter=local_iter,
+            mask_margin=mask_margin,
+            max_points=max_points,
+            local_tol=local_tol,
+            n_iter=n_iter,
+            velocity_damping=velocity_damping,
+            return_global=return_global,
+        )
 
 
-def _track(images: np.ndarray, init_landmarks: np.ndarray, *, tag_spacing_px: float | None,
-           peaks: HarmonicPeaks | None, method: str, bandwidth: float, n_angular: int, transmural_degree: int,
-           local: bool, local_sigma: float, local_iter: int, mask_margin: float, max_points: int,
-           local_tol: float, n_iter: int, velocity_damping: float,
-           return_global: bool, retrack_iter: int = 3,
-           retrack_tol: float = 0.15) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def _track(
+    images: np.ndarray,
+    init_landmarks: np.ndarray,
+    *,
+    tag_spacing_px: float | None,
+    peaks: HarmonicPeaks | None,
+    method: str,
+    bandwidth: float,
+    n_angular: int,
+    transmural_degree: int,
+    local: bool,
+    local_sigma: float,
+    local_iter: int,
+    mask_margin: float,
+    max_points: int,
+    local_tol: float,
+    n_iter: int,
+    velocity_damping: float,
+    return_global: bool,
+    retrack_iter: int = 3,
+    retrack_tol: float = 0.15,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Implementation of :func:`track_landmarks` (same arguments)."""
     im = np.asarray(images, dtype=float)
     if im.ndim != 3 or im.shape[0] < 1:
@@ -692,8 +769,7 @@ def _track(images: np.ndarray, init_landmarks: np.ndarray, *, tag_spacing_px: fl
     if not present[0]:
         raise ValueError("images: frame 0 is empty (constant); tracking needs the tagged ED frame")
     if peaks is None:
-        peaks = detect_harmonic_peaks(im[: min(2, t_n)], tag_spacing_px=tag_spacing_px,
-                                      roi=_roi_around(x0, h, w))
+        peaks = detect_harmonic_peaks(im[: min(2, t_n)], tag_spacing_px=tag_spacing_px, roi=_roi_around(x0, h, w))
     k = np.asarray(peaks.k, dtype=float)
     period = float(np.min(peaks.spacing_px))
     max_step = 0.3 * period
@@ -732,8 +808,11 @@ def _track(images: np.ndarray, init_landmarks: np.ndarray, *, tag_spacing_px: fl
     a_lm = model.basis(x0)
     wall_dist = np.minimum(rt, 1 - rt)
     w_glob = np.clip(wall_dist / 0.25, 0.05, 1.0)
-    thick = float(np.sqrt(((x0.reshape(2, N_SPOKES, N_RINGS)[:, :, -1]
-                            - x0.reshape(2, N_SPOKES, N_RINGS)[:, :, 0]) ** 2).sum(0)).mean())
+    thick = float(
+        np.sqrt(
+            ((x0.reshape(2, N_SPOKES, N_RINGS)[:, :, -1] - x0.reshape(2, N_SPOKES, N_RINGS)[:, :, 0]) ** 2).sum(0)
+        ).mean()
+    )
     rt_margin = mask_margin / max(thick, 1e-6)
     target, _, _ = _Sampler(base[0], k)(pts)
     lf = _LocalFit(k, local_sigma * period) if local else None
@@ -771,16 +850,48 @@ def _track(images: np.ndarray, init_landmarks: np.ndarray, *, tag_spacing_px: fl
         coef_prev2, coef_prev = coef_prev, coef
         out[t] = glob[t]
         if lf is not None:
-            out[t] = _local_refine(lf, model, im[t], coef, pts_l, a_pts_l, a_lm, x0, ltarget, k, period,
-                                   local_iter, local_tol, rt_margin, huber, glob[t])
+            out[t] = _local_refine(
+                lf,
+                model,
+                im[t],
+                coef,
+                pts_l,
+                a_pts_l,
+                a_lm,
+                x0,
+                ltarget,
+                k,
+                period,
+                local_iter,
+                local_tol,
+                rt_margin,
+                huber,
+                glob[t],
+            )
     return (out, glob) if return_global else out
 
 
-def _local_refine(lf: _LocalFit, model: _WallModel, img: np.ndarray, coef: np.ndarray, pts: np.ndarray,
-                  a_pts: np.ndarray, a_lm: np.ndarray, x0: np.ndarray, ltarget: np.ndarray, k: np.ndarray,
-                  period: float, n_iter: int, tol: float, rt_margin: float, huber: float,
-                  fallback: np.ndarray, min_snr: float = 3.0, damping: float = 1.0,
-                  step_cap: float = 0.5) -> np.ndarray:
+def _local_refine(
+    lf: _LocalFit,
+    model: _WallModel,
+    img: np.ndarray,
+    coef: np.ndarray,
+    pts: np.ndarray,
+    a_pts: np.ndarray,
+    a_lm: np.ndarray,
+    x0: np.ndarray,
+    ltarget: np.ndarray,
+    k: np.ndarray,
+    period: float,
+    n_iter: int,
+    tol: float,
+    rt_margin: float,
+    huber: float,
+    fallback: np.ndarray,
+    min_snr: float = 3.0,
+    damping: float = 1.0,
+    step_cap: float = 0.5,
+) -> np.ndarray:
     """Local-fit refinement of one frame (step 3 of :func:`track_landmarks`).
 
     Each iteration: wall mask and material map from the current model, :class:`_LocalFit` phases
@@ -816,8 +927,9 @@ def _local_refine(lf: _LocalFit, model: _WallModel, img: np.ndarray, coef: np.nd
     return out
 
 
-def _material_map(model: _WallModel, coef: np.ndarray | None, xc: np.ndarray, shape: tuple[int, int],
-                  rt_margin: float) -> tuple[np.ndarray, np.ndarray]:
+def _material_map(
+    model: _WallModel, coef: np.ndarray | None, xc: np.ndarray, shape: tuple[int, int], rt_margin: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Wall mask (pixels whose material point lies ``rt_margin`` inside the wall) and material
     coordinates ``(H, W, 2)`` (NaN elsewhere) of the pixels around the current points ``xc``."""
     h, w = shape
@@ -849,8 +961,12 @@ def _roi_around(x0: np.ndarray, h: int, w: int) -> tuple[float, float, float, fl
     """Box around the landmarks with 60 % margins (spectral tag detection on the heart region)."""
     lo, hi = x0.min(1), x0.max(1)
     size = np.maximum(hi - lo, 8.0)
-    roi = (max(0.0, lo[0] - 0.6 * size[0]), max(0.0, lo[1] - 0.6 * size[1]),
-           min(float(w), hi[0] + 0.6 * size[0]), min(float(h), hi[1] + 0.6 * size[1]))
+    roi = (
+        max(0.0, lo[0] - 0.6 * size[0]),
+        max(0.0, lo[1] - 0.6 * size[1]),
+        min(float(w), hi[0] + 0.6 * size[0]),
+        min(float(h), hi[1] + 0.6 * size[1]),
+    )
     return None if (roi[2] - roi[0] < 32 or roi[3] - roi[1] < 32) else roi
 
 
@@ -867,8 +983,9 @@ def track_sequences(
     imgs = np.asarray(image_seqs)
     lm = np.asarray(init_landmarks, dtype=float)
     if imgs.ndim != 4 or lm.shape != (imgs.shape[0], 2, N_LANDMARKS):
-        raise ValueError(f"need image_seqs (n, T, H, W) and init_landmarks (n, 2, 168); got "
-                         f"{imgs.shape} and {lm.shape}")
+        raise ValueError(
+            f"need image_seqs (n, T, H, W) and init_landmarks (n, 2, 168); got {imgs.shape} and {lm.shape}"
+        )
     if n_jobs == 1 or len(imgs) < 2:
         return np.stack([track_landmarks(imgs[i], lm[i], **kwargs) for i in range(len(imgs))])
     from joblib import Parallel, delayed
@@ -1092,8 +1209,11 @@ def synthetic_tagged_ring(
         tm = t * frame_ms + 20.0
         e_m = math.exp(-tm / t1_ms)
         e_b = math.exp(-tm / t1_blood_ms)
-        img = (in_myo * 1.0 * (f * e_m + 1 - e_m) + in_blood * 1.3 * (f * e_b + 1 - e_b)
-               + in_bg * bg_tex * (f * e_m + 1 - e_m))
+        img = (
+            in_myo * 1.0 * (f * e_m + 1 - e_m)
+            + in_blood * 1.3 * (f * e_b + 1 - e_b)
+            + in_bg * bg_tex * (f * e_m + 1 - e_m)
+        )
         images[t] = img + noise * gen.standard_normal(img.shape)
         rho_l = r_l + g[t] * (rho_es(r_l) - r_l)
         th_t = th_l + g[t] * psi_es(r_l)
@@ -1105,8 +1225,9 @@ def synthetic_tagged_ring(
         l2 = ren**2 + rep**2 - 2 * ren * rep * math.cos(float(dpsi))
         err[t] = 0.5 * (l2 / (r_epi - r_endo) ** 2 - 1)
     mask0 = (rcur >= r_endo) & (rcur <= r_epi)
-    return SyntheticTagged(images=images, landmarks=lms, ecc_rings=ecc, err=err, myo_mask=mask0,
-                           tag_spacing_px=tag_spacing_px)
+    return SyntheticTagged(
+        images=images, landmarks=lms, ecc_rings=ecc, err=err, myo_mask=mask0, tag_spacing_px=tag_spacing_px
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1134,18 +1255,25 @@ def cli_main(argv: list[str] | None = None) -> int:
         description="HARP tracking of Ferdian 24x7 landmark grids through tagged sequences (Ferdian HDF5).",
     )
     parser.add_argument("file", help="HDF5 file with image_seqs (n, frames, H, W)")
-    parser.add_argument("--init-from-file", action="store_true",
-                        help="start from the file's frame-0 landmark_coords (default: locate the LV "
-                             "wall on the tagged images)")
-    parser.add_argument("--mask", help="frame-0 myocardium mask(s) (.npy/.npz (H, W) or (n, H, W); "
-                                       "label 2 = myocardium in label maps) to initialise landmarks")
-    parser.add_argument("--tag-spacing-px", type=float, default=None,
-                        help="tag spacing in pixels (default: detected from the spectrum)")
+    parser.add_argument(
+        "--init-from-file",
+        action="store_true",
+        help="start from the file's frame-0 landmark_coords (default: locate the LV wall on the tagged images)",
+    )
+    parser.add_argument(
+        "--mask",
+        help="frame-0 myocardium mask(s) (.npy/.npz (H, W) or (n, H, W); "
+        "label 2 = myocardium in label maps) to initialise landmarks",
+    )
+    parser.add_argument(
+        "--tag-spacing-px", type=float, default=None, help="tag spacing in pixels (default: detected from the spectrum)"
+    )
     parser.add_argument("--bandwidth", type=float, default=0.3, help="HARP band-pass width / |k|")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--slice", type=int, default=0, help="slice reported at the JSON top level")
-    parser.add_argument("--method", choices=("model", "classic"), default="model",
-                        help="tracker (see cmrkit.tagging.track_landmarks)")
+    parser.add_argument(
+        "--method", choices=("model", "classic"), default="model", help="tracker (see cmrkit.tagging.track_landmarks)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for multi-slice files (-1: all)")
     parser.add_argument("--out", help="write tracked landmarks + strains to this HDF5 file")
     args = parser.parse_args(argv)
@@ -1180,8 +1308,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             if mk.ndim == 2:
                 mk = np.broadcast_to(mk, (n,) + mk.shape)
             if mk.ndim != 3 or mk.shape != (n,) + imgs.shape[2:]:
-                raise ValueError(f"{mp}: mask must be (H, W) or (n, H, W) matching images {imgs.shape}, "
-                                 f"got {mk.shape}")
+                raise ValueError(f"{mp}: mask must be (H, W) or (n, H, W) matching images {imgs.shape}, got {mk.shape}")
             init = np.stack([init_landmarks_from_mask(mk[i]) for i in range(n)])
         else:  # from the tagged images alone: tag persistence + contraction (cmrkit.tag_localise)
             from .tag_localise import auto_init_landmarks
@@ -1191,12 +1318,20 @@ def cli_main(argv: list[str] | None = None) -> int:
                 try:
                     init[i] = auto_init_landmarks(imgs[i], tag_spacing_px=args.tag_spacing_px)
                 except ValueError as exc:
-                    raise ValueError(f"{args.file} slice {i}: automatic LV localisation failed ({exc}); "
-                                     "pass --init-from-file or --mask") from None
+                    raise ValueError(
+                        f"{args.file} slice {i}: automatic LV localisation failed ({exc}); "
+                        "pass --init-from-file or --mask"
+                    ) from None
         if not -n <= args.slice < n:
             raise ValueError(f"--slice {args.slice} out of range: {args.file} has {n} slice(s)")
-        tracked = track_sequences(imgs, init, n_jobs=args.jobs, tag_spacing_px=args.tag_spacing_px,
-                                  bandwidth=args.bandwidth, method=args.method)
+        tracked = track_sequences(
+            imgs,
+            init,
+            n_jobs=args.jobs,
+            tag_spacing_px=args.tag_spacing_px,
+            bandwidth=args.bandwidth,
+            method=args.method,
+        )
     except (OSError, ValueError, KeyError) as exc:
         return fail(str(exc))
 
@@ -1228,14 +1363,25 @@ def cli_main(argv: list[str] | None = None) -> int:
         slices.append(rep)
     if args.out:
         try:
-            write_ferdian_h5(args.out, landmark_coords=tracked, px_spaces=data.px_spaces,
-                             ed_frame_idx=data.ed_frame_idx, es_frame_idx=data.es_frame_idx,
-                             extra={"landmark_predictions": tracked.astype(np.float32), **ferdian_strain_arrays(tracked)})
+            write_ferdian_h5(
+                args.out,
+                landmark_coords=tracked,
+                px_spaces=data.px_spaces,
+                ed_frame_idx=data.ed_frame_idx,
+                es_frame_idx=data.es_frame_idx,
+                extra={"landmark_predictions": tracked.astype(np.float32), **ferdian_strain_arrays(tracked)},
+            )
         except (OSError, ValueError) as exc:
             return fail(str(exc))
     if args.json:
-        out: dict[str, Any] = {"file": str(Path(args.file)), "n_slices": n, "slice": args.slice % n,
-                               "kind": "green", "tracker": f"harp-{args.method}", "init": init_mode}
+        out: dict[str, Any] = {
+            "file": str(Path(args.file)),
+            "n_slices": n,
+            "slice": args.slice % n,
+            "kind": "green",
+            "tracker": f"harp-{args.method}",
+            "init": init_mode,
+        }
         out.update(slices[args.slice])
         out["slices"] = slices
         print(json.dumps(out, allow_nan=False))
@@ -1257,5 +1403,8 @@ def _fmt(v: float | None) -> str:
 
 
 def _json_list(a: np.ndarray) -> list:
-    return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, float).reshape(-1)] if np.ndim(a) <= 1 \
+    return (
+        [None if not np.isfinite(v) else float(v) for v in np.asarray(a, float).reshape(-1)]
+        if np.ndim(a) <= 1
         else [_json_list(r) for r in np.asarray(a)]
+    )

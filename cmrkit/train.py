@@ -54,10 +54,11 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -230,7 +231,11 @@ def _resolve_device(device: str | torch.device, local_rank: int, distributed: bo
 
 def _amp_setup(amp: str | bool | None, dev: torch.device) -> tuple[torch.dtype | None, bool]:
     """Return (autocast dtype or None, use GradScaler)."""
-    key = {True: "auto", False: "none", None: "none"}.get(amp, amp) if isinstance(amp, (bool, type(None))) else str(amp).lower()
+    key = (
+        {True: "auto", False: "none", None: "none"}.get(amp, amp)
+        if isinstance(amp, (bool, type(None)))
+        else str(amp).lower()
+    )
     if key in ("none", "off", "fp32", "no"):
         return None, False
     if key == "auto":
@@ -266,7 +271,9 @@ class _Meter:
     def means(self, distributed: bool) -> dict[str, float]:
         keys = sorted(self.sums)
         dtype = torch.float64 if self.device.type in ("cpu", "cuda") else torch.float32
-        vec = torch.stack([self.sums[k] for k in keys] + [torch.tensor(float(self.count), device=self.device, dtype=dtype)])
+        vec = torch.stack(
+            [self.sums[k] for k in keys] + [torch.tensor(float(self.count), device=self.device, dtype=dtype)]
+        )
         if distributed:
             torch.distributed.all_reduce(vec)
         vals = vec.cpu().tolist()
@@ -276,12 +283,18 @@ class _Meter:
         return {k: v / total for k, v in zip(keys, vals[:-1])}
 
 
-def _settings(seed: int, batch_size: int, lr: float, weight_decay: float, n_train: int, n_val: int,
-              world: int, model: nn.Module) -> dict[str, Any]:
+def _settings(
+    seed: int, batch_size: int, lr: float, weight_decay: float, n_train: int, n_val: int, world: int, model: nn.Module
+) -> dict[str, Any]:
     cls = type(model)
     return {
-        "seed": int(seed), "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
-        "n_train": int(n_train), "n_val": int(n_val), "world_size": int(world),
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "weight_decay": float(weight_decay),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
+        "world_size": int(world),
         "model_class": f"{cls.__module__}:{cls.__qualname__}",
     }
 
@@ -426,21 +439,65 @@ def fit(
     is_main = rank == 0
     try:
         return _fit(
-            model, train_ds, val_ds, loss_fn=loss_fn, epochs=int(epochs), batch_size=int(batch_size),
-            lr=lr, weight_decay=weight_decay, dev=dev, seed=int(seed), amp=amp,
-            checkpoint_dir=checkpoint_dir, resume=resume, progress=progress and is_main,
-            num_workers=num_workers, collate_fn=collate_fn, max_steps=max_steps, grad_clip=grad_clip,
-            find_unused_parameters=find_unused_parameters, rank=rank, world=world,
-            distributed=distributed, n_train=n_train, n_val=n_val, t0=t0,
+            model,
+            train_ds,
+            val_ds,
+            loss_fn=loss_fn,
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            lr=lr,
+            weight_decay=weight_decay,
+            dev=dev,
+            seed=int(seed),
+            amp=amp,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            progress=progress and is_main,
+            num_workers=num_workers,
+            collate_fn=collate_fn,
+            max_steps=max_steps,
+            grad_clip=grad_clip,
+            find_unused_parameters=find_unused_parameters,
+            rank=rank,
+            world=world,
+            distributed=distributed,
+            n_train=n_train,
+            n_val=n_val,
+            t0=t0,
         )
     finally:
         if created_group:
             torch.distributed.destroy_process_group()
 
 
-def _fit(model, train_ds, val_ds, *, loss_fn, epochs, batch_size, lr, weight_decay, dev, seed, amp,
-         checkpoint_dir, resume, progress, num_workers, collate_fn, max_steps, grad_clip,
-         find_unused_parameters, rank, world, distributed, n_train, n_val, t0) -> FitResult:
+def _fit(
+    model,
+    train_ds,
+    val_ds,
+    *,
+    loss_fn,
+    epochs,
+    batch_size,
+    lr,
+    weight_decay,
+    dev,
+    seed,
+    amp,
+    checkpoint_dir,
+    resume,
+    progress,
+    num_workers,
+    collate_fn,
+    max_steps,
+    grad_clip,
+    find_unused_parameters,
+    rank,
+    world,
+    distributed,
+    n_train,
+    n_val,
+    t0,
+) -> FitResult:
     from tqdm.auto import tqdm
 
     is_main = rank == 0
@@ -466,7 +523,8 @@ def _fit(model, train_ds, val_ds, *, loss_fn, epochs, batch_size, lr, weight_dec
             if diff:
                 raise ValueError(
                     f"fit: checkpoint {ckpt_path} was written with other settings "
-                    f"(checkpoint, now): {diff}; use another checkpoint_dir or resume=False")
+                    f"(checkpoint, now): {diff}; use another checkpoint_dir or resume=False"
+                )
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             if scaler is not None and ck.get("scaler"):
@@ -479,16 +537,24 @@ def _fit(model, train_ds, val_ds, *, loss_fn, epochs, batch_size, lr, weight_dec
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        wrapped = DDP(wrapped, device_ids=[dev.index] if dev.type == "cuda" else None,
-                      find_unused_parameters=find_unused_parameters)
+        wrapped = DDP(
+            wrapped,
+            device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=find_unused_parameters,
+        )
     fork_devices = [dev.index] if dev.type == "cuda" else []
     autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
 
     def loader(ds, epoch: int, train: bool) -> torch.utils.data.DataLoader:
         sampler = _EpochSampler(len(ds), seed=seed, epoch=epoch, rank=rank, world=world, shuffle=train, pad=train)
         return torch.utils.data.DataLoader(
-            ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
-            pin_memory=dev.type == "cuda", drop_last=False,
+            ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=num_workers,
+            collate_fn=collate_fn,
+            pin_memory=dev.type == "cuda",
+            drop_last=False,
             generator=torch.Generator().manual_seed(_mix_seed(seed, epoch, rank, 1)),
         )
 
@@ -509,7 +575,9 @@ def _fit(model, train_ds, val_ds, *, loss_fn, epochs, batch_size, lr, weight_dec
                 if loss.ndim != 0:
                     raise ValueError(f"fit: loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
                 if not torch.isfinite(loss.detach()):
-                    raise FloatingPointError(f"fit: non-finite training loss {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+                    raise FloatingPointError(
+                        f"fit: non-finite training loss {loss.item()} at epoch {epoch + 1}, step {step + 1}"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -550,8 +618,11 @@ def _fit(model, train_ds, val_ds, *, loss_fn, epochs, batch_size, lr, weight_dec
             if not math.isfinite(val_means["loss"]):
                 raise FloatingPointError(f"fit: non-finite validation loss at epoch {epoch + 1}")
         rec: dict[str, float] = {
-            "epoch": epoch + 1, "step": step, "lr": float(optimizer.param_groups[0]["lr"]),
-            "train_loss": train_means["loss"], "val_loss": val_means.get("loss", math.nan),
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "train_loss": train_means["loss"],
+            "val_loss": val_means.get("loss", math.nan),
         }
         rec.update({f"train/{k}": v for k, v in train_means.items() if k != "loss"})
         rec.update({f"val/{k}": v for k, v in val_means.items() if k != "loss"})
@@ -560,16 +631,28 @@ def _fit(model, train_ds, val_ds, *, loss_fn, epochs, batch_size, lr, weight_dec
         if monitor < best_val or best_state is None:
             best_epoch, best_val, best_state = epoch + 1, monitor, _cpu_state(model)
         if progress:
-            tqdm.write(f"epoch {epoch + 1}/{epochs}  step {step}  train {rec['train_loss']:.6g}  "
-                       f"val {rec['val_loss']:.6g}  best {best_val:.6g} (epoch {best_epoch})")
+            tqdm.write(
+                f"epoch {epoch + 1}/{epochs}  step {step}  train {rec['train_loss']:.6g}  "
+                f"val {rec['val_loss']:.6g}  best {best_val:.6g} (epoch {best_epoch})"
+            )
         # ---------------- checkpoint ----------------
         if ckpt_path is not None and is_main:
-            _save_torch({
-                "format": _CKPT_FORMAT, "epoch": epoch + 1, "step": step, "settings": settings,
-                "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "history": history, "best_epoch": best_epoch, "best_val": best_val, "best_model": best_state,
-            }, ckpt_path)
+            _save_torch(
+                {
+                    "format": _CKPT_FORMAT,
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "settings": settings,
+                    "model": _cpu_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "history": history,
+                    "best_epoch": best_epoch,
+                    "best_val": best_val,
+                    "best_model": best_state,
+                },
+                ckpt_path,
+            )
 
     if best_state is None:  # only reachable with max_steps already spent before the first epoch
         best_state, best_epoch, best_val = _cpu_state(model), 0, math.nan
@@ -577,8 +660,14 @@ def _fit(model, train_ds, val_ds, *, loss_fn, epochs, batch_size, lr, weight_dec
     model.eval()
     if distributed:
         torch.distributed.barrier()
-    return FitResult(model=model, history=history, best_epoch=best_epoch, best_val=float(best_val),
-                     checkpoint_path=ckpt_path, seconds=time.perf_counter() - t0)
+    return FitResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        best_val=float(best_val),
+        checkpoint_path=ckpt_path,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -685,10 +774,16 @@ def save_model(
     _check_serialisable(extra, "save_model(extra)", allow_tensors=True)
     cls = type(model)
     p = resolve_path(path)
-    _save_torch({
-        "format": _MODEL_FORMAT, "class": f"{cls.__module__}:{cls.__qualname__}",
-        "config": config, "extra": extra, "state_dict": _cpu_state(model),
-    }, p)
+    _save_torch(
+        {
+            "format": _MODEL_FORMAT,
+            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "config": config,
+            "extra": extra,
+            "state_dict": _cpu_state(model),
+        },
+        p,
+    )
     return p
 
 
@@ -794,13 +889,25 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(args.seed)
     model = _toy_model()
-    res = fit(model, _ToyDataset(40, 1), _ToyDataset(12, 2), loss_fn=_toy_loss, epochs=args.epochs,
-              batch_size=4, lr=1e-2, device="cpu", seed=args.seed, progress=False,
-              checkpoint_dir=(args.out / "ckpt") if args.out else None)
+    res = fit(
+        model,
+        _ToyDataset(40, 1),
+        _ToyDataset(12, 2),
+        loss_fn=_toy_loss,
+        epochs=args.epochs,
+        batch_size=4,
+        lr=1e-2,
+        device="cpu",
+        seed=args.seed,
+        progress=False,
+        checkpoint_dir=(args.out / "ckpt") if args.out else None,
+    )
     rank = int(os.environ.get("RANK", "0"))
     if args.out is not None:
-        _save_torch({"state_dict": _cpu_state(res.model), "history": res.history,
-                     "best_epoch": res.best_epoch}, args.out / f"rank{rank}.pt")
+        _save_torch(
+            {"state_dict": _cpu_state(res.model), "history": res.history, "best_epoch": res.best_epoch},
+            args.out / f"rank{rank}.pt",
+        )
     print(f"rank {rank}: best epoch {res.best_epoch}, val {res.best_val:.6g}")
     return 0
 

@@ -18,7 +18,8 @@ background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool) and are drawn wit
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -52,8 +53,10 @@ def to_zthw(array: Any, layout: Layout = "xyzt", name: str = "cine") -> np.ndarr
     """
     arr = np.asarray(array)
     if arr.ndim != 4:
-        raise ValueError(f"{name}: expected a 4-D array ({'X, Y, Z, T' if layout == 'xyzt' else 'Z, T, H, W'}), "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"{name}: expected a 4-D array ({'X, Y, Z, T' if layout == 'xyzt' else 'Z, T, H, W'}), "
+            f"got shape {arr.shape}"
+        )
     if layout == "xyzt":
         return np.transpose(arr, (2, 3, 1, 0))
     if layout == "zthw":
@@ -107,9 +110,18 @@ def _check_index(value: int, n: int, name: str) -> int:
     return v
 
 
-def render_slice_frame(cine: Any, z: int, t: int, labels: Any = None, *, layout: Layout = "xyzt",
-                       window: tuple[float, float] | None = None, crop: bool = False, ax: Any = None,
-                       title: str | None = None) -> plt.Figure:
+def render_slice_frame(
+    cine: Any,
+    z: int,
+    t: int,
+    labels: Any = None,
+    *,
+    layout: Layout = "xyzt",
+    window: tuple[float, float] | None = None,
+    crop: bool = False,
+    ax: Any = None,
+    title: str | None = None,
+) -> plt.Figure:
     """One short-axis slice ``z`` at frame ``t``, with the labels overlaid when given.
 
     Parameters
@@ -145,9 +157,19 @@ def render_slice_frame(cine: Any, z: int, t: int, labels: Any = None, *, layout:
     return fig
 
 
-def slice_montage(cine: Any, labels: Any = None, *, layout: Layout = "xyzt", slices: Sequence[int] | None = None,
-                  frames: Sequence[int] | None = None, frame_names: Sequence[str] | None = None,
-                  max_slices: int = 8, crop: bool = True, title: str = "", size: float = 1.35) -> plt.Figure:
+def slice_montage(
+    cine: Any,
+    labels: Any = None,
+    *,
+    layout: Layout = "xyzt",
+    slices: Sequence[int] | None = None,
+    frames: Sequence[int] | None = None,
+    frame_names: Sequence[str] | None = None,
+    max_slices: int = 8,
+    crop: bool = True,
+    title: str = "",
+    size: float = 1.35,
+) -> plt.Figure:
     """Static slice x frame montage: one row per slice (base at the top), one column per frame.
 
     Parameters
@@ -178,13 +200,15 @@ def slice_montage(cine: Any, labels: Any = None, *, layout: Layout = "xyzt", sli
     if frame_names is not None and len(frame_names) != len(frames):
         raise ValueError(f"frame_names: {len(frame_names)} names for {len(frames)} frames")
     window = display_window(c)
-    fig, axes = plt.subplots(len(slices), len(frames), figsize=(size * len(frames) + 0.6, size * len(slices) + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(slices), len(frames), figsize=(size * len(frames) + 0.6, size * len(slices) + 0.5), squeeze=False
+    )
     for i, z in enumerate(slices):
         for j, t in enumerate(frames):
             name = frame_names[j] if frame_names is not None else f"frame {t}"
-            render_slice_frame(c, z, t, lab, layout="zthw", window=window, crop=crop, ax=axes[i, j],
-                               title=name if i == 0 else "")
+            render_slice_frame(
+                c, z, t, lab, layout="zthw", window=window, crop=crop, ax=axes[i, j], title=name if i == 0 else ""
+            )
         axes[i, 0].set_ylabel(f"slice {z}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -201,9 +225,17 @@ class SliceFrameViewer:
     public so a notebook (or a test) can drive the viewer.
     """
 
-    def __init__(self, cine: Any, labels: Any = None, *, layout: Layout = "xyzt",
-                 renderer: Callable[..., Any] | None = None, z: int | None = None, t: int = 0,
-                 crop: bool = True) -> None:
+    def __init__(
+        self,
+        cine: Any,
+        labels: Any = None,
+        *,
+        layout: Layout = "xyzt",
+        renderer: Callable[..., Any] | None = None,
+        z: int | None = None,
+        t: int = 0,
+        crop: bool = True,
+    ) -> None:
         import ipywidgets as W
 
         c, lab = _check_pair(cine, labels, layout)
@@ -248,8 +280,15 @@ class SliceFrameViewer:
         display(self.ui)
 
 
-def slice_frame_viewer(cine: Any, labels: Any = None, *, interactive: bool = False, layout: Layout = "xyzt",
-                       renderer: Callable[..., Any] | None = None, **montage_kwargs: Any) -> SliceFrameViewer | plt.Figure:
+def slice_frame_viewer(
+    cine: Any,
+    labels: Any = None,
+    *,
+    interactive: bool = False,
+    layout: Layout = "xyzt",
+    renderer: Callable[..., Any] | None = None,
+    **montage_kwargs: Any,
+) -> SliceFrameViewer | plt.Figure:
     """Slice x frame viewer of a cine stack.
 
     With ``interactive=True`` returns a :class:`SliceFrameViewer` (display it in a notebook); otherwise

@@ -115,7 +115,9 @@ def ed_es_files(tmp_path):
     aff = np.diag([*SPACING, 1.0])
     ed = box_labels(lv=8000, myo=6000, rv=9000)
     es = box_labels(lv=3000, myo=6200, rv=4000)
-    return save_nifti(tmp_path / "label_sa_ED.nii.gz", ed, aff, kind="label"), save_nifti(tmp_path / "label_sa_ES.nii.gz", es, aff, kind="label")
+    return save_nifti(tmp_path / "label_sa_ED.nii.gz", ed, aff, kind="label"), save_nifti(
+        tmp_path / "label_sa_ES.nii.gz", es, aff, kind="label"
+    )
 
 
 def test_cli_json_keys_and_values(ed_es_files, capsys):
@@ -123,7 +125,11 @@ def test_cli_json_keys_and_values(ed_es_files, capsys):
     assert cli_main(["--ed", str(ed), "--es", str(es), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out) == ["LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF"]
-    assert out["LVEDV"] == pytest.approx(120.0) and out["LVEF"] == pytest.approx(62.5) and out["LVM"] == pytest.approx(94.5)
+    assert (
+        out["LVEDV"] == pytest.approx(120.0)
+        and out["LVEF"] == pytest.approx(62.5)
+        and out["LVM"] == pytest.approx(94.5)
+    )
 
 
 def test_cli_table_heart_rate_and_dispatch(ed_es_files, capsys):
@@ -162,7 +168,18 @@ def test_cli_bad_inputs_exit_2_with_one_line(ed_es_files, tmp_path, capsys):
 @pytest.mark.realdata
 def test_cli_on_real_mnms_case(realdata, capsys):
     d = realdata / "mnms"
-    assert cli_main(["--ed", str(d / "better_G1K1V3_sa_ED_gt.nii.gz"), "--es", str(d / "better_G1K1V3_sa_ES_gt.nii.gz"), "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "--ed",
+                str(d / "better_G1K1V3_sa_ED_gt.nii.gz"),
+                "--es",
+                str(d / "better_G1K1V3_sa_ES_gt.nii.gz"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     p = json.loads(capsys.readouterr().out)
     assert p["LVEDV"] == pytest.approx(158.9, abs=0.06) and p["LVESV"] == pytest.approx(70.8, abs=0.06)
     assert 50 <= p["LVEF"] <= 60 and 80 <= p["LVM"] <= 120

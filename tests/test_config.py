@@ -39,7 +39,9 @@ def test_paper_profile_carries_thesis_hyperparameters():
 
 
 def test_overrides_apply_and_keep_types():
-    cfg = config.load("smoke", seed=3, overrides={"ch4.epochs": 2, "phantom.pixel_mm": 2, "ch4.segmenter": {"epochs": 1}})
+    cfg = config.load(
+        "smoke", seed=3, overrides={"ch4.epochs": 2, "phantom.pixel_mm": 2, "ch4.segmenter": {"epochs": 1}}
+    )
     assert cfg.ch4.epochs == 2 and isinstance(cfg.ch4.epochs, int)
     assert cfg.phantom.pixel_mm == 2.0 and isinstance(cfg.phantom.pixel_mm, float)
     assert cfg.ch4.segmenter.epochs == 1
@@ -75,7 +77,7 @@ def test_unknown_profile():
 def test_attribute_access_error_names_key():
     cfg = config.load("smoke")
     with pytest.raises(AttributeError, match="ch4.nope"):
-        cfg.ch4.nope
+        _ = cfg.ch4.nope
 
 
 def test_data_dir_checks(tmp_path):

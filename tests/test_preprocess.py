@@ -135,10 +135,14 @@ def test_to_slices_crop_pad_and_resample():
     pad = to_slices(img[:, :, :4], 8, affine=aff)
     np.testing.assert_array_equal(pad.image[:, :, 2:6], img[:, :, :4])
     assert not pad.image[:, :, :2].any() and not pad.image[:, :, 6:].any()
-    np.testing.assert_allclose(pad.image[:, :, 2:6], linear_field(world_grid(pad.affine, (8, 8, 8)))[:, :, 2:6], atol=1e-4)
+    np.testing.assert_allclose(
+        pad.image[:, :, 2:6], linear_field(world_grid(pad.affine, (8, 8, 8)))[:, :, 2:6], atol=1e-4
+    )
     rs = to_slices(img, 6, affine=aff, mode="resample")
     np.testing.assert_allclose(np.linalg.norm(rs.affine[:3, 2]), 20.0)
-    np.testing.assert_allclose(rs.image[:, :, 1:-1], linear_field(world_grid(rs.affine, (8, 8, 6)))[:, :, 1:-1], atol=1e-3)
+    np.testing.assert_allclose(
+        rs.image[:, :, 1:-1], linear_field(world_grid(rs.affine, (8, 8, 6)))[:, :, 1:-1], atol=1e-3
+    )
     with pytest.raises(ValueError, match="mode"):
         to_slices(img, 6, mode="zoom")
 
@@ -236,7 +240,9 @@ def make_subject():
     tag_img = rng.uniform(size=(50, 50, 5)).astype(np.float32)
     lm = np.stack([rng.uniform(10, 40, size=(2, 168)) for _ in range(5)])
     tag = TaggingSlice(image=tag_img, affine=ta, name="mid", landmarks=lm)
-    return Subject("s1", "phantom", img, lab, aff, ed_frame=0, es_frame=2, labelled_frames=np.ones(T, bool), tagging=[tag])
+    return Subject(
+        "s1", "phantom", img, lab, aff, ed_frame=0, es_frame=2, labelled_frames=np.ones(T, bool), tagging=[tag]
+    )
 
 
 def test_prepare_subject_end_to_end():
@@ -283,7 +289,9 @@ def test_motion_heuristic_roi_holds_the_whole_lv_on_the_full_sunnybrook_series(r
     base = realdata / "sunnybrook" / "final_data"
     s = load_subject(base / "dicoms" / "SCD0000301", dataset="dicom")
     out = prepare_subject(s, 128, spacing=1.8)  # the chapters' setting: 128 px at 1.8 mm; centre from motion only
-    pts = np.concatenate([read_contour_txt(p) for p in sorted((base / "contourfiles" / "SC-HF-I-4" / "o-contours").glob("*.txt"))])
+    pts = np.concatenate(
+        [read_contour_txt(p) for p in sorted((base / "contourfiles" / "SC-HF-I-4" / "o-contours").glob("*.txt"))]
+    )
     # epicardial contour points (native pixels, any slice) mapped into the ROI grid
     native = np.column_stack([pts, np.zeros(len(pts)), np.ones(len(pts))])
     roi = np.linalg.solve(out.affine, s.affine @ native.T).T

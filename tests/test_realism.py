@@ -198,27 +198,33 @@ def test_spamm_relaxation_model_closed_form():
 
 # ------------------------------------------------------------------------------------------ phenotypes
 def _manifest():
-    return pd.DataFrame({
-        "subject_id": ["a", "b", "c", "d"],
-        "sex": [0, 0, 1, 1],
-        "bsa": [1.6, 1.8, 2.0, 2.0],
-        "lvedv_ml_measured": [120.0, 140.0, 150.0, 170.0],
-        "lvesv_ml_measured": [50.0, 50.0, 60.0, 70.0],
-        "lvef_pct_measured": [58.3, 64.3, 60.0, 58.8],
-        "lvm_g_measured": [64.0, 90.0, 100.0, 120.0],
-        "rvedv_ml_measured": [130.0, 150.0, 180.0, 200.0],
-        "rvesv_ml_measured": [50.0, 60.0, 80.0, 90.0],
-        "rvef_pct_measured": [61.5, 60.0, 55.6, 55.0],
-    })
+    return pd.DataFrame(
+        {
+            "subject_id": ["a", "b", "c", "d"],
+            "sex": [0, 0, 1, 1],
+            "bsa": [1.6, 1.8, 2.0, 2.0],
+            "lvedv_ml_measured": [120.0, 140.0, 150.0, 170.0],
+            "lvesv_ml_measured": [50.0, 50.0, 60.0, 70.0],
+            "lvef_pct_measured": [58.3, 64.3, 60.0, 58.8],
+            "lvm_g_measured": [64.0, 90.0, 100.0, 120.0],
+            "rvedv_ml_measured": [130.0, 150.0, 180.0, 200.0],
+            "rvesv_ml_measured": [50.0, 60.0, 80.0, 90.0],
+            "rvef_pct_measured": [61.5, 60.0, 55.6, 55.0],
+        }
+    )
 
 
 def test_phenotype_comparison_numbers():
-    refs = (R.ReferenceValue("LVEDV", "female", "mL", "test", "verified", mean=100.0, sd=20.0),
-            R.ReferenceValue("LVSV", "male", "mL", "test", "verified", lo=80.0, hi=95.0),
-            R.ReferenceValue("LVMi", "female", "g/m²", "test", "verified", mean=45.0, sd=5.0))
+    refs = (
+        R.ReferenceValue("LVEDV", "female", "mL", "test", "verified", mean=100.0, sd=20.0),
+        R.ReferenceValue("LVSV", "male", "mL", "test", "verified", lo=80.0, hi=95.0),
+        R.ReferenceValue("LVMi", "female", "g/m²", "test", "verified", mean=45.0, sd=5.0),
+    )
     out = R.phenotype_comparison(_manifest(), refs).set_index(["phenotype", "sex"])
     r = out.loc[("LVEDV", "female")]
-    assert r.n == 2 and r.cohort_mean == pytest.approx(130.0) and r.cohort_sd == pytest.approx(np.std([120, 140], ddof=1))
+    assert (
+        r.n == 2 and r.cohort_mean == pytest.approx(130.0) and r.cohort_sd == pytest.approx(np.std([120, 140], ddof=1))
+    )
     assert r.std_diff == pytest.approx(1.5) and r.frac_in_range == pytest.approx(0.5)  # 140 > 100 + 1.96 * 20
     sv = out.loc[("LVSV", "male")]  # EDV - ESV = 90, 100
     assert sv.cohort_mean == pytest.approx(95.0) and sv.frac_in_range == pytest.approx(0.5) and np.isnan(sv.std_diff)

@@ -12,9 +12,21 @@ from cmrkit.report import Report, TableRow, thesis_value, write_index
 
 def test_registry_covers_every_thesis_table_and_figure():
     ids = {a.id for a in REGISTRY}
-    tables = {"table_4_1", "table_4_2", "table_4_3", "table_4_4", "table_5_1", "table_6_1", "table_6_2",
-              "table_6_3", "table_6_4", "table_6_5"}
-    figures = {f"fig_4_{i}" for i in range(4, 12)} | {f"fig_5_{i}" for i in range(2, 5)} | {f"fig_6_{i}" for i in range(2, 7)}
+    tables = {
+        "table_4_1",
+        "table_4_2",
+        "table_4_3",
+        "table_4_4",
+        "table_5_1",
+        "table_6_1",
+        "table_6_2",
+        "table_6_3",
+        "table_6_4",
+        "table_6_5",
+    }
+    figures = (
+        {f"fig_4_{i}" for i in range(4, 12)} | {f"fig_5_{i}" for i in range(2, 5)} | {f"fig_6_{i}" for i in range(2, 7)}
+    )
     assert tables <= ids and figures <= ids
     assert len(ids) == len(REGISTRY), "duplicate artefact ids"
     thesis_tables = [a for a in REGISTRY if a.thesis_item and a.kind == "table"]
@@ -35,14 +47,17 @@ def test_thesis_lookup_values():
 
 
 def _report(tmp_path, notebook="01_smcvae_strain"):
-    return Report(profile="smoke", seed=0, dataset="phantom (test)", root=tmp_path, notebook=notebook,
-                  parameters={"a": 1})
+    return Report(
+        profile="smoke", seed=0, dataset="phantom (test)", root=tmp_path, notebook=notebook, parameters={"a": 1}
+    )
 
 
 def test_save_table_writes_csv_md_json_with_thesis_values(tmp_path):
     rep = _report(tmp_path)
-    rows = [TableRow("reconstruction_tagging/apical", "SSIM", 0.5, 0.1, n=4),
-            TableRow("basal/original", "Ec", -0.2, thesis_key=("basal", "Ec", "original"))]
+    rows = [
+        TableRow("reconstruction_tagging/apical", "SSIM", 0.5, 0.1, n=4),
+        TableRow("basal/original", "Ec", -0.2, thesis_key=("basal", "Ec", "original")),
+    ]
     rep_rows = rep.save_table("table_4_1", rows[:1])
     assert rep_rows.loc[0, "thesis_value"] == 0.86 and rep_rows.loc[0, "thesis_sd"] == 0.04
     df = pd.read_csv(tmp_path / "tables" / "table_4_1.csv")

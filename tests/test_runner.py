@@ -6,12 +6,16 @@ import nbformat
 import pytest
 
 from cmrkit import runner
-from cmrkit.config import ConfigError
 from cmrkit.cli import main as cli
+from cmrkit.config import ConfigError
 
 
-def _nb(path, body, params="PROFILE = 'smoke'\nDATASET = 'phantom'\nDATA_DIR = ''\nSEED = 0\nDEVICE = 'auto'\n"
-        "REPORT_DIR = ''\nINTERACTIVE = False\nOVERRIDES = {}"):
+def _nb(
+    path,
+    body,
+    params="PROFILE = 'smoke'\nDATASET = 'phantom'\nDATA_DIR = ''\nSEED = 0\nDEVICE = 'auto'\n"
+    "REPORT_DIR = ''\nINTERACTIVE = False\nOVERRIDES = {}",
+):
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell(params)
     cell.metadata["tags"] = ["parameters"]
@@ -32,11 +36,21 @@ def fake_data(tmp_path):
 def test_runner_executes_saves_and_fails_loudly(tmp_path, fake_data):
     books = tmp_path / "nbs"
     books.mkdir()
-    _nb(books / "00_ok.ipynb", "from pathlib import Path\nPath(REPORT_DIR, 'seen.txt').write_text(f'{PROFILE} {SEED} {DATA_DIR}')")
+    _nb(
+        books / "00_ok.ipynb",
+        "from pathlib import Path\nPath(REPORT_DIR, 'seen.txt').write_text(f'{PROFILE} {SEED} {DATA_DIR}')",
+    )
     _nb(books / "01_bad.ipynb", "raise RuntimeError('boom in cell')")
     out = tmp_path / "rep"
-    failures = runner.reproduce("smoke", dataset="ukbb", data_dir=str(fake_data), seed=7, report_dir=str(out),
-                                notebook_dir=books, log_output=False)
+    failures = runner.reproduce(
+        "smoke",
+        dataset="ukbb",
+        data_dir=str(fake_data),
+        seed=7,
+        report_dir=str(out),
+        notebook_dir=books,
+        log_output=False,
+    )
     assert failures == 1
     assert (out / "seen.txt").read_text() == f"smoke 7 {fake_data}"
     run = json.loads((out / "run.json").read_text())
@@ -47,15 +61,26 @@ def test_runner_executes_saves_and_fails_loudly(tmp_path, fake_data):
     assert any(o.get("ename") == "RuntimeError" for c in saved.cells for o in c.get("outputs", []))
     assert (out / "index.md").is_file()
     # --only selects by prefix
-    assert runner.reproduce("smoke", only=["00"], dataset="ukbb", data_dir=str(fake_data), report_dir=str(out),
-                            notebook_dir=books, log_output=False) == 0
+    assert (
+        runner.reproduce(
+            "smoke",
+            only=["00"],
+            dataset="ukbb",
+            data_dir=str(fake_data),
+            report_dir=str(out),
+            notebook_dir=books,
+            log_output=False,
+        )
+        == 0
+    )
 
 
 def test_unknown_notebook_parameter_is_an_error(tmp_path):
     _nb(tmp_path / "00_x.ipynb", "pass", params="PROFILE = 'smoke'")
     with pytest.raises(ConfigError, match="has no parameter.*SEED"):
-        runner.execute_notebook(tmp_path / "00_x.ipynb", tmp_path / "out.ipynb", {"PROFILE": "smoke", "SEED": 1},
-                                timeout_s=60)
+        runner.execute_notebook(
+            tmp_path / "00_x.ipynb", tmp_path / "out.ipynb", {"PROFILE": "smoke", "SEED": 1}, timeout_s=60
+        )
 
 
 def test_only_must_match(tmp_path):

@@ -210,8 +210,12 @@ def test_cli_json_round_trip(tmp_path, capsys):
 
     g0 = ideal_ring_grid((64, 64), 20, 30)
     rng = np.random.default_rng(5)
-    seqs = np.stack([np.stack([_scaled(g0, s) for s in np.linspace(1, 0.8, 20)]),
-                     np.stack([g0 + rng.normal(0, 0.3, g0.shape) for _ in range(20)])])
+    seqs = np.stack(
+        [
+            np.stack([_scaled(g0, s) for s in np.linspace(1, 0.8, 20)]),
+            np.stack([g0 + rng.normal(0, 0.3, g0.shape) for _ in range(20)]),
+        ]
+    )
     f = tmp_path / "lm.h5"
     write_ferdian_h5(f, landmark_coords=seqs, px_spaces=[1.4, 1.4], es_frame_idx=[19, 7], ed_frame_idx=[0, 0])
     assert cli_main([str(f), "--json"]) == 0

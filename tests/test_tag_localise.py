@@ -21,8 +21,9 @@ def _ring_radii(lm: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 @pytest.mark.parametrize("spacing, seed", [(4.0, 0), (5.0, 1), (6.0, 2)])
 def test_ring_is_found_and_tracked_strain_matches_the_truth(spacing, seed):
-    s = synthetic_tagged_ring(size=112, center=(51.3, 57.6), r_endo=14.0, r_epi=22.0, tag_spacing_px=spacing,
-                              noise=0.05, rng=seed)
+    s = synthetic_tagged_ring(
+        size=112, center=(51.3, 57.6), r_endo=14.0, r_epi=22.0, tag_spacing_px=spacing, noise=0.05, rng=seed
+    )
     res = localise_lv_wall(s.images)
     c, r_en, r_ep = _ring_radii(res.landmarks)
     np.testing.assert_allclose(c, [51.3, 57.6], atol=1.5)
@@ -61,8 +62,7 @@ def test_sequences_without_contraction_or_tags_are_refused():
 def test_phantom_slice_is_localised():
     from cmrkit.phantom import Geometry, generate_subject, sample_subject_params
 
-    geo = Geometry(matrix=64, pixel_mm=3.6, slices=10, cine_frames=10, tag_frames=20, slice_samples=1,
-                   supersample=1)
+    geo = Geometry(matrix=64, pixel_mm=3.6, slices=10, cine_frames=10, tag_frames=20, slice_samples=1, supersample=1)
     subj = generate_subject(sample_subject_params(2, seed=1, pathology_fraction=0.0), geometry=geo)
     lm_true = np.asarray(subj.ground_truth["landmarks_px"])[1]  # (T, 2, 168), mid slice
     im = np.moveaxis(subj.tagging[1], 2, 0).swapaxes(1, 2)  # (T, Y, X): rows = y
@@ -76,8 +76,9 @@ def test_phantom_slice_is_localised():
 def test_track_cli_without_init_locates_the_wall(tmp_path, capsys):
     s = synthetic_tagged_ring(size=96, tag_spacing_px=5.0, noise=0.03, rng=4)
     f = tmp_path / "tag.h5"
-    write_ferdian_h5(f, image_seqs=s.images[None].astype(np.float32), landmark_coords=s.landmarks[None],
-                     px_spaces=[1.4])
+    write_ferdian_h5(
+        f, image_seqs=s.images[None].astype(np.float32), landmark_coords=s.landmarks[None], px_spaces=[1.4]
+    )
     assert cli_main([str(f), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["init"] == "auto"

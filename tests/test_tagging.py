@@ -22,8 +22,9 @@ from cmrkit.tagging import (
 )
 
 
-def _affine_spamm(size: int = 72, n: int = 10, spacing: float = 4.0, angle_deg: float = 20.0,
-                  noise: float = 0.03, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _affine_spamm(
+    size: int = 72, n: int = 10, spacing: float = 4.0, angle_deg: float = 20.0, noise: float = 0.03, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Grid-tagged ring under a known homogeneous motion x = c + F_t (X - c) + b_t.
 
     Tags ``(1 - cos k1.X)(1 - cos k2.X) / 4`` in material coordinates, T1 fading (850 ms
@@ -55,8 +56,11 @@ def _affine_spamm(size: int = 72, n: int = 10, spacing: float = 4.0, angle_deg: 
         em, eb = np.exp(-tm / 850.0), np.exp(-tm / 100.0)
         myo = ((r >= 12) & (r <= 19)).astype(float)
         blood = (r < 12).astype(float)
-        img = (myo * (tag * em + 1 - em) + 1.3 * blood * (tag * eb + 1 - eb)
-               + 0.6 * (1 - myo - blood) * (tag * em + 1 - em))
+        img = (
+            myo * (tag * em + 1 - em)
+            + 1.3 * blood * (tag * eb + 1 - eb)
+            + 0.6 * (1 - myo - blood) * (tag * em + 1 - em)
+        )
         imgs.append(img + noise * rng.standard_normal(img.shape))
         lms.append(c[:, None] + F @ (lm0 - c[:, None]) + b[:, None])
     return np.stack(imgs), np.stack(lms)
@@ -137,8 +141,9 @@ def test_synthetic_ring_ground_truth_is_exact():
 
 def test_tracks_nonuniform_ring_motion_within_bars():
     """Incompressible ring with twist: tracked landmarks and E_cc within the issue's bars."""
-    syn = synthetic_tagged_ring(size=80, n_frames=12, es_frame=5, r_endo=13, r_epi=20,
-                                tag_spacing_px=3.6, noise=0.05, rng=1)
+    syn = synthetic_tagged_ring(
+        size=80, n_frames=12, es_frame=5, r_endo=13, r_epi=20, tag_spacing_px=3.6, noise=0.05, rng=1
+    )
     tr, glob = track_landmarks(syn.images, syn.landmarks[0], return_global=True)
     err = landmark_error(tr, syn.landmarks)
     assert err.mean() < 0.25 and err.max() < 0.6, err
@@ -187,8 +192,7 @@ def test_init_landmarks_from_mask():
     rad = np.hypot(g[0] - cx, g[1] - cy)
     np.testing.assert_allclose(rad[:, 0], 10.5, atol=0.6)  # pixel-centre boundary of r < 11
     np.testing.assert_allclose(rad[:, 6], 17.5, atol=0.6)
-    np.testing.assert_allclose(np.diff(rad, axis=1), np.broadcast_to((rad[:, 6:] - rad[:, :1]) / 6, (24, 6)),
-                               atol=1e-9)
+    np.testing.assert_allclose(np.diff(rad, axis=1), np.broadcast_to((rad[:, 6:] - rad[:, :1]) / 6, (24, 6)), atol=1e-9)
     assert np.all(np.abs(g[1, 0] - cy) < 1e-6) and np.all(g[0, 0] > cx)  # spoke 0 along +x
     assert g[1, 6, 3] > cy + 5  # spoke 6 (90 deg) points to +y (down the image)
     lm_rv = init_landmarks_from_mask(labels, rv_label=3)
@@ -205,13 +209,21 @@ def test_init_landmarks_from_mask():
 def test_track_cli_json_init_from_file(tmp_path, capsys):
     imgs, lms = _affine_spamm(n=8, noise=0.03)
     f = tmp_path / "tag.h5"
-    write_ferdian_h5(f, image_seqs=imgs[None], landmark_coords=lms[None], px_spaces=[1.5],
-                     es_frame_idx=[4])
+    write_ferdian_h5(f, image_seqs=imgs[None], landmark_coords=lms[None], px_spaces=[1.5], es_frame_idx=[4])
     out_h5 = tmp_path / "tracked.h5"
     assert cli_main([str(f), "--init-from-file", "--json", "--out", str(out_h5)]) == 0
     out = json.loads(capsys.readouterr().out)
-    for key in ("Ecc", "Ecc_rings", "Err", "landmarks", "landmark_error_mm", "landmark_error_px",
-                "Ecc_diff", "Err_diff", "Ecc_rings_diff"):
+    for key in (
+        "Ecc",
+        "Ecc_rings",
+        "Err",
+        "landmarks",
+        "landmark_error_mm",
+        "landmark_error_px",
+        "Ecc_diff",
+        "Err_diff",
+        "Ecc_rings_diff",
+    ):
         assert key in out, key
     assert len(out["Ecc"]) == 8 and np.asarray(out["landmarks"]).shape == (8, 2, 168)
     np.testing.assert_allclose(out["landmark_error_mm"], np.asarray(out["landmark_error_px"]) * 1.5, rtol=1e-9)

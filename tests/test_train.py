@@ -28,7 +28,9 @@ class Pairs(torch.utils.data.Dataset):
     def __init__(self, n: int, seed: int):
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(n, 4, generator=g)
-        self.y = self.x @ torch.tensor([[1.0, -2.0], [0.5, 0.0], [0.0, 1.0], [2.0, 0.3]]) + 0.1 * torch.randn(n, 2, generator=g)
+        self.y = self.x @ torch.tensor([[1.0, -2.0], [0.5, 0.0], [0.0, 1.0], [2.0, 0.3]]) + 0.1 * torch.randn(
+            n, 2, generator=g
+        )
 
     def __len__(self):
         return len(self.x)
@@ -44,7 +46,9 @@ class Net(nn.Module):
         super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.body = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+            self.body = nn.Sequential(
+                nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2)
+            )
 
     def forward(self, x):
         return self.body(x)
@@ -66,8 +70,7 @@ def run(epochs, *, seed=0, model_seed=0, global_seed=None, **kw):
     with torch.random.fork_rng(devices=[]):
         if global_seed is not None:
             torch.manual_seed(global_seed)
-        return fit(Net(model_seed), TRAIN, VAL, loss_fn=mse_loss, epochs=epochs, batch_size=8, lr=1e-2,
-                   seed=seed, **kw)
+        return fit(Net(model_seed), TRAIN, VAL, loss_fn=mse_loss, epochs=epochs, batch_size=8, lr=1e-2, seed=seed, **kw)
 
 
 def assert_same_state(a: nn.Module | dict, b: nn.Module | dict):
@@ -211,8 +214,21 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "cmrkit.train", "--selftest", "--epochs", "2", "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "cmrkit.train",
+        "--selftest",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)

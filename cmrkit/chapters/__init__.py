@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..config import DATASETS, ConfigError, available_profiles
 
 __all__ = ["CHAPTERS", "cli_main"]
 
 #: chapter name -> (module, notebook stem)
-CHAPTERS = {"bg": ("cmrkit.chapters.background", "00_background"),
-            "ch4": ("cmrkit.chapters.ch4", "01_smcvae_strain")}
+CHAPTERS = {"bg": ("cmrkit.chapters.background", "00_background"), "ch4": ("cmrkit.chapters.ch4", "01_smcvae_strain")}
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
@@ -32,14 +31,21 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--report-dir", default=None, help="default reports/<profile>")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
-    from ..runner import _parse_overrides
     from ..notebook import resolve
+    from ..runner import _parse_overrides
 
     module, stem = CHAPTERS[args.chapter]
     try:
-        ns = {"PROFILE": args.profile, "DATASET": args.dataset, "DATA_DIR": args.data_dir or "", "SEED": args.seed,
-              "DEVICE": args.device, "REPORT_DIR": args.report_dir or "", "INTERACTIVE": False,
-              "OVERRIDES": _parse_overrides(args.overrides)}
+        ns = {
+            "PROFILE": args.profile,
+            "DATASET": args.dataset,
+            "DATA_DIR": args.data_dir or "",
+            "SEED": args.seed,
+            "DEVICE": args.device,
+            "REPORT_DIR": args.report_dir or "",
+            "INTERACTIVE": False,
+            "OVERRIDES": _parse_overrides(args.overrides),
+        }
         cfg, rep = resolve(stem, ns)
     except ConfigError as exc:
         print(f"cmrkit run: error: {exc}", file=sys.stderr)

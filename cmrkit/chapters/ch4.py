@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -144,8 +145,24 @@ def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = Fa
     size, spacing = int(c.image_size), float(c.roi_mm) / int(c.image_size)
     frames = int(c.frames)
     px_mm = spacing
-    rows: dict[str, list] = {k: [] for k in ("cine", "tagging", "labels", "labelled", "landmarks", "ecc",
-                                             "err", "ecc_rings", "ecc_exact", "err_exact", "region", "subject", "es")}
+    rows: dict[str, list] = {
+        k: []
+        for k in (
+            "cine",
+            "tagging",
+            "labels",
+            "labelled",
+            "landmarks",
+            "ecc",
+            "err",
+            "ecc_rings",
+            "ecc_exact",
+            "err_exact",
+            "region",
+            "subject",
+            "es",
+        )
+    }
     dropped: list[str] = []
     has_truth = True
     for i, subj in enumerate(iter_subjects(cfg.data_dir, cfg.dataset)):
@@ -158,14 +175,16 @@ def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = Fa
         if truth is None:
             has_truth = False
         else:  # attach the true landmarks so preprocessing maps them onto the new grid
-            subj = subj.copy_with(tagging=[replace(t, landmarks=truth["landmarks"][k])
-                                           for k, t in enumerate(subj.tagging)])
+            subj = subj.copy_with(
+                tagging=[replace(t, landmarks=truth["landmarks"][k]) for k, t in enumerate(subj.tagging)]
+            )
         n_tag = min(t.image.shape[-1] for t in subj.tagging)
         cf_all = truth["cine_frames"] if truth is not None else _phase_frames(subj.cine.shape[3], n_tag)
         # only the cine slices and frames that pair with tagging are preprocessed (much less work)
         center_world = _lv_center_world(subj)
-        subj = _subset(subj, [matching_cine_slice(subj.affine, subj.shape, t.affine) for t in subj.tagging],
-                       cf_all[:frames])
+        subj = _subset(
+            subj, [matching_cine_slice(subj.affine, subj.shape, t.affine) for t in subj.tagging], cf_all[:frames]
+        )
         # resample, then centre the ROI on the LV (the tracked structure) when labels allow it
         subj = resample_inplane(subj, spacing=spacing)
         center = None if center_world is None else tuple((np.linalg.inv(subj.affine) @ center_world)[:2])
@@ -184,7 +203,7 @@ def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = Fa
             cine = np.moveaxis(prep.cine[:, :, z, :], 2, 0)  # the subset holds the paired frames in order
             if prep.cine_labels is not None:
                 lab = np.moveaxis(prep.cine_labels[:, :, z, :], 2, 0)
-                lab_ok = (prep.labelled_frames if prep.labelled_frames is not None else np.ones(frames, bool))
+                lab_ok = prep.labelled_frames if prep.labelled_frames is not None else np.ones(frames, bool)
             else:
                 lab, lab_ok = np.zeros(cine.shape, np.uint8), np.zeros(frames, bool)
             # (F, X, Y) -> (F, H=Y, W=X): rows are y, columns x
@@ -210,14 +229,25 @@ def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = Fa
     split_of = split_by_subject(rows["subject"], c.split, cfg.seed)
     truth_ok = has_truth and len(rows["landmarks"]) == len(rows["cine"])
     return PairData(
-        cine=np.stack(rows["cine"]).astype(np.float32), tagging=np.stack(rows["tagging"]).astype(np.float32),
-        labels=np.stack(rows["labels"]), labelled=np.stack(rows["labelled"]),
+        cine=np.stack(rows["cine"]).astype(np.float32),
+        tagging=np.stack(rows["tagging"]).astype(np.float32),
+        labels=np.stack(rows["labels"]),
+        labelled=np.stack(rows["labelled"]),
         landmarks=np.stack(rows["landmarks"]) if truth_ok else None,
-        true_strain={"Ecc": np.stack(rows["ecc"]), "Err": np.stack(rows["err"]),
-                     "Ecc_rings": np.stack(rows["ecc_rings"]), "Ecc_exact": np.stack(rows["ecc_exact"]),
-                     "Err_exact": np.stack(rows["err_exact"])} if truth_ok else None,
-        region=np.array(rows["region"]), subject=np.array(rows["subject"]), es_frame=np.array(rows["es"]),
-        split=np.array([split_of[s] for s in rows["subject"]]), px_mm=px_mm,
+        true_strain={
+            "Ecc": np.stack(rows["ecc"]),
+            "Err": np.stack(rows["err"]),
+            "Ecc_rings": np.stack(rows["ecc_rings"]),
+            "Ecc_exact": np.stack(rows["ecc_exact"]),
+            "Err_exact": np.stack(rows["err_exact"]),
+        }
+        if truth_ok
+        else None,
+        region=np.array(rows["region"]),
+        subject=np.array(rows["subject"]),
+        es_frame=np.array(rows["es"]),
+        split=np.array([split_of[s] for s in rows["subject"]]),
+        px_mm=px_mm,
         meta={"dropped": dropped, "n_subjects": len(split_of), "roi_mm": float(c.roi_mm)},
     )
 
@@ -245,7 +275,10 @@ def _subset(subj: Any, slices: Sequence[int], frames: np.ndarray) -> Any:
         cine=np.ascontiguousarray(subj.cine[:, :, z0:z1][..., fr]),
         cine_labels=None if subj.cine_labels is None else np.ascontiguousarray(subj.cine_labels[:, :, z0:z1][..., fr]),
         labelled_frames=None if subj.labelled_frames is None else np.asarray(subj.labelled_frames)[fr],
-        affine=aff, ed_frame=0 if fr[0] == (subj.ed_frame or 0) else None, es_frame=None)
+        affine=aff,
+        ed_frame=0 if fr[0] == (subj.ed_frame or 0) else None,
+        es_frame=None,
+    )
 
 
 def _ground_truth(subj: Any) -> dict[str, Any] | None:
@@ -264,24 +297,40 @@ def _ground_truth(subj: Any) -> dict[str, Any] | None:
     lm, ex = gt["strain"]["landmark"], gt["strain"]["exact"]
     tag_ms, cine_ms = np.asarray(gt["times"]["tag_ms"]), np.asarray(gt["times"]["cine_ms"])
     es_cine = int(gt["attrs"]["es_frame"])
-    return {"landmarks": np.asarray(gt["landmarks"]["px"], np.float64),
-            "Ecc": np.asarray(lm["ecc"]), "Err": np.asarray(lm["err"]), "Ecc_rings": np.asarray(lm["ecc_ring"]),
-            "Ecc_exact": np.asarray(ex["ecc"]), "Err_exact": np.asarray(ex["err"]),
-            "cine_frames": np.abs(cine_ms[None, :] - tag_ms[:, None]).argmin(axis=1),
-            "es_tag": int(np.abs(tag_ms - cine_ms[es_cine]).argmin())}
+    return {
+        "landmarks": np.asarray(gt["landmarks"]["px"], np.float64),
+        "Ecc": np.asarray(lm["ecc"]),
+        "Err": np.asarray(lm["err"]),
+        "Ecc_rings": np.asarray(lm["ecc_ring"]),
+        "Ecc_exact": np.asarray(ex["ecc"]),
+        "Err_exact": np.asarray(ex["err"]),
+        "cine_frames": np.abs(cine_ms[None, :] - tag_ms[:, None]).argmin(axis=1),
+        "es_tag": int(np.abs(tag_ms - cine_ms[es_cine]).argmin()),
+    }
 
 
 # --------------------------------------------------------------------------------------------- model
 def _run_dir(cfg: Any, name: str, payload: Mapping[str, Any]) -> Path:
     """A checkpoint folder keyed by everything that determines the result (resume-safe)."""
-    key = json.dumps({"payload": payload, "seed": cfg.seed, "dataset": cfg.dataset, "data_dir": cfg.data_dir},
-                     sort_keys=True, default=str)
+    key = json.dumps(
+        {"payload": payload, "seed": cfg.seed, "dataset": cfg.dataset, "data_dir": cfg.data_dir},
+        sort_keys=True,
+        default=str,
+    )
     h = hashlib.sha1(key.encode()).hexdigest()[:10]
     return REPO_ROOT / "runs" / cfg.profile / "ch4" / f"{name}-{h}"
 
 
-def train_smcvae(cfg: Any, data: PairData, *, latent_dim: int | None = None, conv_layers: int | None = None,
-                 epochs: int | None = None, name: str = "smcvae", progress: bool = False) -> Any:
+def train_smcvae(
+    cfg: Any,
+    data: PairData,
+    *,
+    latent_dim: int | None = None,
+    conv_layers: int | None = None,
+    epochs: int | None = None,
+    name: str = "smcvae",
+    progress: bool = False,
+) -> Any:
     """Train the smcVAE of the profile (optionally another D / L / epochs); returns ``FitResult``.
 
     Validation-loss model selection on the ``val`` subjects; checkpoints under ``runs/`` so that an
@@ -291,18 +340,45 @@ def train_smcvae(cfg: Any, data: PairData, *, latent_dim: int | None = None, con
     from ..train import fit
 
     c = cfg.ch4
-    mcfg = SMCVAEConfig(in_frames=int(c.frames), image_size=int(c.image_size),
-                        conv_layers=int(conv_layers or c.conv_layers), latent_dim=int(latent_dim or c.latent_dim),
-                        base_width=int(c.base_width), variant=str(c.variant))
+    mcfg = SMCVAEConfig(
+        in_frames=int(c.frames),
+        image_size=int(c.image_size),
+        conv_layers=int(conv_layers or c.conv_layers),
+        latent_dim=int(latent_dim or c.latent_dim),
+        base_width=int(c.base_width),
+        variant=str(c.variant),
+    )
     model = SMCVAE(mcfg, seed=cfg.seed)
     tr, va = data.index("train"), data.index("val")
     ds = lambda idx: PairedSliceDataset({"cine": data.cine[idx], "tagging": data.tagging[idx]})  # noqa: E731
     n_epochs = int(epochs or c.epochs)
-    run = _run_dir(cfg, name, {"model": mcfg.to_dict(), "epochs": n_epochs, "bs": int(c.batch_size),
-                               "lr": float(c.lr), "wd": float(c.weight_decay), "n": len(data)})
-    return fit(model, ds(tr), ds(va) if len(va) else None, loss_fn=smcvae_loss, epochs=n_epochs,
-               batch_size=int(c.batch_size), lr=float(c.lr), weight_decay=float(c.weight_decay), device=cfg.device,
-               seed=cfg.seed, checkpoint_dir=run, resume=True, progress=progress)
+    run = _run_dir(
+        cfg,
+        name,
+        {
+            "model": mcfg.to_dict(),
+            "epochs": n_epochs,
+            "bs": int(c.batch_size),
+            "lr": float(c.lr),
+            "wd": float(c.weight_decay),
+            "n": len(data),
+        },
+    )
+    return fit(
+        model,
+        ds(tr),
+        ds(va) if len(va) else None,
+        loss_fn=smcvae_loss,
+        epochs=n_epochs,
+        batch_size=int(c.batch_size),
+        lr=float(c.lr),
+        weight_decay=float(c.weight_decay),
+        device=cfg.device,
+        seed=cfg.seed,
+        checkpoint_dir=run,
+        resume=True,
+        progress=progress,
+    )
 
 
 def active_threshold(cfg: Any) -> float | None:
@@ -314,8 +390,15 @@ def active_threshold(cfg: Any) -> float | None:
     return float(cfg.ch4.dropout_threshold) if cfg.ch4.variant == "sparse" else None
 
 
-def _predict(model: Any, data: PairData, idx: np.ndarray, sources: Sequence[str], target: str,
-             batch_size: int = 16, threshold: float | None = None) -> np.ndarray:
+def _predict(
+    model: Any,
+    data: PairData,
+    idx: np.ndarray,
+    sources: Sequence[str],
+    target: str,
+    batch_size: int = 16,
+    threshold: float | None = None,
+) -> np.ndarray:
     """Model output for ``target`` from the given source channels, in [0, 1], (n, F, H, W); the
     latent means are restricted to the active dimensions when ``threshold`` is given."""
     import torch
@@ -327,7 +410,7 @@ def _predict(model: Any, data: PairData, idx: np.ndarray, sources: Sequence[str]
     out = []
     with torch.no_grad():
         for s in range(0, len(idx), batch_size):
-            b = idx[s:s + batch_size]
+            b = idx[s : s + batch_size]
             x = {ch: to_model_range(torch.from_numpy(getattr(data, ch)[b])).to(dev) for ch in sources}
             if len(sources) == 1:
                 y = model.synthesise(x[sources[0]], source=sources[0], target=target, threshold=threshold)
@@ -337,8 +420,9 @@ def _predict(model: Any, data: PairData, idx: np.ndarray, sources: Sequence[str]
     return np.concatenate(out).astype(np.float32)
 
 
-def synthesis_scenarios(model: Any, data: PairData, split: str = "test", *,
-                        threshold: float | None = None) -> dict[str, np.ndarray]:
+def synthesis_scenarios(
+    model: Any, data: PairData, split: str = "test", *, threshold: float | None = None
+) -> dict[str, np.ndarray]:
     """Outputs of the four Table 4.1 scenarios on one split, keyed by scenario name."""
     idx = data.index(split)
     return {name: _predict(model, data, idx, src, tgt, threshold=threshold) for name, src, tgt in SCENARIOS}
@@ -349,8 +433,12 @@ def _image_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
     from ..metrics import image as im
 
     p, r = pred[:, None], ref[:, None]  # (n, 1, F, H, W): SSIM per 2D frame, averaged per item
-    return {"SSIM": im.ssim(p, r, data_range=1.0), "PSNR": im.psnr(p, r, data_range=1.0),
-            "RMSE": im.rmse(p, r), "MAE": im.mae(p, r)}
+    return {
+        "SSIM": im.ssim(p, r, data_range=1.0),
+        "PSNR": im.psnr(p, r, data_range=1.0),
+        "RMSE": im.rmse(p, r),
+        "MAE": im.mae(p, r),
+    }
 
 
 def table_4_1(rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], split: str = "test") -> pd.DataFrame:
@@ -367,14 +455,25 @@ def table_4_1(rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], sp
                 v = v[np.isfinite(v)]
                 if v.size == 0:
                     continue
-                rows.append(TableRow(f"{name}/{region}", metric, float(v.mean()),
-                                     float(v.std(ddof=1)) if v.size > 1 else None, n=int(v.size),
-                                     units="dB" if metric == "PSNR" else "[0,1] intensity" if metric in ("RMSE", "MAE") else ""))
-    return rep.save_table("table_4_1", rows, notes=[
-        f"{split} split, {len(idx)} slices; metrics over each 20-frame slice on the [0, 1] intensity scale "
-        "(SSIM per 2D frame averaged over frames; data_range 1).",
-        "Thesis MAE values (~160) are on an unstated scale (see anomaly); ours are on [0, 1].",
-    ])
+                rows.append(
+                    TableRow(
+                        f"{name}/{region}",
+                        metric,
+                        float(v.mean()),
+                        float(v.std(ddof=1)) if v.size > 1 else None,
+                        n=int(v.size),
+                        units="dB" if metric == "PSNR" else "[0,1] intensity" if metric in ("RMSE", "MAE") else "",
+                    )
+                )
+    return rep.save_table(
+        "table_4_1",
+        rows,
+        notes=[
+            f"{split} split, {len(idx)} slices; metrics over each 20-frame slice on the [0, 1] intensity scale "
+            "(SSIM per 2D frame averaged over frames; data_range 1).",
+            "Thesis MAE values (~160) are on an unstated scale (see anomaly); ours are on [0, 1].",
+        ],
+    )
 
 
 # --------------------------------------------------------------------------------------------- strain
@@ -392,8 +491,10 @@ def _init_landmarks(data: PairData, i: int) -> np.ndarray:
     try:
         return auto_init_landmarks(data.tagging[i])
     except ValueError as exc:
-        raise ValueError(f"slice {data.subject[i]}/{data.region[i]}: no landmarks, no ED myocardium label, and "
-                         f"the LV wall could not be located on the tagging ({exc})") from None
+        raise ValueError(
+            f"slice {data.subject[i]}/{data.region[i]}: no landmarks, no ED myocardium label, and "
+            f"the LV wall could not be located on the tagging ({exc})"
+        ) from None
 
 
 def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test", *, n_jobs: int = 1) -> dict[str, Any]:
@@ -416,8 +517,9 @@ def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test",
     for src, seqs in (("original", data.tagging[idx]), ("generated", generated)):
         args = [(seqs[j], _init_landmarks(data, i), peaks[j]) for j, i in enumerate(idx)]
         if n_jobs != 1 and len(args) > 1:
-            lms = Parallel(n_jobs=n_jobs)(delayed(track_landmarks)(im, x0, px_spacing=data.px_mm, peaks=pk)
-                                          for im, x0, pk in args)
+            lms = Parallel(n_jobs=n_jobs)(
+                delayed(track_landmarks)(im, x0, px_spacing=data.px_mm, peaks=pk) for im, x0, pk in args
+            )
         else:
             lms = [track_landmarks(im, x0, px_spacing=data.px_mm, peaks=pk) for im, x0, pk in args]
         ecc, err = [], []
@@ -428,14 +530,18 @@ def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test",
         out["landmarks"][src] = np.stack(lms)
         out["Ecc"][src], out["Err"][src] = np.stack(ecc), np.stack(err)
         if data.landmarks is not None:
-            out["landmark_error_mm"][src] = np.stack([landmark_error(lm, data.landmarks[i], data.px_mm)
-                                                      for lm, i in zip(lms, idx)])
+            out["landmark_error_mm"][src] = np.stack(
+                [landmark_error(lm, data.landmarks[i], data.px_mm) for lm, i in zip(lms, idx)]
+            )
     # tag contrast of the generated tagging relative to the original, on the heart (frames 0..ES):
     # a ratio near 0 means the synthesis produced no tag pattern there and its "strain" is not a measurement
-    out["tag_contrast_ratio"] = np.array([
-        _tag_contrast(generated[j], peaks[j], out["landmarks"]["original"][j, 0])
-        / max(_tag_contrast(data.tagging[i], peaks[j], out["landmarks"]["original"][j, 0]), 1e-12)
-        for j, i in enumerate(idx)])
+    out["tag_contrast_ratio"] = np.array(
+        [
+            _tag_contrast(generated[j], peaks[j], out["landmarks"]["original"][j, 0])
+            / max(_tag_contrast(data.tagging[i], peaks[j], out["landmarks"]["original"][j, 0]), 1e-12)
+            for j, i in enumerate(idx)
+        ]
+    )
     if data.true_strain is not None:
         out["Ecc"]["truth"] = data.true_strain["Ecc"][idx]
         out["Err"]["truth"] = data.true_strain["Err"][idx]
@@ -482,14 +588,25 @@ def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[st
         for metric, key in (("Ec", "Ecc"), ("Er", "Err")):
             for src in ("original", "generated"):
                 v = _at_es(tr[key][src], es)[sel]
-                rows42.append(TableRow(f"{region}/{src}", metric, float(v.mean()),
-                                       float(v.std(ddof=1)) if v.size > 1 else None, n=int(v.size),
-                                       thesis_key=(region, metric, src)))
-    t42 = rep.save_table("table_4_2", rows42, notes=[
-        "Green strain at the ES frame from landmarks tracked with HARP (cmrkit.tagging) on original tagging and on "
-        "tagging generated from cine only; both tracked from the same frame-0 landmark grid.",
-        "Thesis landmarks came from a CNN+RNN tracker trained on UK Biobank annotations (not public).",
-    ])
+                rows42.append(
+                    TableRow(
+                        f"{region}/{src}",
+                        metric,
+                        float(v.mean()),
+                        float(v.std(ddof=1)) if v.size > 1 else None,
+                        n=int(v.size),
+                        thesis_key=(region, metric, src),
+                    )
+                )
+    t42 = rep.save_table(
+        "table_4_2",
+        rows42,
+        notes=[
+            "Green strain at the ES frame from landmarks tracked with HARP (cmrkit.tagging) on original tagging and on "
+            "tagging generated from cine only; both tracked from the same frame-0 landmark grid.",
+            "Thesis landmarks came from a CNN+RNN tracker trained on UK Biobank annotations (not public).",
+        ],
+    )
     rows = []
     comparisons = [("generated_vs_original", "generated", "original")]
     if "truth" in tr["Ecc"]:
@@ -502,37 +619,79 @@ def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[st
             for metric in ("Ecc", "Err"):
                 ba = bland_altman(_at_es(tr[metric][a], es)[sel], _at_es(tr[metric][b], es)[sel])
                 for stat, val in (("bias", ba.bias), ("loa_low", ba.loa_low), ("loa_high", ba.loa_high)):
-                    rows.append(TableRow(f"{name}/{region}", f"{metric} ES {stat}", float(val), n=ba.n,
-                                         units="strain"))
+                    rows.append(TableRow(f"{name}/{region}", f"{metric} ES {stat}", float(val), n=ba.n, units="strain"))
                 d = np.abs(tr[metric][a][sel] - tr[metric][b][sel])
-                rows.append(TableRow(f"{name}/{region}", f"{metric} |diff| all frames", float(d.mean()),
-                                     float(d.std(ddof=1)), n=int(sel.sum()), units="strain"))
+                rows.append(
+                    TableRow(
+                        f"{name}/{region}",
+                        f"{metric} |diff| all frames",
+                        float(d.mean()),
+                        float(d.std(ddof=1)),
+                        n=int(sel.sum()),
+                        units="strain",
+                    )
+                )
         if "exact" in tr:
             for metric in ("Ecc", "Err"):
                 d = _at_es(tr[metric]["truth"], es)[sel] - _at_es(tr["exact"][metric], es)[sel]
-                rows.append(TableRow(f"truth_vs_exact/{region}", f"{metric} ES mean diff", float(d.mean()),
-                                     float(d.std(ddof=1)), n=int(sel.sum()), units="strain"))
+                rows.append(
+                    TableRow(
+                        f"truth_vs_exact/{region}",
+                        f"{metric} ES mean diff",
+                        float(d.mean()),
+                        float(d.std(ddof=1)),
+                        n=int(sel.sum()),
+                        units="strain",
+                    )
+                )
         if "tag_contrast_ratio" in tr:
             v = tr["tag_contrast_ratio"][sel]
-            rows.append(TableRow(f"tag_contrast/{region}", "generated / original", float(v.mean()),
-                                 float(v.std(ddof=1)) if v.size > 1 else None, n=int(v.size), units="ratio"))
+            rows.append(
+                TableRow(
+                    f"tag_contrast/{region}",
+                    "generated / original",
+                    float(v.mean()),
+                    float(v.std(ddof=1)) if v.size > 1 else None,
+                    n=int(v.size),
+                    units="ratio",
+                )
+            )
         for src, err in tr["landmark_error_mm"].items():
             e = err[sel]
-            rows.append(TableRow(f"landmarks_{src}_vs_truth/{region}", "error (mm)", float(e.mean()),
-                                 float(e.mean(axis=1).std(ddof=1)), n=int(sel.sum()), units="mm"))
-            rows.append(TableRow(f"landmarks_{src}_vs_truth/{region}", "error (px)", float(e.mean() / data.px_mm),
-                                 n=int(sel.sum()), units="px"))
-    tgt = rep.save_table("ch4_strain_vs_truth", rows, notes=[
-        "Bland-Altman bias and 95% limits of agreement (1.96 SD) of ES Green strain; '|diff| all frames' is the "
-        "mean absolute difference over every frame of every slice.",
-        "'truth' applies Ferdian's definitions to the phantom's true landmarks (material points of the analytic "
-        "motion), so differences are tracking/synthesis error; 'exact' rows compare the truth with the analytic "
-        "strain of the motion (E_rr there is the wall mean, not the endo-epi chord). Not available for real data.",
-        f"Pixel size of the tracking grid: {data.px_mm:.3f} mm.",
-        "'tag_contrast' is the first-harmonic (tag) modulation depth of the generated tagging over the heart, "
-        "frames 0-7, relative to the original's: well below 1 means the synthesis has (almost) no tags there, and "
-        "strain tracked on it measures the tracker's failure, not the heart.",
-    ])
+            rows.append(
+                TableRow(
+                    f"landmarks_{src}_vs_truth/{region}",
+                    "error (mm)",
+                    float(e.mean()),
+                    float(e.mean(axis=1).std(ddof=1)),
+                    n=int(sel.sum()),
+                    units="mm",
+                )
+            )
+            rows.append(
+                TableRow(
+                    f"landmarks_{src}_vs_truth/{region}",
+                    "error (px)",
+                    float(e.mean() / data.px_mm),
+                    n=int(sel.sum()),
+                    units="px",
+                )
+            )
+    tgt = rep.save_table(
+        "ch4_strain_vs_truth",
+        rows,
+        notes=[
+            "Bland-Altman bias and 95% limits of agreement (1.96 SD) of ES Green strain; '|diff| all frames' is the "
+            "mean absolute difference over every frame of every slice.",
+            "'truth' applies Ferdian's definitions to the phantom's true landmarks (material points of the analytic "
+            "motion), so differences are tracking/synthesis error; 'exact' rows compare the truth with the analytic "
+            "strain of the motion (E_rr there is the wall mean, not the endo-epi chord). Not available for real data.",
+            f"Pixel size of the tracking grid: {data.px_mm:.3f} mm.",
+            "'tag_contrast' is the first-harmonic (tag) modulation depth of the generated tagging over the heart, "
+            "frames 0-7, relative to the original's: well below 1 means the synthesis has (almost) no tags there, and "
+            "strain tracked on it measures the tracker's failure, not the heart.",
+        ],
+    )
     return {"table_4_2": t42, "ch4_strain_vs_truth": tgt}
 
 
@@ -546,16 +705,25 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
     es, regions = tr["es"], data.region[tr["idx"]]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, metric, label in ((axes[0], "Ecc", "E_cc"), (axes[1], "Err", "E_rr")):
-        bland_altman_plot(_at_es(tr[metric]["generated"], es), _at_es(tr[metric]["original"], es), ax=ax,
-                          title=f"ES {label}: generated - original", xlabel="mean", ylabel="difference")
+        bland_altman_plot(
+            _at_es(tr[metric]["generated"], es),
+            _at_es(tr[metric]["original"], es),
+            ax=ax,
+            title=f"ES {label}: generated - original",
+            xlabel="mean",
+            ylabel="difference",
+        )
     fig.tight_layout()
     rep.save_figure(fig, "fig_4_8", caption="Bland-Altman of ES strain, generated vs original tagging (test split)")
     show(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for ax, metric, label in ((axes[0], "Ecc", "E_cc"), (axes[1], "Err", "E_rr")):
-        groups = {r: {s: _finite(_at_es(tr[metric][s], es)[regions == r]) for s in tr[metric]} for r in REGIONS
-                  if (regions == r).any()}
+        groups = {
+            r: {s: _finite(_at_es(tr[metric][s], es)[regions == r]) for s in tr[metric]}
+            for r in REGIONS
+            if (regions == r).any()
+        }
         violin_plot(groups, ylabel=f"ES {label}", title=f"ES {label} by region", ax=ax)
     fig.tight_layout()
     rep.save_figure(fig, "fig_4_9", caption="ES circumferential and radial strain by region and source")
@@ -574,11 +742,21 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
     if "truth" in tr["Ecc"]:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
         for ax, src in zip(axes, ("original", "generated")):
-            bland_altman_plot(_at_es(tr["Ecc"][src], es), _at_es(tr["Ecc"]["truth"], es), ax=ax,
-                              title=f"ES E_cc: tracked {src} - truth", xlabel="mean", ylabel="difference")
+            bland_altman_plot(
+                _at_es(tr["Ecc"][src], es),
+                _at_es(tr["Ecc"]["truth"], es),
+                ax=ax,
+                title=f"ES E_cc: tracked {src} - truth",
+                xlabel="mean",
+                ylabel="difference",
+            )
         fig.tight_layout()
-        rep.save_figure(fig, "fig_4_11", caption="Bland-Altman of ES E_cc against the phantom's exact strain "
-                        "(the kit's replacement for the thesis' UK Biobank reference comparison)")
+        rep.save_figure(
+            fig,
+            "fig_4_11",
+            caption="Bland-Altman of ES E_cc against the phantom's exact strain "
+            "(the kit's replacement for the thesis' UK Biobank reference comparison)",
+        )
         show(fig)
 
 
@@ -588,31 +766,53 @@ def ablation(cfg: Any, rep: Report, data: PairData, *, progress: bool = False) -
     c = cfg.ch4
     idx = data.index("test")
     out = {}
-    for table, key, values in (("table_4_3", "latent_dim", c.ablation_latent_dims),
-                               ("table_4_4", "conv_layers", c.ablation_conv_layers)):
+    for table, key, values in (
+        ("table_4_3", "latent_dim", c.ablation_latent_dims),
+        ("table_4_4", "conv_layers", c.ablation_conv_layers),
+    ):
         rows = []
         for v in values:
             kw = {key: int(v)}
-            res = train_smcvae(cfg, data, epochs=int(c.ablation_epochs), name=f"ablation-{key}-{v}", progress=progress,
-                               **kw)
+            res = train_smcvae(
+                cfg, data, epochs=int(c.ablation_epochs), name=f"ablation-{key}-{v}", progress=progress, **kw
+            )
             pred = _predict(res.model, data, idx, ("cine",), "tagging")
             m = _image_metrics(pred, data.tagging[idx])
             for metric in ("PSNR", "SSIM", "RMSE"):
                 vals = np.asarray(m[metric])
                 vals = vals[np.isfinite(vals)]
-                rows.append(TableRow(str(v), metric, float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else None,
-                                     n=int(vals.size), units="dB" if metric == "PSNR" else ""))
+                rows.append(
+                    TableRow(
+                        str(v),
+                        metric,
+                        float(vals.mean()),
+                        float(vals.std(ddof=1)) if vals.size > 1 else None,
+                        n=int(vals.size),
+                        units="dB" if metric == "PSNR" else "",
+                    )
+                )
         other = "conv_layers" if key == "latent_dim" else "latent_dim"
-        out[table] = rep.save_table(table, rows, notes=[
-            f"cine->tagging on the test split; each row trained for {int(c.ablation_epochs)} epochs "
-            f"({other} = {getattr(c, other)}).",
-        ])
+        out[table] = rep.save_table(
+            table,
+            rows,
+            notes=[
+                f"cine->tagging on the test split; each row trained for {int(c.ablation_epochs)} epochs "
+                f"({other} = {getattr(c, other)}).",
+            ],
+        )
     return out
 
 
 # --------------------------------------------------------------------------------------------- segmentation
-def segmentation_check(cfg: Any, rep: Report, data: PairData, recon_cine: np.ndarray, *,
-                       mnms_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+def segmentation_check(
+    cfg: Any,
+    rep: Report,
+    data: PairData,
+    recon_cine: np.ndarray,
+    *,
+    mnms_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Train the kit's segmenter on training cine, compare segmentations of original and reconstructed
     cine on the test split (Dice, HD95 in mm), and score it on real M&Ms volumes when present."""
     from ..figures import segmentation_overlay, show
@@ -628,8 +828,16 @@ def segmentation_check(cfg: Any, rep: Report, data: PairData, recon_cine: np.nda
 
     x_tr, y_tr = frames(tr)
     run = _run_dir(cfg, "segmenter", {"seg": seg.config.to_dict(), "n": len(x_tr)})
-    seg.fit(x_tr, y_tr, validation=frames(va) if len(va) else None, seed=cfg.seed, device=cfg.device,
-            checkpoint_dir=run, progress=progress, pixel_mm=data.px_mm)
+    seg.fit(
+        x_tr,
+        y_tr,
+        validation=frames(va) if len(va) else None,
+        seed=cfg.seed,
+        device=cfg.device,
+        checkpoint_dir=run,
+        progress=progress,
+        pixel_mm=data.px_mm,
+    )
     n, f = len(te), data.cine.shape[1]
     orig = data.cine[te].reshape(n * f, *data.cine.shape[2:])
     recon = recon_cine.reshape(n * f, *recon_cine.shape[2:])
@@ -638,8 +846,10 @@ def segmentation_check(cfg: Any, rep: Report, data: PairData, recon_cine: np.nda
     ok = data.labelled[te].reshape(-1)
     sp = (data.px_mm, data.px_mm)
     rows = []
-    for name, a, b, sel in (("reconstructed_vs_original", p_rec, p_orig, np.ones(n * f, bool)),
-                            ("original_vs_ground_truth", p_orig, gt, ok)):
+    for name, a, b, sel in (
+        ("reconstructed_vs_original", p_rec, p_orig, np.ones(n * f, bool)),
+        ("original_vs_ground_truth", p_orig, gt, ok),
+    ):
         if not sel.any():
             continue
         sc = segmentation_scores(a[sel], b[sel], spacing=sp)
@@ -647,41 +857,71 @@ def segmentation_check(cfg: Any, rep: Report, data: PairData, recon_cine: np.nda
         missed = int(np.isinf(sc["hd_mm"]).sum())
         for metric, col, units in (("Dice", "dice", ""), ("HD", "hd_mm", "mm"), ("HD95", "hd95_mm", "mm")):
             v = per_item[col].dropna()
-            rows.append(TableRow(name, metric, float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None,
-                                 n=int(len(v)), units=units,
-                                 note=f"{missed} structure(s) found in only one of the two maps (excluded from HD)" if missed and col != "dice" else "",
-                                 thesis_key=(metric,) if name == "reconstructed_vs_original" else ("-",)))
+            rows.append(
+                TableRow(
+                    name,
+                    metric,
+                    float(v.mean()),
+                    float(v.std(ddof=1)) if len(v) > 1 else None,
+                    n=int(len(v)),
+                    units=units,
+                    note=f"{missed} structure(s) found in only one of the two maps (excluded from HD)"
+                    if missed and col != "dice"
+                    else "",
+                    thesis_key=(metric,) if name == "reconstructed_vs_original" else ("-",),
+                )
+            )
     mn = evaluate_on_mnms(seg, mnms_dir or MNMS_DEFAULT_DIR, device=cfg.device)
     if len(mn):
         s = summarise_mnms(mn)
         for r in s.itertuples(index=False):
-            rows.append(TableRow(f"mnms_real/{r.structure}", "Dice", float(r.dice_mean),
-                                 None if pd.isna(r.dice_sd) else float(r.dice_sd), n=int(r.n),
-                                 note="real M&Ms volumes (phantom-to-real gap)", thesis_key=("-",)))
-    table = rep.save_table("ch4_segmentation", rows, notes=[
-        "Dice, Hausdorff distance (HD) and its 95th percentile (HD95) in mm, averaged over LV, Myo and RV per 2D "
-        "frame of the test split. The thesis segmented with the UK Biobank network of Bai et al.; the kit trains its "
-        "own MONAI UNet on phantom cine.",
-    ])
+            rows.append(
+                TableRow(
+                    f"mnms_real/{r.structure}",
+                    "Dice",
+                    float(r.dice_mean),
+                    None if pd.isna(r.dice_sd) else float(r.dice_sd),
+                    n=int(r.n),
+                    note="real M&Ms volumes (phantom-to-real gap)",
+                    thesis_key=("-",),
+                )
+            )
+    table = rep.save_table(
+        "ch4_segmentation",
+        rows,
+        notes=[
+            "Dice, Hausdorff distance (HD) and its 95th percentile (HD95) in mm, averaged over LV, Myo and RV per 2D "
+            "frame of the test split. The thesis segmented with the UK Biobank network of Bai et al.; the kit trains "
+            "its "
+            "own MONAI UNet on phantom cine.",
+        ],
+    )
     i = int(te[0]) if len(te) else 0
     j = 0
     fr = int(np.argmax(data.labelled[i])) if data.labelled[i].any() else 0
-    fig = segmentation_overlay([data.cine[i, fr], data.cine[i, fr], data.cine[i, fr]],
-                               [data.labels[i, fr], p_orig[j * f + fr], np.zeros_like(p_orig[0])],
-                               ["ground truth", "segmenter", "image"], title="Segmentation of original cine")
+    fig = segmentation_overlay(
+        [data.cine[i, fr], data.cine[i, fr], data.cine[i, fr]],
+        [data.labels[i, fr], p_orig[j * f + fr], np.zeros_like(p_orig[0])],
+        ["ground truth", "segmenter", "image"],
+        title="Segmentation of original cine",
+    )
     rep.save_figure(fig, "fig_4_6", caption="Original test cine with ground-truth and predicted labels")
     show(fig)
-    fig = segmentation_overlay([data.cine[i, fr], recon_cine[j, fr], recon_cine[j, fr]],
-                               [p_orig[j * f + fr], p_rec[j * f + fr], np.zeros_like(p_orig[0])],
-                               ["original + its seg.", "reconstructed + its seg.", "reconstructed"],
-                               title="Segmentation of reconstructed cine")
+    fig = segmentation_overlay(
+        [data.cine[i, fr], recon_cine[j, fr], recon_cine[j, fr]],
+        [p_orig[j * f + fr], p_rec[j * f + fr], np.zeros_like(p_orig[0])],
+        ["original + its seg.", "reconstructed + its seg.", "reconstructed"],
+        title="Segmentation of reconstructed cine",
+    )
     rep.save_figure(fig, "fig_4_7", caption="Reconstructed test cine and its segmentation vs the original's")
     show(fig)
     return {"segmenter": seg, "table": table, "mnms": mn}
 
 
 # --------------------------------------------------------------------------------------------- figures
-def figure_examples(rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], tr: Mapping[str, Any] | None = None) -> None:
+def figure_examples(
+    rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], tr: Mapping[str, Any] | None = None
+) -> None:
     """Fig 4.4 (one test slice per region through the four scenarios) and Fig 4.5 (tracking)."""
     from ..figures import image_grid, landmark_overlay, show
 
@@ -699,7 +939,9 @@ def figure_examples(rep: Report, data: PairData, outputs: Mapping[str, np.ndarra
         seqs = {"original tagging": data.tagging[idx[j]], "generated tagging": outputs["only_cine_to_tagging"][j]}
         lms = {"original tagging": tr["landmarks"]["original"][j], "generated tagging": tr["landmarks"]["generated"][j]}
         fig = landmark_overlay(seqs, lms, frames, title="HARP tracking from the same frame-0 grid")
-        rep.save_figure(fig, "fig_4_5", caption="Tracked landmarks on original and generated tagging (red: endocardial ring)")
+        rep.save_figure(
+            fig, "fig_4_5", caption="Tracked landmarks on original and generated tagging (red: endocardial ring)"
+        )
         show(fig)
 
 

@@ -17,15 +17,23 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from cmrkit.io.nifti import DataError, MissingFileError, check_same_geometry, load_nifti
 from cmrkit.io.subject import Subject
 
-__all__ = ["ACDC_TO_KIT", "INFO_REQUIRED", "read_info_cfg", "remap_acdc_labels", "load_acdc_subject", "iter_acdc_subjects"]
+__all__ = [
+    "ACDC_TO_KIT",
+    "INFO_REQUIRED",
+    "read_info_cfg",
+    "remap_acdc_labels",
+    "load_acdc_subject",
+    "iter_acdc_subjects",
+]
 
 #: ACDC label value -> kit label value (1 RV -> 3, 2 Myo -> 2, 3 LV -> 1).
 ACDC_TO_KIT: dict[int, int] = {0: 0, 1: 3, 2: 2, 3: 1}

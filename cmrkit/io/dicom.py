@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,14 @@ __all__ = [
 ]
 
 #: tags every image of a cine series must carry.
-REQUIRED_TAGS: tuple[str, ...] = ("SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+REQUIRED_TAGS: tuple[str, ...] = (
+    "SeriesInstanceUID",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -152,7 +160,9 @@ def read_dicom_series(
         raise MissingFileError(folder, "DICOM folder not found")
     headers, skipped = _scan(folder, recursive)
     if not headers:
-        raise DataError(folder, "no DICOM images found" + (f" (skipped non-DICOM files: {skipped[:5]})" if skipped else ""))
+        raise DataError(
+            folder, "no DICOM images found" + (f" (skipped non-DICOM files: {skipped[:5]})" if skipped else "")
+        )
     for p, ds in headers:
         for tag in REQUIRED_TAGS:
             if tag not in ds or ds.get(tag) in (None, ""):
@@ -169,7 +179,11 @@ def read_dicom_series(
             f"{uid} ({len(v)} images, #{v[0][1].get('SeriesNumber', '?')} '{v[0][1].get('SeriesDescription', '')}')"
             for uid, v in sorted(by_series.items())
         )
-        raise DataError(folder, f"holds {len(by_series)} DICOM series: {desc}; pass series_uid= to pick one, or merge_series=True if each series is one slice")
+        raise DataError(
+            folder,
+            f"holds {len(by_series)} DICOM series: {desc}; pass series_uid= to pick one, or merge_series=True if "
+            "each series is one slice",
+        )
     items = [x for v in by_series.values() for x in v]
 
     p0, ds0 = items[0]
@@ -184,12 +198,16 @@ def read_dicom_series(
     for p, ds in items:
         iop = _float_list(ds, "ImageOrientationPatient", 6, p)
         if np.max(np.abs(iop - iop0)) > 1e-3:
-            raise DataError(p, f"ImageOrientationPatient {iop.tolist()} differs from {p0.name} {iop0.tolist()} (mixed orientations)")
+            raise DataError(
+                p, f"ImageOrientationPatient {iop.tolist()} differs from {p0.name} {iop0.tolist()} (mixed orientations)"
+            )
         ps = _float_list(ds, "PixelSpacing", 2, p)
         if np.max(np.abs(ps - ps0)) > 1e-4:
             raise DataError(p, f"PixelSpacing {ps.tolist()} differs from {p0.name} {ps0.tolist()}")
         if (int(ds.Rows), int(ds.Columns)) != shape0:
-            raise DataError(p, f"matrix {int(ds.Rows)}x{int(ds.Columns)} differs from {p0.name} {shape0[0]}x{shape0[1]}")
+            raise DataError(
+                p, f"matrix {int(ds.Rows)}x{int(ds.Columns)} differs from {p0.name} {shape0[0]}x{shape0[1]}"
+            )
         ipp = _float_list(ds, "ImagePositionPatient", 3, p)
         ipps.append(ipp)
         positions.append(float(ipp @ normal))
@@ -217,14 +235,23 @@ def read_dicom_series(
         elif all(inst[i] is not None for i in s):
             key = [inst[i] for i in s]
         else:
-            raise DataError(items[s[0]][0], "cannot order phases: neither TriggerTime nor InstanceNumber present on every image")
+            raise DataError(
+                items[s[0]][0], "cannot order phases: neither TriggerTime nor InstanceNumber present on every image"
+            )
         keymap = dict(zip(s, key))
         s.sort(key=keymap.__getitem__)
         ks = [keymap[i] for i in s]
-        dups = [items[i][0].name for j, i in enumerate(s) if (j > 0 and ks[j] == ks[j - 1]) or (j + 1 < len(s) and ks[j] == ks[j + 1])]
+        dups = [
+            items[i][0].name
+            for j, i in enumerate(s)
+            if (j > 0 and ks[j] == ks[j - 1]) or (j + 1 < len(s) and ks[j] == ks[j + 1])
+        ]
         if dups:
             what = "TriggerTime" if use_time else "InstanceNumber"
-            raise DataError(items[s[0]][0].parent, f"duplicate {what} within one slice (files {dups[:6]}); repeated acquisition or mixed series?")
+            raise DataError(
+                items[s[0]][0].parent,
+                f"duplicate {what} within one slice (files {dups[:6]}); repeated acquisition or mixed series?",
+            )
     # slice geometry: IPP of the first phase of each slice must advance linearly
     first_ipp = np.asarray([ipps[s[0]] for s in slices])
     if Z > 1:
@@ -232,7 +259,11 @@ def read_dicom_series(
         resid = first_ipp - (first_ipp[0] + np.arange(Z)[:, None] * step)
         if np.max(np.linalg.norm(resid, axis=1)) > max(slice_tolerance_mm, 0.05 * np.linalg.norm(step)):
             gaps = np.round(np.diff(positions_a[[s[0] for s in slices]]), 2).tolist()
-            raise DataError(folder, f"slice positions are not evenly spaced (gaps along the normal {gaps} mm); cannot represent with one affine")
+            raise DataError(
+                folder,
+                f"slice positions are not evenly spaced (gaps along the normal {gaps} mm); cannot represent with one "
+                "affine",
+            )
     else:
         thick = ds0.get("SpacingBetweenSlices") or ds0.get("SliceThickness") or 1.0
         step = normal * float(thick)

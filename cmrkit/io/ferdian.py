@@ -39,9 +39,10 @@ the file and dataset):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -132,8 +133,9 @@ class FerdianData:
 
 def _decode(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind in ("O", "S"):
-        return np.array([a.decode() if isinstance(a, bytes) else a for a in arr.reshape(-1)],
-                        dtype=object).reshape(arr.shape)
+        return np.array([a.decode() if isinstance(a, bytes) else a for a in arr.reshape(-1)], dtype=object).reshape(
+            arr.shape
+        )
     return arr
 
 
@@ -240,8 +242,9 @@ def read_ferdian_h5(
                 imgs = imgs[None]
             data.image_seqs = np.ascontiguousarray(imgs)
         elif require_images:
-            raise FerdianFormatError(f"{p}: missing dataset '{img_key}' (tagged image sequences); "
-                                     f"datasets present: {sorted(names)}")
+            raise FerdianFormatError(
+                f"{p}: missing dataset '{img_key}' (tagged image sequences); datasets present: {sorted(names)}"
+            )
         for key in ("px_spaces", "ed_frame_idx", "es_frame_idx"):
             if key in fh:
                 v = np.asarray(fh[key][()])
@@ -269,9 +272,7 @@ def read_ferdian_h5(
     if data.image_seqs is not None and data.landmark_coords is not None:
         t, tl = data.image_seqs.shape[1], data.landmark_coords.shape[1]
         if tl not in (1, t):
-            raise FerdianFormatError(
-                f"{p}: dataset '{lm_key}' has {tl} frames but '{img_key}' has {t} (need {t} or 1)"
-            )
+            raise FerdianFormatError(f"{p}: dataset '{lm_key}' has {tl} frames but '{img_key}' has {t} (need {t} or 1)")
     if cropped and data.px_spaces is not None:
         bb = data.extra.get("bbox_corners")
         if bb is None or np.shape(bb) != (n, 4):
@@ -289,8 +290,12 @@ def _put(fh: Any, name: str, arr: Any, dtype: Any = None) -> None:
 
     a = np.asarray(arr)
     if a.dtype.kind in ("U", "O"):
-        fh.create_dataset(name, data=np.array([str(x) for x in a.reshape(-1)], dtype=object).reshape(a.shape),
-                          dtype=h5py.string_dtype(), maxshape=(None,) + a.shape[1:])
+        fh.create_dataset(
+            name,
+            data=np.array([str(x) for x in a.reshape(-1)], dtype=object).reshape(a.shape),
+            dtype=h5py.string_dtype(),
+            maxshape=(None,) + a.shape[1:],
+        )
         return
     if dtype is not None:
         a = a.astype(dtype)
@@ -329,14 +334,23 @@ def write_ferdian_h5(
 
     fields: dict[str, Any] = {}
     if data is not None:
-        fields.update(image_seqs=data.image_seqs, landmark_coords=data.landmark_coords,
-                      px_spaces=data.px_spaces, ed_frame_idx=data.ed_frame_idx,
-                      es_frame_idx=data.es_frame_idx)
+        fields.update(
+            image_seqs=data.image_seqs,
+            landmark_coords=data.landmark_coords,
+            px_spaces=data.px_spaces,
+            ed_frame_idx=data.ed_frame_idx,
+            es_frame_idx=data.es_frame_idx,
+        )
         ext = dict(data.extra)
     else:
         ext = {}
-    for k, v in dict(image_seqs=image_seqs, landmark_coords=landmark_coords, px_spaces=px_spaces,
-                     ed_frame_idx=ed_frame_idx, es_frame_idx=es_frame_idx).items():
+    for k, v in dict(
+        image_seqs=image_seqs,
+        landmark_coords=landmark_coords,
+        px_spaces=px_spaces,
+        ed_frame_idx=ed_frame_idx,
+        es_frame_idx=es_frame_idx,
+    ).items():
         if v is not None:
             fields[k] = v
     if extra:
@@ -357,8 +371,10 @@ def write_ferdian_h5(
         if n is not None and lm.shape[0] != n:
             raise ValueError(f"write_ferdian_h5({p}): landmark_coords has {lm.shape[0]} rows, image_seqs {n}")
         if imgs is not None and lm.shape[1] not in (1, imgs.shape[1]):
-            raise ValueError(f"write_ferdian_h5({p}): landmark_coords has {lm.shape[1]} frames, "
-                             f"image_seqs {imgs.shape[1]} (need equal or 1)")
+            raise ValueError(
+                f"write_ferdian_h5({p}): landmark_coords has {lm.shape[1]} frames, "
+                f"image_seqs {imgs.shape[1]} (need equal or 1)"
+            )
         n = lm.shape[0]
     assert n is not None
     scalars: dict[str, np.ndarray] = {}
@@ -376,8 +392,7 @@ def write_ferdian_h5(
         if k in KNOWN_DATASETS:
             raise ValueError(f"write_ferdian_h5({p}): extra dataset '{k}' clashes with a main field")
         if np.ndim(v) == 0 or np.shape(v)[0] != n:
-            raise ValueError(f"write_ferdian_h5({p}): extra dataset '{k}' must have {n} rows, "
-                             f"got shape {np.shape(v)}")
+            raise ValueError(f"write_ferdian_h5({p}): extra dataset '{k}' must have {n} rows, got shape {np.shape(v)}")
     with atomic_path(p) as tmp:
         with h5py.File(tmp, "w") as fh:
             if imgs is not None:

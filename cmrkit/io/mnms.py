@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,7 @@ def _case_files(folder: Path, case: str) -> dict[str, Path]:
 
 def load_mnms_subject(
     path: str | os.PathLike[str],
-    metadata_csv: "str | os.PathLike[str] | Any | None" = None,
+    metadata_csv: str | os.PathLike[str] | Any | None = None,
     case: str | None = None,
 ) -> Subject:
     """Read one M&Ms case.
@@ -175,7 +176,9 @@ def load_mnms_subject(
             src = "metadata CSV (0-based)"
             for name, fr in (("ED", ed), ("ES", es)):
                 if not 0 <= fr < T:
-                    raise DataError(sources.get("metadata"), f"{code}: {name}={fr} outside 0..{T - 1} of {v4.path.name}")
+                    raise DataError(
+                        sources.get("metadata"), f"{code}: {name}={fr} outside 0..{T - 1} of {v4.path.name}"
+                    )
         elif labelled is not None and labelled.sum() == 2:
             fr = np.flatnonzero(labelled)
             lv = lv_volume_per_frame(labels[..., fr])  # type: ignore[index]
@@ -231,7 +234,7 @@ def load_mnms_subject(
 
 
 def iter_mnms_subjects(
-    data_dir: str | os.PathLike[str], metadata_csv: "str | os.PathLike[str] | Any | None" = None
+    data_dir: str | os.PathLike[str], metadata_csv: str | os.PathLike[str] | Any | None = None
 ) -> Iterator[Subject]:
     """Yield every M&Ms case in ``data_dir`` (flat files) or its sub-folders (one level, e.g.
     ``Training/Labeled/<CODE>/`` needs ``data_dir=Training/Labeled``), sorted by case."""

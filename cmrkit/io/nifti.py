@@ -13,9 +13,10 @@ millimetres, ``world = affine @ voxel``. Arrays are returned in the stored axis 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -214,7 +215,9 @@ def load_nifti(
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # truncated gzip: EOFError, zlib.error, OSError; short file: ValueError
-        raise DataError(path, f"file is truncated or corrupt, voxel data unreadable ({type(exc).__name__}: {exc})") from None
+        raise DataError(
+            path, f"file is truncated or corrupt, voxel data unreadable ({type(exc).__name__}: {exc})"
+        ) from None
     data = np.asarray(data)
     accepted = _parse_ndim(ndim)
     if accepted is not None:

@@ -22,9 +22,10 @@ Conventions
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -189,11 +190,11 @@ class Subject:
             raise ValueError(f"subject {self.subject_id}: ES frame unknown")
         return self.label(self.es_frame)
 
-    def copy_with(self, **changes: Any) -> "Subject":
+    def copy_with(self, **changes: Any) -> Subject:
         """A shallow copy with some fields replaced (``dataclasses.replace``)."""
         return replace(self, **changes)
 
-    def validate(self) -> "Subject":
+    def validate(self) -> Subject:
         """Check shapes and dtypes are consistent; returns self. Raises ValueError naming the field."""
         who = f"subject {self.subject_id}"
         a = np.asarray(self.affine)
@@ -254,7 +255,9 @@ def _ferdian_subject(data: Any, rows: list[int], subject_id: str) -> Subject:
                 image=np.ascontiguousarray(img.transpose(2, 1, 0)),
                 affine=np.diag([px, px, 1.0, 1.0]),
                 name=name,
-                landmarks=None if data.landmark_coords is None else np.asarray(data.landmark_coords[i], dtype=np.float64),
+                landmarks=None
+                if data.landmark_coords is None
+                else np.asarray(data.landmark_coords[i], dtype=np.float64),
                 ed_frame=None if data.ed_frame_idx is None else int(data.ed_frame_idx[i]),
                 es_frame=None if data.es_frame_idx is None else int(data.es_frame_idx[i]),
                 path=path,
@@ -300,7 +303,9 @@ def load_ferdian_h5(path: str | os.PathLike[str], index: int | None = None, subj
         if not 0 <= int(index) < data.n:
             raise DataError(path, f"index {index} outside 0..{data.n - 1}")
         pats = data.extra.get("_patients")
-        sid = subject_id or (str(pats[index]) if pats is not None and np.shape(pats) == (data.n,) else f"{path.stem}_{index}")
+        sid = subject_id or (
+            str(pats[index]) if pats is not None and np.shape(pats) == (data.n,) else f"{path.stem}_{index}"
+        )
         return _ferdian_subject(data, [int(index)], sid)
     groups = _ferdian_groups(data)
     if len(groups) != 1:
@@ -312,7 +317,11 @@ def load_ferdian_h5(path: str | os.PathLike[str], index: int | None = None, subj
 def _iter_ferdian(data_dir: Path) -> Iterator[Subject]:
     from cmrkit.io.ferdian import read_ferdian_h5
 
-    files = sorted(p for p in data_dir.iterdir() if p.suffix in (".h5", ".hdf5") and not p.name.endswith(".result.h5")) if data_dir.is_dir() else [data_dir]
+    files = (
+        sorted(p for p in data_dir.iterdir() if p.suffix in (".h5", ".hdf5") and not p.name.endswith(".result.h5"))
+        if data_dir.is_dir()
+        else [data_dir]
+    )
     if not files:
         raise DataError(data_dir, "no .h5/.hdf5 files found (Ferdian tagging layout)")
     for f in files:

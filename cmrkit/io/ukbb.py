@@ -23,8 +23,9 @@ labelled frames; otherwise ED = 0 and ES unknown.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ __all__ = ["load_ukbb_subject", "iter_ukbb_subjects", "read_manifest", "load_tag
 MANIFEST_ID_COLUMNS: tuple[str, ...] = ("subject_id", "subject", "eid", "id")
 
 
-def read_manifest(path: str | os.PathLike[str]) -> "Any":
+def read_manifest(path: str | os.PathLike[str]) -> Any:
     """Read a cohort ``manifest.csv`` into a pandas DataFrame indexed by subject id (as str).
 
     The id column is the first of :data:`MANIFEST_ID_COLUMNS` present.
@@ -53,7 +54,9 @@ def read_manifest(path: str | os.PathLike[str]) -> "Any":
         raise DataError(path, f"cannot read as CSV ({type(exc).__name__}: {exc})") from None
     col = next((c for c in MANIFEST_ID_COLUMNS if c in df.columns), None)
     if col is None:
-        raise DataError(path, f"no subject id column (expected one of {list(MANIFEST_ID_COLUMNS)}; columns: {list(df.columns)})")
+        raise DataError(
+            path, f"no subject id column (expected one of {list(MANIFEST_ID_COLUMNS)}; columns: {list(df.columns)})"
+        )
     if df[col].duplicated().any():
         dup = df[col][df[col].duplicated()].tolist()[:5]
         raise DataError(path, f"duplicate subject ids {dup}")
@@ -129,7 +132,7 @@ def _int_or_none(v: Any) -> int | None:
 def load_ukbb_subject(
     folder: str | os.PathLike[str],
     dataset: str = "ukbb",
-    manifest: "str | os.PathLike[str] | Any | None" = None,
+    manifest: str | os.PathLike[str] | Any | None = None,
     subject_id: str | None = None,
     load_tagging: bool = True,
 ) -> Subject:
@@ -175,7 +178,9 @@ def load_ukbb_subject(
     p_led = _first(folder, "label_sa_ED.nii.gz", "label_sa_ED.nii", "seg_sa_ED.nii.gz", "seg_sa_ED.nii")
     p_les = _first(folder, "label_sa_ES.nii.gz", "label_sa_ES.nii", "seg_sa_ES.nii.gz", "seg_sa_ES.nii")
     if p_sa is None and p_ed is None and p_led is None:
-        raise DataError(folder, "no sa.nii.gz, sa_ED.nii.gz or label_sa_ED.nii.gz: not a UK Biobank-layout subject folder")
+        raise DataError(
+            folder, "no sa.nii.gz, sa_ED.nii.gz or label_sa_ED.nii.gz: not a UK Biobank-layout subject folder"
+        )
     if (p_ed is None) != (p_es is None) and p_sa is None:
         raise DataError(folder, "has only one of sa_ED.nii.gz / sa_ES.nii.gz")
 
@@ -304,13 +309,15 @@ def load_ukbb_subject(
 
 
 def _is_subject_folder(p: Path) -> bool:
-    return p.is_dir() and any((p / n).exists() for n in ("sa.nii.gz", "sa.nii", "sa_ED.nii.gz", "sa_ED.nii", "label_sa_ED.nii.gz"))
+    return p.is_dir() and any(
+        (p / n).exists() for n in ("sa.nii.gz", "sa.nii", "sa_ED.nii.gz", "sa_ED.nii", "label_sa_ED.nii.gz")
+    )
 
 
 def iter_ukbb_subjects(
     data_dir: str | os.PathLike[str],
     dataset: str = "ukbb",
-    manifest: "str | os.PathLike[str] | Any | None" = None,
+    manifest: str | os.PathLike[str] | Any | None = None,
     load_tagging: bool = True,
 ) -> Iterator[Subject]:
     """Yield every subject folder of a UK Biobank-layout cohort, sorted by folder name.

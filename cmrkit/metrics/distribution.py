@@ -55,8 +55,15 @@ def _sample(x: ArrayLike, name: str, min_size: int = 2) -> np.ndarray:
     return arr
 
 
-def bootstrap_ci(stat: Callable[[np.ndarray, np.ndarray], float], p: ArrayLike, q: ArrayLike, *, n_boot: int = 1000,
-                 level: float = 0.95, rng: np.random.Generator | int | None = None) -> BootstrapEstimate:
+def bootstrap_ci(
+    stat: Callable[[np.ndarray, np.ndarray], float],
+    p: ArrayLike,
+    q: ArrayLike,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    rng: np.random.Generator | int | None = None,
+) -> BootstrapEstimate:
     """Percentile bootstrap interval of a two-sample statistic.
 
     ``p`` and ``q`` are resampled independently with replacement (each at its own size) ``n_boot``
@@ -123,10 +130,19 @@ def _kl_hist(a: np.ndarray, b: np.ndarray, bins: int | str, alpha: float) -> flo
     return float(np.sum(pa[mask] * np.log(pa[mask] / pb[mask])))
 
 
-def kl_divergence(p: ArrayLike, q: ArrayLike, *, method: Literal["kde", "histogram"] = "kde",
-                  bandwidth: str | float = "scott", n_grid: int = 1024, bins: int | str = "fd", alpha: float = 0.5,
-                  n_boot: int = 0, level: float = 0.95,
-                  rng: np.random.Generator | int | None = None) -> float | BootstrapEstimate:
+def kl_divergence(
+    p: ArrayLike,
+    q: ArrayLike,
+    *,
+    method: Literal["kde", "histogram"] = "kde",
+    bandwidth: str | float = "scott",
+    n_grid: int = 1024,
+    bins: int | str = "fd",
+    alpha: float = 0.5,
+    n_boot: int = 0,
+    level: float = 0.95,
+    rng: np.random.Generator | int | None = None,
+) -> float | BootstrapEstimate:
     """Kullback-Leibler divergence ``D_KL(P || Q)`` between two 1-D samples (nats; thesis eqs. 6.7-6.8).
 
     Estimators
@@ -172,8 +188,9 @@ def kl_divergence(p: ArrayLike, q: ArrayLike, *, method: Literal["kde", "histogr
     return stat(a, b)
 
 
-def wasserstein(p: ArrayLike, q: ArrayLike, *, n_boot: int = 0, level: float = 0.95,
-                rng: np.random.Generator | int | None = None) -> float | BootstrapEstimate:
+def wasserstein(
+    p: ArrayLike, q: ArrayLike, *, n_boot: int = 0, level: float = 0.95, rng: np.random.Generator | int | None = None
+) -> float | BootstrapEstimate:
     """1-D Wasserstein-1 (earth mover's) distance between two samples (thesis eq. 6.9).
 
     ``W_1(P, Q) = ∫ |F_P(x) - F_Q(x)| dx`` between the empirical CDFs, in the units of the

@@ -100,7 +100,7 @@ class FeatureExtractor:
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def to(self, device: str | torch.device) -> "FeatureExtractor":
+    def to(self, device: str | torch.device) -> FeatureExtractor:
         self.device = torch.device(device)
         for v in vars(self).values():
             if isinstance(v, nn.Module):
@@ -119,8 +119,10 @@ class FeatureExtractor:
             raise ValueError(f"images must be laid out (N, C, *extra, H, W), got shape {tuple(x.shape)}")
         c = x.shape[1]
         if c not in self.in_channels:
-            raise ValueError(f"{self.name} takes {' or '.join(map(str, self.in_channels))} channel(s), images have {c}; "
-                             "select the image channel (e.g. images[:, :1]) before extracting features")
+            raise ValueError(
+                f"{self.name} takes {' or '.join(map(str, self.in_channels))} channel(s), images have {c}; "
+                "select the image channel (e.g. images[:, :1]) before extracting features"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         # (N, C, *extra, H, W) -> (N*n_extra, C, H, W)
@@ -129,7 +131,7 @@ class FeatureExtractor:
         x = x.permute(perm).reshape(-1, c, *x.shape[-2:])
         out = []
         for i in range(0, x.shape[0], batch_size):
-            xb = (x[i: i + batch_size].to(self.device, torch.float32)) / L
+            xb = (x[i : i + batch_size].to(self.device, torch.float32)) / L
             out.append(self.forward(xb).to(torch.float64).cpu())
         return torch.cat(out).numpy()
 
@@ -176,8 +178,14 @@ class RandomConvFeatures(FeatureExtractor):
     in_channels = (1,)
     VERSION = "v1"
 
-    def __init__(self, seed: int = 0, *, widths: Sequence[int] = (16, 32, 64, 128, 256), input_size: int | None = 128,
-                 device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        widths: Sequence[int] = (16, 32, 64, 128, 256),
+        input_size: int | None = 128,
+        device: str | torch.device | None = None,
+    ) -> None:
         super().__init__(device)
         if input_size is not None and int(input_size) < 2 ** len(widths):
             raise ValueError(f"input_size must be >= {2 ** len(widths)} for {len(widths)} stages, got {input_size}")
@@ -196,7 +204,7 @@ class RandomConvFeatures(FeatureExtractor):
             self.weights.append(torch.from_numpy(k).to(self.device))
             cin = w
 
-    def to(self, device: str | torch.device) -> "RandomConvFeatures":
+    def to(self, device: str | torch.device) -> RandomConvFeatures:
         super().to(device)
         self.weights = [w.to(self.device) for w in self.weights]
         return self
@@ -299,18 +307,23 @@ class InceptionV3Features(FeatureExtractor):
     in_channels = (1, 3)
     feature_dim = 2048
 
-    def __init__(self, weights: str | os.PathLike[str] | None = None, *, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, weights: str | os.PathLike[str] | None = None, *, device: str | torch.device | None = None
+    ) -> None:
         super().__init__(device)
-        hint = ("Get pytorch-fid's pt_inception-2015-12-05-6726825d.pth (github.com/mseitzer/pytorch-fid releases) or "
-                "torchvision's inception_v3_google weights on a machine with internet and copy the file here.")
+        hint = (
+            "Get pytorch-fid's pt_inception-2015-12-05-6726825d.pth (github.com/mseitzer/pytorch-fid releases) or "
+            "torchvision's inception_v3_google weights on a machine with internet and copy the file here."
+        )
         path = _weights_path(weights, FID_WEIGHTS_ENV, "InceptionV3Features (FID)", hint)
         tv = _torchvision()
         sd = _load_state_dict(path)
         if "fc.weight" not in sd:
             raise ValueError(f"{path} is not an Inception-V3 state dict (no 'fc.weight')")
         n_cls = int(sd["fc.weight"].shape[0])
-        net = tv.models.inception_v3(weights=None, aux_logits=False, num_classes=n_cls, init_weights=False,
-                                     transform_input=False)
+        net = tv.models.inception_v3(
+            weights=None, aux_logits=False, num_classes=n_cls, init_weights=False, transform_input=False
+        )
         if n_cls == 1008:  # TF-FID weights: patch the blocks that differ from torchvision's
             for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d"):
                 m = getattr(net, name)
@@ -321,7 +334,8 @@ class InceptionV3Features(FeatureExtractor):
             net.Mixed_7b.forward = types.MethodType(lambda s, x: _fid_block_e(s, x, _tf_avg_pool), net.Mixed_7b)
             net.Mixed_7c.forward = types.MethodType(
                 lambda s, x: _fid_block_e(s, x, lambda t: F.max_pool2d(t, kernel_size=3, stride=1, padding=1)),
-                net.Mixed_7c)
+                net.Mixed_7c,
+            )
             self.name = "InceptionV3-FID(pt_inception-2015-12-05)"
         else:
             self.name = "InceptionV3(torchvision-ImageNet)"
@@ -339,9 +353,26 @@ class InceptionV3Features(FeatureExtractor):
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         x = 2.0 * x - 1.0
         n = self.net
-        for layer in (n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, n.maxpool1, n.Conv2d_3b_1x1, n.Conv2d_4a_3x3,
-                      n.maxpool2, n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a, n.Mixed_6b, n.Mixed_6c, n.Mixed_6d,
-                      n.Mixed_6e, n.Mixed_7a, n.Mixed_7b, n.Mixed_7c):
+        for layer in (
+            n.Conv2d_1a_3x3,
+            n.Conv2d_2a_3x3,
+            n.Conv2d_2b_3x3,
+            n.maxpool1,
+            n.Conv2d_3b_1x1,
+            n.Conv2d_4a_3x3,
+            n.maxpool2,
+            n.Mixed_5b,
+            n.Mixed_5c,
+            n.Mixed_5d,
+            n.Mixed_6a,
+            n.Mixed_6b,
+            n.Mixed_6c,
+            n.Mixed_6d,
+            n.Mixed_6e,
+            n.Mixed_7a,
+            n.Mixed_7b,
+            n.Mixed_7c,
+        ):
             x = layer(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
@@ -353,8 +384,16 @@ def _to_keras_resnet(net: nn.Module) -> None:
     for parent in list(net.modules()):
         for cname, child in list(parent.named_children()):
             if isinstance(child, nn.Conv2d) and child.bias is None:
-                conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
-                                 child.padding, child.dilation, child.groups, bias=True)
+                conv = nn.Conv2d(
+                    child.in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    child.stride,
+                    child.padding,
+                    child.dilation,
+                    child.groups,
+                    bias=True,
+                )
                 setattr(parent, cname, conv)
             elif isinstance(child, nn.BatchNorm2d):
                 child.eps = 1.001e-5
@@ -376,11 +415,18 @@ class ResNet50Features(FeatureExtractor):
     in_channels = (1, 3)
     feature_dim = 2048
 
-    def __init__(self, weights: str | os.PathLike[str] | None = None, *, resize: int | None = None,
-                 device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        *,
+        resize: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
         super().__init__(device)
-        hint = ("Get RadImageNet-ResNet50_notop.pth (Hugging Face MONAI/checkpoints) or torchvision's resnet50 "
-                "weights on a machine with internet and copy the file here.")
+        hint = (
+            "Get RadImageNet-ResNet50_notop.pth (Hugging Face MONAI/checkpoints) or torchvision's resnet50 "
+            "weights on a machine with internet and copy the file here."
+        )
         path = _weights_path(weights, FRD_WEIGHTS_ENV, "ResNet50Features (FRD)", hint)
         tv = _torchvision()
         sd = {k: v for k, v in _load_state_dict(path).items() if not k.startswith("fc.")}
@@ -397,15 +443,17 @@ class ResNet50Features(FeatureExtractor):
         try:
             net.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
-            raise ValueError(f"{path} does not match a ResNet50 ({'RadImageNet' if self.radimagenet else 'torchvision'}"
-                             f" layout): {exc}") from exc
+            raise ValueError(
+                f"{path} does not match a ResNet50 ({'RadImageNet' if self.radimagenet else 'torchvision'}"
+                f" layout): {exc}"
+            ) from exc
         self.net = net.eval().to(self.device)
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.resize = resize
         self.weights_file = str(path)
 
-    def to(self, device: str | torch.device) -> "ResNet50Features":
+    def to(self, device: str | torch.device) -> ResNet50Features:
         super().to(device)
         self.mean, self.std = self.mean.to(self.device), self.std.to(self.device)
         return self
@@ -424,8 +472,14 @@ class ResNet50Features(FeatureExtractor):
         return x.mean(dim=(2, 3))
 
 
-def get_extractor(kind: Literal["offline", "fid", "frd"] = "offline", *, weights: str | os.PathLike[str] | None = None,
-                  fallback: bool = False, seed: int = 0, device: str | torch.device | None = None) -> FeatureExtractor:
+def get_extractor(
+    kind: Literal["offline", "fid", "frd"] = "offline",
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    fallback: bool = False,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> FeatureExtractor:
     """Build a feature extractor.
 
     ``"offline"`` -> :class:`RandomConvFeatures` (``seed``); ``"fid"`` -> :class:`InceptionV3Features`;
@@ -444,13 +498,17 @@ def get_extractor(kind: Literal["offline", "fid", "frd"] = "offline", *, weights
         if not fallback:
             raise
         ext = RandomConvFeatures(seed, device=device)
-        warnings.warn(f"{kind.upper()} extractor unavailable ({exc}); using the offline extractor {ext.name}",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            f"{kind.upper()} extractor unavailable ({exc}); using the offline extractor {ext.name}",
+            UserWarning,
+            stacklevel=2,
+        )
         return ext
 
 
-def extract_features(images: ArrayLike, extractor: FeatureExtractor, *, data_range: float = 1.0,
-                     batch_size: int = 64) -> np.ndarray:
+def extract_features(
+    images: ArrayLike, extractor: FeatureExtractor, *, data_range: float = 1.0, batch_size: int = 64
+) -> np.ndarray:
     """``extractor.extract(images, ...)``: ``(N, C, *extra, H, W)`` -> ``(N * n_extra, F)`` features."""
     return extractor.extract(images, data_range=data_range, batch_size=batch_size)
 
@@ -542,8 +600,9 @@ def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike, *, device: str | to
         tr_a, tr_b = (ac * ac).sum() / (n - 1), (bc * bc).sum() / (m - 1)
         nuc = torch.linalg.svdvals(ac @ bc.T).sum() / math.sqrt((n - 1) * (m - 1))
         return float(diff @ diff + tr_a + tr_b - 2.0 * nuc)
-    return frechet_distance_from_stats(mu_a.cpu().numpy(), (ac.T @ ac / (n - 1)).cpu().numpy(),
-                                       mu_b.cpu().numpy(), (bc.T @ bc / (m - 1)).cpu().numpy())
+    return frechet_distance_from_stats(
+        mu_a.cpu().numpy(), (ac.T @ ac / (n - 1)).cpu().numpy(), mu_b.cpu().numpy(), (bc.T @ bc / (m - 1)).cpu().numpy()
+    )
 
 
 @dataclass(frozen=True)
@@ -560,8 +619,9 @@ class FrechetResult:
         return self.value
 
 
-def image_frechet_distance(real: ArrayLike, fake: ArrayLike, extractor: FeatureExtractor, *, data_range: float = 1.0,
-                           batch_size: int = 64) -> FrechetResult:
+def image_frechet_distance(
+    real: ArrayLike, fake: ArrayLike, extractor: FeatureExtractor, *, data_range: float = 1.0, batch_size: int = 64
+) -> FrechetResult:
     """FID/FRD-style distance between two image sets through ``extractor``.
 
     Images ``(N, C, *extra, H, W)``; every 2D slice is one sample (see module docstring).
@@ -584,13 +644,19 @@ def _knn_sq_radii(x: torch.Tensor, k: int, batch_size: int) -> torch.Tensor:
     x2 = (x * x).sum(1)
     out = []
     for i in range(0, x.shape[0], batch_size):
-        d = _sqdist(x[i: i + batch_size], x, x2[i: i + batch_size], x2)
+        d = _sqdist(x[i : i + batch_size], x, x2[i : i + batch_size], x2)
         out.append(torch.kthvalue(d, k + 1, dim=1).values)  # index 0 is the point itself
     return torch.cat(out)
 
 
-def knn_radii(feats: ArrayLike, k: int = 3, *, batch_size: int = 1024, device: str | torch.device | None = None,
-              dtype: torch.dtype | None = None) -> np.ndarray:
+def knn_radii(
+    feats: ArrayLike,
+    k: int = 3,
+    *,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> np.ndarray:
     """Distance from each feature vector to its ``k``-th nearest neighbour in its own set.
 
     Sorting each row of the distance matrix *including the point itself* (distance 0 at index 0)
@@ -614,8 +680,15 @@ class PrecisionRecall(NamedTuple):
     recall: float
 
 
-def precision_recall(real: ArrayLike, fake: ArrayLike, *, k: int = 3, batch_size: int = 1024,
-                     device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> PrecisionRecall:
+def precision_recall(
+    real: ArrayLike,
+    fake: ArrayLike,
+    *,
+    k: int = 3,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> PrecisionRecall:
     """Improved precision and recall (Kynkäänniemi et al. 2019, NeurIPS) of feature sets.
 
     With ``r_k(phi)`` the distance from ``phi`` to its ``k``-th nearest neighbour within its own
@@ -647,9 +720,9 @@ def precision_recall(real: ArrayLike, fake: ArrayLike, *, k: int = 3, batch_size
     prec_hits = torch.zeros(g.shape[0], dtype=torch.bool, device=dev)
     rec_hits = torch.zeros(r.shape[0], dtype=torch.bool, device=dev)
     for i in range(0, g.shape[0], batch_size):
-        d = _sqdist(g[i: i + batch_size], r, g2[i: i + batch_size], r2)  # (chunk of fake, real)
-        prec_hits[i: i + batch_size] = (d <= rad_r[None, :]).any(dim=1)
-        rec_hits |= (d <= rad_g[i: i + batch_size, None]).any(dim=0)
+        d = _sqdist(g[i : i + batch_size], r, g2[i : i + batch_size], r2)  # (chunk of fake, real)
+        prec_hits[i : i + batch_size] = (d <= rad_r[None, :]).any(dim=1)
+        rec_hits |= (d <= rad_g[i : i + batch_size, None]).any(dim=0)
     return PrecisionRecall(float(prec_hits.double().mean()), float(rec_hits.double().mean()))
 
 
@@ -659,15 +732,16 @@ def precision_recall(real: ArrayLike, fake: ArrayLike, *, k: int = 3, batch_size
 _CACHE_BYTES = 1 << 30  # keep the pooled float32 distance matrix for MMD when it fits in 1 GiB
 
 
-def _median_sq_dist(z: torch.Tensor, batch_size: int, keep: bool = False
-                    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+def _median_sq_dist(
+    z: torch.Tensor, batch_size: int, keep: bool = False
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """Lower median of the squared pairwise distances ``i < j`` of ``z``; with ``keep`` also the
     row blocks of the distance matrix (float32) so a caller can reuse them."""
     z2 = (z * z).sum(1)
     vals, blocks = [], ([] if keep else None)
     cols = torch.arange(z.shape[0], device=z.device)
     for i in range(0, z.shape[0], batch_size):
-        d = _sqdist(z[i: i + batch_size], z, z2[i: i + batch_size], z2)
+        d = _sqdist(z[i : i + batch_size], z, z2[i : i + batch_size], z2)
         rows = torch.arange(i, i + d.shape[0], device=z.device)
         vals.append(d[cols[None, :] > rows[:, None]].to(torch.float32))
         if blocks is not None:
@@ -675,8 +749,14 @@ def _median_sq_dist(z: torch.Tensor, batch_size: int, keep: bool = False
     return torch.cat(vals).median().to(z.dtype), blocks
 
 
-def median_heuristic(x: ArrayLike, y: ArrayLike, *, batch_size: int = 1024, device: str | torch.device | None = None,
-                     dtype: torch.dtype | None = None) -> float:
+def median_heuristic(
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> float:
     """Median-heuristic Gaussian bandwidth (Gretton et al. 2012): ``sigma = median ||z_i - z_j||``
     over all unordered pairs ``i < j`` of the pooled sample ``z = x ∪ y`` (lower median)."""
     dev = _resolve_device(device, x, y)
@@ -688,9 +768,17 @@ def median_heuristic(x: ArrayLike, y: ArrayLike, *, batch_size: int = 1024, devi
     return float(_median_sq_dist(torch.cat([a, b]), batch_size)[0].sqrt())
 
 
-def mmd(x: ArrayLike, y: ArrayLike, *, kernel: Literal["gaussian", "linear"] = "gaussian",
-        bandwidth: float | Literal["median"] = "median", squared: bool = True, batch_size: int = 1024,
-        device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> float:
+def mmd(
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    kernel: Literal["gaussian", "linear"] = "gaussian",
+    bandwidth: float | Literal["median"] = "median",
+    squared: bool = True,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> float:
     """Unbiased maximum mean discrepancy between samples ``x (n, F)`` and ``y (m, F)`` (thesis eq. 6.6).
 
     ``MMD^2 = 1/(n(n-1)) sum_{i!=j} k(x_i, x_j) + 1/(m(m-1)) sum_{i!=j} k(y_i, y_j)
@@ -745,7 +833,11 @@ def mmd(x: ArrayLike, y: ArrayLike, *, kernel: Literal["gaussian", "linear"] = "
         z2 = (z * z).sum(1)
         s_xx = s_yy = s_xy = 0.0
         for blk, i in enumerate(range(0, n + m, batch_size)):
-            d = blocks[blk].to(z.dtype) if blocks is not None else _sqdist(z[i: i + batch_size], z, z2[i: i + batch_size], z2)
+            d = (
+                blocks[blk].to(z.dtype)
+                if blocks is not None
+                else _sqdist(z[i : i + batch_size], z, z2[i : i + batch_size], z2)
+            )
             kb = torch.exp(-d / (2.0 * sigma2)).double()
             rows = torch.arange(i, i + kb.shape[0], device=dev)
             kb[torch.arange(kb.shape[0], device=dev), rows] = 0.0  # drop i == j terms
@@ -811,17 +903,29 @@ def _choose(total: int, n_pairs: int | None, rng: np.random.Generator | int | No
     return np.sort(gen.choice(total, size=int(n_pairs), replace=False)).astype(np.int64)
 
 
-def _score_pairs(a: Any, b: Any, pairs: np.ndarray, fn: Callable[..., Any], data_range: float, batch_size: int,
-                 device: str | torch.device | None, kwargs: dict[str, Any]) -> np.ndarray:
+def _score_pairs(
+    a: Any,
+    b: Any,
+    pairs: np.ndarray,
+    fn: Callable[..., Any],
+    data_range: float,
+    batch_size: int,
+    device: str | torch.device | None,
+    kwargs: dict[str, Any],
+) -> np.ndarray:
     """fn(pred=a[pairs[:,0]], ref=b[pairs[:,1]]) in chunks of pairs."""
     dev = _resolve_device(device, a, b)
     ta = _as_tensor(a, "samples", dev)
     tb = ta if b is a else _as_tensor(b, "reference", dev)
     out = []
     for s in range(0, len(pairs), batch_size):
-        p = torch.from_numpy(pairs[s: s + batch_size]).to(dev)
-        out.append(np.asarray(fn(ta[p[:, 0]], tb[p[:, 1]], data_range=data_range, reduction="none", device=dev,
-                                 **kwargs), dtype=np.float64))
+        p = torch.from_numpy(pairs[s : s + batch_size]).to(dev)
+        out.append(
+            np.asarray(
+                fn(ta[p[:, 0]], tb[p[:, 1]], data_range=data_range, reduction="none", device=dev, **kwargs),
+                dtype=np.float64,
+            )
+        )
     return np.concatenate(out) if out else np.empty(0)
 
 
@@ -830,10 +934,17 @@ def _summary(name: str, scores: np.ndarray, pairs: np.ndarray) -> SimilarityScor
     return SimilarityScores(name, float(np.mean(scores)), sd, scores, pairs)
 
 
-def mean_pairwise_similarity(samples: ArrayLike, *, metric: str | Callable[..., Any] = "ms_ssim",
-                             data_range: float = 1.0, n_pairs: int | None = None,
-                             rng: np.random.Generator | int | None = None, batch_size: int = 32,
-                             device: str | torch.device | None = None, **metric_kwargs: Any) -> SimilarityScores:
+def mean_pairwise_similarity(
+    samples: ArrayLike,
+    *,
+    metric: str | Callable[..., Any] = "ms_ssim",
+    data_range: float = 1.0,
+    n_pairs: int | None = None,
+    rng: np.random.Generator | int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    **metric_kwargs: Any,
+) -> SimilarityScores:
     """Diversity of generated samples: mean similarity over pairs of distinct samples (Table 5.1).
 
     For unordered pairs ``i < j`` of ``samples`` ``(N, C, *extra, H, W)``, the score is
@@ -857,11 +968,19 @@ def mean_pairwise_similarity(samples: ArrayLike, *, metric: str | Callable[..., 
     return _summary(name, scores, pairs)
 
 
-def mean_similarity_to_reference(generated: ArrayLike, reference: ArrayLike, *,
-                                 metric: str | Callable[..., Any] = "ms_ssim", data_range: float = 1.0,
-                                 pairing: Literal["paired", "all"] = "paired", n_pairs: int | None = None,
-                                 rng: np.random.Generator | int | None = None, batch_size: int = 32,
-                                 device: str | torch.device | None = None, **metric_kwargs: Any) -> SimilarityScores:
+def mean_similarity_to_reference(
+    generated: ArrayLike,
+    reference: ArrayLike,
+    *,
+    metric: str | Callable[..., Any] = "ms_ssim",
+    data_range: float = 1.0,
+    pairing: Literal["paired", "all"] = "paired",
+    n_pairs: int | None = None,
+    rng: np.random.Generator | int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    **metric_kwargs: Any,
+) -> SimilarityScores:
     """Fidelity to real data: mean similarity of generated samples to real reference samples (Table 6.1).
 
     ``metric(generated[i], reference[j])`` (real image as the reference) per 2D slice, averaged

@@ -95,8 +95,13 @@ def _resolve_device(device: str | torch.device | None, *tensors: Any) -> torch.d
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _as_tensor(x: ArrayLike, name: str, device: torch.device | None = None, dtype: torch.dtype | None = None,
-               check_finite: bool = True) -> torch.Tensor:
+def _as_tensor(
+    x: ArrayLike,
+    name: str,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
     """Float tensor view of ``x`` (float64 stays float64, everything else becomes float32)."""
     if isinstance(x, torch.Tensor):
         t = x.detach()
@@ -118,12 +123,18 @@ def _as_tensor(x: ArrayLike, name: str, device: torch.device | None = None, dtyp
 
 def _check_data_range(data_range: float) -> float:
     if data_range is None or not np.isfinite(data_range) or float(data_range) <= 0:
-        raise ValueError(f"data_range must be a finite positive number (e.g. 1.0 for [0, 1] images), got {data_range!r}")
+        raise ValueError(
+            f"data_range must be a finite positive number (e.g. 1.0 for [0, 1] images), got {data_range!r}"
+        )
     return float(data_range)
 
 
-def _prepare_pair(pred: ArrayLike, ref: ArrayLike, spatial_dims: int, device: str | torch.device | None,
-                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _prepare_pair(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    spatial_dims: int,
+    device: str | torch.device | None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Validate a (pred, ref) pair and reshape both to ``(B * n_extra, C, *spatial)``.
 
     Returns the reshaped tensors and ``B``.
@@ -146,8 +157,8 @@ def _prepare_pair(pred: ArrayLike, ref: ArrayLike, spatial_dims: int, device: st
     dtype = torch.promote_types(p.dtype, r.dtype)
     p, r = p.to(dtype), r.to(dtype)
     b, c = p.shape[:2]
-    spatial = p.shape[p.ndim - spatial_dims:]
-    extra = p.shape[2: p.ndim - spatial_dims]
+    spatial = p.shape[p.ndim - spatial_dims :]
+    extra = p.shape[2 : p.ndim - spatial_dims]
     # (B, C, *extra, *spatial) -> (B, *extra, C, *spatial) -> (B*n_extra, C, *spatial)
     n_extra = int(np.prod(extra)) if len(extra) else 1
     perm = (0, *range(2, 2 + len(extra)), 1, *range(p.ndim - spatial_dims, p.ndim))
@@ -169,11 +180,12 @@ def _per_item(slice_values: torch.Tensor, b: int) -> np.ndarray:
     return slice_values.reshape(b, -1).to(torch.float64).mean(dim=1).cpu().numpy()
 
 
-def _chunked(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], p: torch.Tensor, r: torch.Tensor,
-             batch_size: int) -> torch.Tensor:
+def _chunked(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], p: torch.Tensor, r: torch.Tensor, batch_size: int
+) -> torch.Tensor:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    outs = [fn(p[i: i + batch_size], r[i: i + batch_size]).reshape(-1) for i in range(0, p.shape[0], batch_size)]
+    outs = [fn(p[i : i + batch_size], r[i : i + batch_size]).reshape(-1) for i in range(0, p.shape[0], batch_size)]
     return torch.cat(outs)
 
 
@@ -193,15 +205,17 @@ def _check_window(spatial: Sequence[int], win: Sequence[int], what: str) -> None
         if s < w:
             raise ValueError(
                 f"{what}: spatial axis {ax} has {s} samples, fewer than the window ({w}); pass a smaller win_size, "
-                f"e.g. win_size={tuple(min(w, s if s % 2 else s - 1) for s, w in zip(spatial, win))}, or use spatial_dims=2"
+                f"e.g. win_size={tuple(min(w, s if s % 2 else s - 1) for s, w in zip(spatial, win))}, or use "
+                "spatial_dims=2"
             )
 
 
 # ---------------------------------------------------------------------------------------------
 # voxel-wise errors
 # ---------------------------------------------------------------------------------------------
-def _mean_error(pred: ArrayLike, ref: ArrayLike, fn: Callable[[torch.Tensor], torch.Tensor],
-                device: str | torch.device | None) -> np.ndarray:
+def _mean_error(
+    pred: ArrayLike, ref: ArrayLike, fn: Callable[[torch.Tensor], torch.Tensor], device: str | torch.device | None
+) -> np.ndarray:
     dev = _resolve_device(device, pred, ref)
     p = _as_tensor(pred, "pred", dev, torch.float64 if dev.type == "cpu" else None)
     r = _as_tensor(ref, "ref", dev, p.dtype)
@@ -212,8 +226,9 @@ def _mean_error(pred: ArrayLike, ref: ArrayLike, fn: Callable[[torch.Tensor], to
     return fn(p - r).reshape(p.shape[0], -1).mean(dim=1).to(torch.float64).cpu().numpy()
 
 
-def rmse(pred: ArrayLike, ref: ArrayLike, *, reduction: Reduction = "none",
-         device: str | torch.device | None = None) -> np.ndarray | float:
+def rmse(
+    pred: ArrayLike, ref: ArrayLike, *, reduction: Reduction = "none", device: str | torch.device | None = None
+) -> np.ndarray | float:
     """Root-mean-square error per item (thesis eq. 4.3).
 
     ``RMSE_b = sqrt(mean_v (pred[b, v] - ref[b, v])^2)`` over every channel/voxel ``v`` of item
@@ -223,14 +238,21 @@ def rmse(pred: ArrayLike, ref: ArrayLike, *, reduction: Reduction = "none",
     return _reduce(np.sqrt(mse), reduction)
 
 
-def mae(pred: ArrayLike, ref: ArrayLike, *, reduction: Reduction = "none",
-        device: str | torch.device | None = None) -> np.ndarray | float:
+def mae(
+    pred: ArrayLike, ref: ArrayLike, *, reduction: Reduction = "none", device: str | torch.device | None = None
+) -> np.ndarray | float:
     """Mean absolute error per item (thesis eq. 4.4): ``mean_v |pred[b, v] - ref[b, v]|``."""
     return _reduce(_mean_error(pred, ref, torch.abs, device), reduction)
 
 
-def psnr(pred: ArrayLike, ref: ArrayLike, *, data_range: float, reduction: Reduction = "none",
-         device: str | torch.device | None = None) -> np.ndarray | float:
+def psnr(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    data_range: float,
+    reduction: Reduction = "none",
+    device: str | torch.device | None = None,
+) -> np.ndarray | float:
     """Peak signal-to-noise ratio in dB per item (thesis eqs. 4.6-4.7).
 
     ``PSNR_b = 10 log10(L^2 / MSE_b)`` with ``L = data_range`` and the MSE over all voxels of item
@@ -248,10 +270,20 @@ def psnr(pred: ArrayLike, ref: ArrayLike, *, data_range: float, reduction: Reduc
 # ---------------------------------------------------------------------------------------------
 # SSIM family
 # ---------------------------------------------------------------------------------------------
-def ssim(pred: ArrayLike, ref: ArrayLike, *, data_range: float, spatial_dims: int = 2,
-         win_size: int | Sequence[int] = 11, sigma: float | Sequence[float] = 1.5, k1: float = 0.01,
-         k2: float = 0.03, reduction: Reduction = "none", batch_size: int = 256,
-         device: str | torch.device | None = None) -> np.ndarray | float:
+def ssim(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    data_range: float,
+    spatial_dims: int = 2,
+    win_size: int | Sequence[int] = 11,
+    sigma: float | Sequence[float] = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    reduction: Reduction = "none",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> np.ndarray | float:
     """Structural similarity (Wang et al. 2004; thesis eq. 4.5) per item.
 
     SSIM map ``((2 mu_x mu_y + C1)(2 sigma_xy + C2)) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 +
@@ -282,16 +314,34 @@ def ssim(pred: ArrayLike, ref: ArrayLike, *, data_range: float, spatial_dims: in
     win = _tuple(win_size, spatial_dims, "win_size")
     sig = _tuple(sigma, spatial_dims, "sigma")
     _check_window(p.shape[2:], win, "ssim")
-    metric = SSIMMetric(spatial_dims=spatial_dims, data_range=L, kernel_type="gaussian", win_size=win,
-                        kernel_sigma=sig, k1=k1, k2=k2, reduction="none")
+    metric = SSIMMetric(
+        spatial_dims=spatial_dims,
+        data_range=L,
+        kernel_type="gaussian",
+        win_size=win,
+        kernel_sigma=sig,
+        k1=k1,
+        k2=k2,
+        reduction="none",
+    )
     vals = _chunked(lambda a, c: metric(a, c), p, r, batch_size)
     return _reduce(_per_item(vals, b), reduction)
 
 
-def ms_ssim(pred: ArrayLike, ref: ArrayLike, *, data_range: float, kernel_size: int = 7,
-            sigma: float = 1.5, weights: Sequence[float] = MS_SSIM_WEIGHTS, k1: float = 0.01,
-            k2: float = 0.03, reduction: Reduction = "none", batch_size: int = 256,
-            device: str | torch.device | None = None) -> np.ndarray | float:
+def ms_ssim(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    data_range: float,
+    kernel_size: int = 7,
+    sigma: float = 1.5,
+    weights: Sequence[float] = MS_SSIM_WEIGHTS,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    reduction: Reduction = "none",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> np.ndarray | float:
     """Multi-scale SSIM (Wang, Simoncelli & Bovik 2003) per item, computed on 2D slices.
 
     ``MS-SSIM = prod_{j<M} cs_j^{w_j} * ssim_M^{w_M}``, with ``cs_j`` the mean contrast-structure
@@ -319,8 +369,17 @@ def ms_ssim(pred: ArrayLike, ref: ArrayLike, *, data_range: float, kernel_size: 
                 f"{kernel_size} (MONAI needs {s} // {div} > {kernel_size - 1}); use fewer scales "
                 f"(weights=MS_SSIM_WEIGHTS[:{max(1, len(weights) - 1)}]) or a smaller kernel_size"
             )
-    metric = MultiScaleSSIMMetric(spatial_dims=2, data_range=L, kernel_type="gaussian", kernel_size=kernel_size,
-                                  kernel_sigma=sigma, k1=k1, k2=k2, weights=weights, reduction="none")
+    metric = MultiScaleSSIMMetric(
+        spatial_dims=2,
+        data_range=L,
+        kernel_type="gaussian",
+        kernel_size=kernel_size,
+        kernel_sigma=sigma,
+        k1=k1,
+        k2=k2,
+        weights=weights,
+        reduction="none",
+    )
     vals = _chunked(lambda a, c: metric(a, c), p, r, batch_size)
     return _reduce(_per_item(vals, b), reduction)
 
@@ -349,8 +408,9 @@ def _sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(gx * gx + gy * gy)
 
 
-def _local_moments(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _local_moments(
+    a: torch.Tensor, b: torch.Tensor, g: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     # centre each image on its global mean first: same moments, far less cancellation in float32
     a = a - a.mean(dim=(-2, -1), keepdim=True)
     b = b - b.mean(dim=(-2, -1), keepdim=True)
@@ -361,9 +421,20 @@ def _local_moments(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor
     return mu_a, mu_b, var_a, var_b, cov
 
 
-def _gr4_slices(p: torch.Tensor, r: torch.Tensor, *, L: float, variant: str, win: int, sigma: float,
-                k1: float, k2: float, thresholds: tuple[float, float], weights: torch.Tensor,
-                flat_tol: float) -> torch.Tensor:
+def _gr4_slices(
+    p: torch.Tensor,
+    r: torch.Tensor,
+    *,
+    L: float,
+    variant: str,
+    win: int,
+    sigma: float,
+    k1: float,
+    k2: float,
+    thresholds: tuple[float, float],
+    weights: torch.Tensor,
+    flat_tol: float,
+) -> torch.Tensor:
     """4-component pooled gradient similarity of ``(N, 1, H, W)`` slices -> ``(N,)``."""
     g = _gauss1d(win, sigma, p.dtype, p.device)
     gp, gr = _sobel_magnitude(p), _sobel_magnitude(r)
@@ -374,7 +445,9 @@ def _gr4_slices(p: torch.Tensor, r: torch.Tensor, *, L: float, variant: str, win
         tol2 = (flat_tol * L) ** 2
         flat_p, flat_r = var_p <= tol2, var_r <= tol2
         denom = torch.sqrt(var_p * var_r)
-        q = torch.where(flat_p | flat_r, torch.zeros_like(denom), cov / torch.where(denom > 0, denom, torch.ones_like(denom)))
+        q = torch.where(
+            flat_p | flat_r, torch.zeros_like(denom), cov / torch.where(denom > 0, denom, torch.ones_like(denom))
+        )
         q = torch.where(flat_p & flat_r, torch.ones_like(q), q).clamp(-1.0, 1.0)
     else:  # "4-G-SSIM": luminance from the images, contrast*structure from the gradient images
         c1, c2 = (k1 * L) ** 2, (k2 * L) ** 2
@@ -383,8 +456,8 @@ def _gr4_slices(p: torch.Tensor, r: torch.Tensor, *, L: float, variant: str, win
         q = lum * (2 * cov + c2) / (var_p + var_r + c2)
     # content regions from the full-resolution gradient magnitudes, cropped to the valid region
     c = win // 2
-    po = gr[..., c: gr.shape[-2] - c, c: gr.shape[-1] - c]  # reference ("original") gradients
-    pd = gp[..., c: gp.shape[-2] - c, c: gp.shape[-1] - c]  # test ("distorted") gradients
+    po = gr[..., c : gr.shape[-2] - c, c : gr.shape[-1] - c]  # reference ("original") gradients
+    pd = gp[..., c : gp.shape[-2] - c, c : gp.shape[-1] - c]  # test ("distorted") gradients
     gmax = gr.amax(dim=(-2, -1), keepdim=True)
     th1, th2 = thresholds[0] * gmax, thresholds[1] * gmax
     r1 = (po > th1) & (pd > th1)  # preserved edges
@@ -399,11 +472,23 @@ def _gr4_slices(p: torch.Tensor, r: torch.Tensor, *, L: float, variant: str, win
     return (w * means).sum(dim=1) / w.sum(dim=1)
 
 
-def gr4_ssim(pred: ArrayLike, ref: ArrayLike, *, data_range: float, variant: Literal["4-G-r*", "4-G-SSIM"] = "4-G-r*",
-             win_size: int = 11, sigma: float = 1.5, thresholds: tuple[float, float] = GR4_THRESHOLDS,
-             weights: Sequence[float] = GR4_WEIGHTS, k1: float = 0.01, k2: float = 0.03, flat_tol: float = 1e-3,
-             reduction: Reduction = "none", batch_size: int = 256,
-             device: str | torch.device | None = None) -> np.ndarray | float:
+def gr4_ssim(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    data_range: float,
+    variant: Literal["4-G-r*", "4-G-SSIM"] = "4-G-r*",
+    win_size: int = 11,
+    sigma: float = 1.5,
+    thresholds: tuple[float, float] = GR4_THRESHOLDS,
+    weights: Sequence[float] = GR4_WEIGHTS,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    flat_tol: float = 1e-3,
+    reduction: Reduction = "none",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> np.ndarray | float:
     """Four-component gradient SSIM, "4-G-R SSIM" of thesis Tables 5.1 and 6.1, per item.
 
     The thesis (§5.3.4) names the metric without a formula; Pinaya et al. 2022 (brain LDM) report
@@ -467,9 +552,19 @@ def gr4_ssim(pred: ArrayLike, ref: ArrayLike, *, data_range: float, variant: Lit
     p = p.reshape(n * c, 1, *p.shape[2:])
     r = r.reshape(n * c, 1, *r.shape[2:])
     wt = torch.tensor(w, device=p.device)
-    fn = lambda a, d: _gr4_slices(a, d, L=L, variant=variant, win=win_size, sigma=sigma, k1=k1, k2=k2,  # noqa: E731
-                                  thresholds=(float(thresholds[0]), float(thresholds[1])), weights=wt,
-                                  flat_tol=flat_tol)
+    fn = lambda a, d: _gr4_slices(
+        a,
+        d,
+        L=L,
+        variant=variant,
+        win=win_size,
+        sigma=sigma,
+        k1=k1,
+        k2=k2,  # noqa: E731
+        thresholds=(float(thresholds[0]), float(thresholds[1])),
+        weights=wt,
+        flat_tol=flat_tol,
+    )
     vals = _chunked(fn, p, r, batch_size)
     return _reduce(_per_item(vals, b), reduction)
 
@@ -478,12 +573,18 @@ def gr4_ssim(pred: ArrayLike, ref: ArrayLike, *, data_range: float, variant: Lit
 # per-slice evaluation and regional aggregation (Table 4.1)
 # ---------------------------------------------------------------------------------------------
 _METRICS: dict[str, Callable[..., Any]] = {
-    "ssim": ssim, "psnr": psnr, "rmse": rmse, "mae": mae, "ms_ssim": ms_ssim, "gr4_ssim": gr4_ssim,
+    "ssim": ssim,
+    "psnr": psnr,
+    "rmse": rmse,
+    "mae": mae,
+    "ms_ssim": ms_ssim,
+    "gr4_ssim": gr4_ssim,
 }
 
 
-def per_slice(metric: str | Callable[..., Any], pred: ArrayLike, ref: ArrayLike, *, slice_axis: int = 2,
-              **kwargs: Any) -> np.ndarray:
+def per_slice(
+    metric: str | Callable[..., Any], pred: ArrayLike, ref: ArrayLike, *, slice_axis: int = 2, **kwargs: Any
+) -> np.ndarray:
     """Evaluate an image metric separately on every slice (or frame) of each item.
 
     ``pred`` and ``ref`` are ``(B, C, ..., H, W)``; ``slice_axis`` (default 2, i.e. S in
@@ -505,8 +606,10 @@ def per_slice(metric: str | Callable[..., Any], pred: ArrayLike, ref: ArrayLike,
     nd = len(p.shape)
     ax = slice_axis if slice_axis >= 0 else nd + slice_axis
     if not 2 <= ax < nd - 2:
-        raise ValueError(f"slice_axis={slice_axis} must point at an axis between the channel axis and the last two "
-                         f"(in-plane) axes of shape {tuple(p.shape)}")
+        raise ValueError(
+            f"slice_axis={slice_axis} must point at an axis between the channel axis and the last two "
+            f"(in-plane) axes of shape {tuple(p.shape)}"
+        )
     b, s = p.shape[0], p.shape[ax]
 
     def fold(x: Any) -> Any:
@@ -537,8 +640,14 @@ def slice_regions(n_slices: int, *, base_first: bool = True) -> np.ndarray:
     return labels if base_first else labels[::-1].copy()
 
 
-def mean_sd_by_region(values: ArrayLike | Mapping[str, ArrayLike], regions: ArrayLike, *, ddof: int = 1,
-                      order: Sequence[str] | None = None, nan_policy: Literal["raise", "omit"] = "raise"):
+def mean_sd_by_region(
+    values: ArrayLike | Mapping[str, ArrayLike],
+    regions: ArrayLike,
+    *,
+    ddof: int = 1,
+    order: Sequence[str] | None = None,
+    nan_policy: Literal["raise", "omit"] = "raise",
+):
     """Mean and standard deviation of per-slice scores grouped by region (Table 4.1 layout).
 
     Parameters
@@ -581,13 +690,17 @@ def mean_sd_by_region(values: ArrayLike | Mapping[str, ArrayLike], regions: Arra
         elif reg.ndim == 1 and arr.shape[-1:] == reg.shape:
             r = np.broadcast_to(reg, arr.shape)
         else:
-            raise ValueError(f"regions of shape {reg.shape} match neither values of shape {arr.shape} nor its last axis")
+            raise ValueError(
+                f"regions of shape {reg.shape} match neither values of shape {arr.shape} nor its last axis"
+            )
         flat, rflat = arr.ravel(), r.ravel()
         nan = np.isnan(flat)
         if nan.any():
             if nan_policy == "raise":
-                raise ValueError(f"values{'[' + repr(name) + ']' if name else ''} contains {int(nan.sum())} NaN; "
-                                 "pass nan_policy='omit' to drop them")
+                raise ValueError(
+                    f"values{'[' + repr(name) + ']' if name else ''} contains {int(nan.sum())} NaN; "
+                    "pass nan_policy='omit' to drop them"
+                )
             if nan_policy != "omit":
                 raise ValueError(f"nan_policy must be 'raise' or 'omit', got {nan_policy!r}")
             flat, rflat = flat[~nan], rflat[~nan]

@@ -63,13 +63,16 @@ def _as_labels(x: ArrayLike, name: str) -> np.ndarray:
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinite values; label maps must be finite integers")
         if not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} has non-integer values; pass label maps (e.g. argmax of probabilities), not soft masks")
+            raise ValueError(
+                f"{name} has non-integer values; pass label maps (e.g. argmax of probabilities), not soft masks"
+            )
         return arr.astype(np.int64)
     raise TypeError(f"{name} must be an integer, boolean or integral float array, got dtype {arr.dtype}")
 
 
-def _prepare(pred: ArrayLike, ref: ArrayLike, labels: int | Sequence[int] | None, n_spatial: int | None,
-             strict: bool) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, tuple[int, ...]]:
+def _prepare(
+    pred: ArrayLike, ref: ArrayLike, labels: int | Sequence[int] | None, n_spatial: int | None, strict: bool
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, tuple[int, ...]]:
     """Validate inputs; return (pred, ref) reshaped to (N, *spatial), label tuple, scalar-label flag, batch shape."""
     p, r = _as_labels(pred, "pred"), _as_labels(ref, "ref")
     if p.shape != r.shape:
@@ -84,8 +87,10 @@ def _prepare(pred: ArrayLike, ref: ArrayLike, labels: int | Sequence[int] | None
     if labels is None:
         bad = present[(present != 0) & (present != 1)]
         if bad.size:
-            raise ValueError(f"labels=None expects binary masks (0/1), but the inputs contain label values "
-                             f"{bad.tolist()}; pass labels=(1, 2, 3) (or the labels to score)")
+            raise ValueError(
+                f"labels=None expects binary masks (0/1), but the inputs contain label values "
+                f"{bad.tolist()}; pass labels=(1, 2, 3) (or the labels to score)"
+            )
         labs, scalar = (1,), True
     else:
         scalar = isinstance(labels, (int, np.integer))
@@ -99,12 +104,14 @@ def _prepare(pred: ArrayLike, ref: ArrayLike, labels: int | Sequence[int] | None
         if strict:
             unknown = sorted(set(present.tolist()) - {0, *labs})
             if unknown:
-                raise ValueError(f"the inputs contain label values {unknown} that are neither background (0) nor in "
-                                 f"labels={labs}; fix the label maps or pass strict=False to ignore them")
+                raise ValueError(
+                    f"the inputs contain label values {unknown} that are neither background (0) nor in "
+                    f"labels={labs}; fix the label maps or pass strict=False to ignore them"
+                )
     if (present < 0).any():
         raise ValueError(f"label maps must be non-negative, found {present[present < 0].tolist()}")
     n = int(np.prod(batch)) if batch else 1
-    return p.reshape(n, *p.shape[p.ndim - ns:]), r.reshape(n, *r.shape[r.ndim - ns:]), labs, scalar, batch
+    return p.reshape(n, *p.shape[p.ndim - ns :]), r.reshape(n, *r.shape[r.ndim - ns :]), labs, scalar, batch
 
 
 def _shape_out(vals: np.ndarray, batch: tuple[int, ...], scalar: bool) -> np.ndarray | float:
@@ -119,15 +126,23 @@ def _check_spacing(spacing: Sequence[float], what: str) -> tuple[float, ...]:
     if spacing is None:
         raise ValueError(f"{what} needs spacing: the voxel size in mm for each spatial axis, e.g. (10.0, 1.8, 1.8)")
     if np.isscalar(spacing):
-        raise ValueError(f"spacing must give one value per spatial axis (e.g. (10.0, 1.8, 1.8)), got the scalar {spacing!r}")
+        raise ValueError(
+            f"spacing must give one value per spatial axis (e.g. (10.0, 1.8, 1.8)), got the scalar {spacing!r}"
+        )
     sp = tuple(float(s) for s in spacing)
     if not sp or any((not math.isfinite(s)) or s <= 0 for s in sp):
         raise ValueError(f"spacing must hold finite positive voxel sizes in mm, got {spacing!r}")
     return sp
 
 
-def dice(pred: ArrayLike, ref: ArrayLike, *, labels: int | Sequence[int] | None = None,
-         spatial_dims: int | None = None, strict: bool = True) -> np.ndarray | float:
+def dice(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    labels: int | Sequence[int] | None = None,
+    spatial_dims: int | None = None,
+    strict: bool = True,
+) -> np.ndarray | float:
     """Dice similarity coefficient ``2|P ∩ R| / (|P| + |R|)`` per item and label (thesis eq. 4.9).
 
     ``spatial_dims`` says how many trailing axes form one item (default: all of them); e.g.
@@ -146,23 +161,36 @@ def dice(pred: ArrayLike, ref: ArrayLike, *, labels: int | Sequence[int] | None 
     return _shape_out(out, batch, scalar)
 
 
-def _directed_distances(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...]
-                        ) -> tuple[np.ndarray, np.ndarray] | None:
+def _directed_distances(
+    a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Surface distances a->b and b->a (mm) of two non-empty boolean masks (MONAI edges + KD-tree)."""
     from monai.metrics.utils import get_edge_surface_distance
 
     with warnings.catch_warnings():  # MONAI 1.5+ warns about its own use of a deprecated argument
         warnings.simplefilter("ignore", FutureWarning)
-        _, dists, _ = get_edge_surface_distance(torch.from_numpy(a), torch.from_numpy(b), distance_metric="euclidean",
-                                                spacing=list(spacing), symmetric=True, warn_empty=False)
-    d_ab, d_ba = (np.asarray(d.detach().cpu().numpy() if isinstance(d, torch.Tensor) else d, dtype=np.float64)
-                  for d in dists)
+        _, dists, _ = get_edge_surface_distance(
+            torch.from_numpy(a),
+            torch.from_numpy(b),
+            distance_metric="euclidean",
+            spacing=list(spacing),
+            symmetric=True,
+            warn_empty=False,
+        )
+    d_ab, d_ba = (
+        np.asarray(d.detach().cpu().numpy() if isinstance(d, torch.Tensor) else d, dtype=np.float64) for d in dists
+    )
     return d_ab, d_ba
 
 
-def surface_distances(pred: ArrayLike, ref: ArrayLike, *, spacing: Sequence[float],
-                      labels: int | Sequence[int] | None = None, strict: bool = True
-                      ) -> list[list[tuple[np.ndarray, np.ndarray] | None]]:
+def surface_distances(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    spacing: Sequence[float],
+    labels: int | Sequence[int] | None = None,
+    strict: bool = True,
+) -> list[list[tuple[np.ndarray, np.ndarray] | None]]:
     """Directed surface distances per item and label: ``[item][label] -> (d(P->R), d(R->P))`` in mm.
 
     ``None`` when the label is absent from either map. The building block of :func:`hausdorff`
@@ -186,8 +214,16 @@ def _empty_value(a_any: bool, b_any: bool, one_empty: float) -> float:
     return math.nan if not (a_any or b_any) else float(one_empty)
 
 
-def _surface_stat(pred: ArrayLike, ref: ArrayLike, spacing: Sequence[float], labels: int | Sequence[int] | None,
-                  strict: bool, one_empty: float, stat, what: str) -> np.ndarray | float:
+def _surface_stat(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    spacing: Sequence[float],
+    labels: int | Sequence[int] | None,
+    strict: bool,
+    one_empty: float,
+    stat,
+    what: str,
+) -> np.ndarray | float:
     sp = _check_spacing(spacing, what)
     p, r, labs, scalar, batch = _prepare(pred, ref, labels, len(sp), strict)
     if p.ndim - 1 not in (2, 3):
@@ -211,9 +247,16 @@ def _percentile(d: np.ndarray, q: float | None) -> float:
     return float(torch.quantile(torch.from_numpy(d), q / 100.0))
 
 
-def hausdorff(pred: ArrayLike, ref: ArrayLike, *, spacing: Sequence[float], labels: int | Sequence[int] | None = None,
-              percentile: float | None = None, one_empty: float = math.inf, strict: bool = True
-              ) -> np.ndarray | float:
+def hausdorff(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    spacing: Sequence[float],
+    labels: int | Sequence[int] | None = None,
+    percentile: float | None = None,
+    one_empty: float = math.inf,
+    strict: bool = True,
+) -> np.ndarray | float:
     """Symmetric Hausdorff distance in mm per item and label (thesis eq. 4.8).
 
     ``percentile=None``: ``max(max d(P->R), max d(R->P))``. ``percentile=95``: HD95, the larger of
@@ -223,21 +266,51 @@ def hausdorff(pred: ArrayLike, ref: ArrayLike, *, spacing: Sequence[float], labe
     if percentile is not None and not 0 <= float(percentile) <= 100:
         raise ValueError(f"percentile must be in [0, 100] or None, got {percentile!r}")
     q = None if percentile is None else float(percentile)
-    return _surface_stat(pred, ref, spacing, labels, strict, one_empty,
-                         lambda d1, d2: max(_percentile(d1, q), _percentile(d2, q)), "hausdorff")
+    return _surface_stat(
+        pred,
+        ref,
+        spacing,
+        labels,
+        strict,
+        one_empty,
+        lambda d1, d2: max(_percentile(d1, q), _percentile(d2, q)),
+        "hausdorff",
+    )
 
 
-def assd(pred: ArrayLike, ref: ArrayLike, *, spacing: Sequence[float], labels: int | Sequence[int] | None = None,
-         one_empty: float = math.inf, strict: bool = True) -> np.ndarray | float:
+def assd(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    spacing: Sequence[float],
+    labels: int | Sequence[int] | None = None,
+    one_empty: float = math.inf,
+    strict: bool = True,
+) -> np.ndarray | float:
     """Average symmetric surface distance in mm per item and label:
     ``(sum d(P->R) + sum d(R->P)) / (n_P + n_R)``. Empty structures as in :func:`hausdorff`."""
-    return _surface_stat(pred, ref, spacing, labels, strict, one_empty,
-                         lambda d1, d2: float((d1.sum() + d2.sum()) / (d1.size + d2.size)), "assd")
+    return _surface_stat(
+        pred,
+        ref,
+        spacing,
+        labels,
+        strict,
+        one_empty,
+        lambda d1, d2: float((d1.sum() + d2.sum()) / (d1.size + d2.size)),
+        "assd",
+    )
 
 
-def segmentation_scores(pred: ArrayLike, ref: ArrayLike, *, spacing: Sequence[float],
-                        labels: Sequence[int] = (1, 2, 3), names: Sequence[str] | None = None,
-                        one_empty: float = math.inf, strict: bool = True):
+def segmentation_scores(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    spacing: Sequence[float],
+    labels: Sequence[int] = (1, 2, 3),
+    names: Sequence[str] | None = None,
+    one_empty: float = math.inf,
+    strict: bool = True,
+):
     """Dice, HD, HD95 and ASSD for every item and label in one pass (surfaces computed once).
 
     Returns a long ``pandas.DataFrame`` with columns ``item, label, structure, dice, hd_mm,
@@ -264,6 +337,17 @@ def segmentation_scores(pred: ArrayLike, ref: ArrayLike, *, spacing: Sequence[fl
                 asd = float((d1.sum() + d2.sum()) / (d1.size + d2.size))
             else:
                 hd = hd95 = asd = _empty_value(bool(na), bool(nb), one_empty)
-            rows.append({"item": i, "label": lab, "structure": name, "dice": dsc, "hd_mm": float(hd),
-                         "hd95_mm": float(hd95), "assd_mm": asd, "pred_voxels": na, "ref_voxels": nb})
+            rows.append(
+                {
+                    "item": i,
+                    "label": lab,
+                    "structure": name,
+                    "dice": dsc,
+                    "hd_mm": float(hd),
+                    "hd95_mm": float(hd95),
+                    "assd_mm": asd,
+                    "pred_voxels": na,
+                    "ref_voxels": nb,
+                }
+            )
     return pd.DataFrame(rows)

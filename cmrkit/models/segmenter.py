@@ -203,7 +203,7 @@ class SegmenterConfig:
             raise ValueError(f"SegmenterConfig.pixel_mm must be > 0 or None, got {self.pixel_mm}")
 
     @classmethod
-    def from_profile(cls, cfg: Any, **overrides: Any) -> "SegmenterConfig":
+    def from_profile(cls, cfg: Any, **overrides: Any) -> SegmenterConfig:
         """Build from a loaded profile (:func:`cmrkit.config.load`): ``ch4.segmenter.{epochs,
         batch_size, channels, lr}``, ``ch4.image_size`` and ``ch4.weight_decay``; optional
         ``ch4.segmenter.{strides, num_res_units, augment, weight_decay}`` if present."""
@@ -232,7 +232,7 @@ class SegmenterConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SegmenterConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SegmenterConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -405,7 +405,9 @@ def augment_batch(
     return x.to(images.dtype), y
 
 
-def keep_largest_component(labels: np.ndarray, classes: Sequence[int] = (1, 2, 3), *, spatial_dims: int = 2) -> np.ndarray:
+def keep_largest_component(
+    labels: np.ndarray, classes: Sequence[int] = (1, 2, 3), *, spatial_dims: int = 2
+) -> np.ndarray:
     """Keep only the largest connected component of each class in every item of ``labels``.
 
     Items are the trailing ``spatial_dims`` axes: 2 -> each (H, W) slice of (..., H, W); 3 -> each
@@ -662,7 +664,7 @@ class Segmenter:
         self.history: Any = None
 
     @classmethod
-    def from_profile(cls, cfg: Any, *, seed: int | None = None, **overrides: Any) -> "Segmenter":
+    def from_profile(cls, cfg: Any, *, seed: int | None = None, **overrides: Any) -> Segmenter:
         """Segmenter sized by a loaded profile (see :meth:`SegmenterConfig.from_profile`);
         ``seed`` defaults to the profile's run seed when it has one, else 0."""
         if seed is None:
@@ -742,11 +744,15 @@ class Segmenter:
         if validation is not None:
             vx, vy = (np.asarray(a) for a in validation)
             if vx.ndim != 3 or vy.shape != vx.shape or len(vx) == 0:
-                raise ValueError(f"validation must be (images, labels), both (M, H, W) with M > 0; got {vx.shape}, {vy.shape}")
+                raise ValueError(
+                    f"validation must be (images, labels), both (M, H, W) with M > 0; got {vx.shape}, {vy.shape}"
+                )
             if np.any((vy < 0) | (vy > 3)):
                 raise ValueError("validation labels must be in {0, 1, 2, 3}")
             train_ds = _SliceSet(xt, yt)
-            val_ds = _SliceSet(self._prepare(vx), to_network_grid(torch.from_numpy(vy.astype(np.int64))[:, None], size, mode="nearest"))
+            val_ds = _SliceSet(
+                self._prepare(vx), to_network_grid(torch.from_numpy(vy.astype(np.int64))[:, None], size, mode="nearest")
+            )
         else:
             order = np.random.default_rng(seed).permutation(len(x))
             n_val = min(int(round(val_fraction * len(x))), len(x) - 1)
@@ -791,7 +797,11 @@ class Segmenter:
         bs = int(batch_size or max(self.config.batch_size, 32))
         out = [torch.softmax(net(xt[i : i + bs].to(device)).float(), 1).cpu() for i in range(0, len(xt), bs)]
         self.network.to("cpu")
-        return torch.cat(out).numpy() if out else np.zeros((0, 4, self.config.image_size, self.config.image_size), np.float32)
+        return (
+            torch.cat(out).numpy()
+            if out
+            else np.zeros((0, 4, self.config.image_size, self.config.image_size), np.float32)
+        )
 
     def predict(
         self,
@@ -818,7 +828,8 @@ class Segmenter:
             x = x[None]
         if x.ndim != 3:
             raise ValueError(
-                f"predict expects (N, H, W) slices or one (H, W) slice, got shape {x.shape}; use predict_volume for volumes"
+                f"predict expects (N, H, W) slices or one (H, W) slice, got shape {x.shape}; use predict_volume for "
+                "volumes"
             )
         if len(x) == 0:
             return np.zeros(x.shape, np.uint8)
@@ -840,7 +851,9 @@ class Segmenter:
         h, w = v.shape[:2]
         rest = v.shape[2:]
         slices = np.moveaxis(v.reshape(h, w, -1), -1, 0)
-        lab = np.moveaxis(self.predict(slices, largest_component=largest_component, **kwargs), 0, -1).reshape(h, w, *rest)
+        lab = np.moveaxis(self.predict(slices, largest_component=largest_component, **kwargs), 0, -1).reshape(
+            h, w, *rest
+        )
         if largest_component:
             frames = lab[..., None] if lab.ndim == 3 else lab
             frames = np.moveaxis(keep_largest_component(np.moveaxis(frames, -1, 0), spatial_dims=3), 0, -1)
@@ -856,15 +869,16 @@ class Segmenter:
         return _train.save_model(path, self.network, self.config.to_dict(), extra=dict(_ARTEFACT_EXTRA))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> "Segmenter":
+    def load(cls, path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Segmenter:
         """Read an artefact written by :meth:`save` (:func:`cmrkit.train.load_model`)."""
         from .. import train as _train
 
         p = resolve_path(path)
         if not p.is_file():
             raise FileNotFoundError(f"segmenter artefact not found: {p}")
-        saved = _train.load_model(p, builder=lambda c: build_network(SegmenterConfig.from_dict(c), seed=None),
-                                  map_location=map_location)
+        saved = _train.load_model(
+            p, builder=lambda c: build_network(SegmenterConfig.from_dict(c), seed=None), map_location=map_location
+        )
         if saved.extra.get("kind") != _ARTEFACT_EXTRA["kind"]:
             raise ValueError(f"{p} is a cmrkit model artefact but not a Segmenter (extra={saved.extra})")
         seg = cls.__new__(cls)
@@ -966,8 +980,20 @@ def evaluate_on_mnms(
     """
     import pandas as pd
 
-    cols = ["subject", "phase", "label", "structure", "dice", "hd_mm", "hd95_mm", "assd_mm", "gt_voxels",
-            "pred_voxels", "centre", "pixel_mm"]
+    cols = [
+        "subject",
+        "phase",
+        "label",
+        "structure",
+        "dice",
+        "hd_mm",
+        "hd95_mm",
+        "assd_mm",
+        "gt_voxels",
+        "pred_voxels",
+        "centre",
+        "pixel_mm",
+    ]
     d = MNMS_DEFAULT_DIR if mnms_dir is None else resolve_path(mnms_dir)
     if centre not in ("motion", "label", "fov"):
         raise ValueError(f"centre must be 'motion', 'label' or 'fov', got {centre!r}")
@@ -1008,16 +1034,31 @@ def evaluate_on_mnms(
             else:
                 c = (img.shape[0] / 2 - 0.5, img.shape[1] / 2 - 0.5)
             pred = segment_volume_at_resolution(
-                segmenter, img, spacing, (float(c[0]), float(c[1])), pixel_mm=pmm, device=device,
+                segmenter,
+                img,
+                spacing,
+                (float(c[0]), float(c[1])),
+                pixel_mm=pmm,
+                device=device,
                 largest_component=largest_component,
             )
             sc = segmentation_scores(pred, gt, spacing=spacing, labels=tuple(LABELS), names=list(LABELS.values()))
             for r in sc.itertuples(index=False):
                 rows.append(
-                    {"subject": sid, "phase": phase, "label": int(r.label), "structure": r.structure,
-                     "dice": r.dice, "hd_mm": r.hd_mm, "hd95_mm": r.hd95_mm, "assd_mm": r.assd_mm,
-                     "gt_voxels": int(r.ref_voxels), "pred_voxels": int(r.pred_voxels),
-                     "centre": centre, "pixel_mm": float(pmm)}
+                    {
+                        "subject": sid,
+                        "phase": phase,
+                        "label": int(r.label),
+                        "structure": r.structure,
+                        "dice": r.dice,
+                        "hd_mm": r.hd_mm,
+                        "hd95_mm": r.hd95_mm,
+                        "assd_mm": r.assd_mm,
+                        "gt_voxels": int(r.ref_voxels),
+                        "pred_voxels": int(r.pred_voxels),
+                        "centre": centre,
+                        "pixel_mm": float(pmm),
+                    }
                 )
             if return_predictions:
                 preds[(sid, phase)] = (img, gt, pred)
@@ -1025,7 +1066,13 @@ def evaluate_on_mnms(
     n_vol = len(df) // len(LABELS)
     df.attrs["note"] = (
         f"{n_vol} M&Ms volumes from {d}; crop centre: {centre}"
-        + (" (uses the ground-truth location)" if centre == "label" else " (no labels used)" if centre == "motion" else "")
+        + (
+            " (uses the ground-truth location)"
+            if centre == "label"
+            else " (no labels used)"
+            if centre == "motion"
+            else ""
+        )
         + (f"; skipped (no image): {skipped}" if skipped else "")
     )
     df.attrs["skipped"] = skipped
@@ -1038,13 +1085,22 @@ def summarise_mnms(df: Any) -> Any:
     import pandas as pd
 
     if df.empty:
-        return pd.DataFrame(columns=["centre", "structure", "n", "dice_mean", "dice_sd", "hd95_mm_mean", "hd95_mm_sd", "missed"])
-    g = df.assign(finite_hd=df["hd95_mm"].where(np.isfinite(df["hd95_mm"]))).groupby(["centre", "structure"], sort=False)
-    return pd.DataFrame({
-        "n": g["dice"].size(), "dice_mean": g["dice"].mean(), "dice_sd": g["dice"].std(ddof=1),
-        "hd95_mm_mean": g["finite_hd"].mean(), "hd95_mm_sd": g["finite_hd"].std(ddof=1),
-        "missed": g["pred_voxels"].apply(lambda v: int((v == 0).sum())),
-    }).reset_index()
+        return pd.DataFrame(
+            columns=["centre", "structure", "n", "dice_mean", "dice_sd", "hd95_mm_mean", "hd95_mm_sd", "missed"]
+        )
+    g = df.assign(finite_hd=df["hd95_mm"].where(np.isfinite(df["hd95_mm"]))).groupby(
+        ["centre", "structure"], sort=False
+    )
+    return pd.DataFrame(
+        {
+            "n": g["dice"].size(),
+            "dice_mean": g["dice"].mean(),
+            "dice_sd": g["dice"].std(ddof=1),
+            "hd95_mm_mean": g["finite_hd"].mean(),
+            "hd95_mm_sd": g["finite_hd"].std(ddof=1),
+            "missed": g["pred_voxels"].apply(lambda v: int((v == 0).sum())),
+        }
+    ).reset_index()
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
@@ -1060,7 +1116,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
 
     from ..config import DATASETS, ConfigError, load
 
-    ap = argparse.ArgumentParser(prog="python -m cmrkit.models.segmenter", description=cli_main.__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m cmrkit.models.segmenter", description=cli_main.__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--data-dir", required=True, help="cohort folder (e.g. a phantom cohort with manifest.csv)")
     ap.add_argument("--dataset", default="phantom", choices=DATASETS)
     ap.add_argument("--profile", default="smoke")
@@ -1097,19 +1155,33 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     n_val = int(round(a.val_fraction * len(ids))) if len(ids) > 1 else 0
     val_ids = np.random.default_rng(a.seed).permutation(ids)[:n_val]
     is_val = np.isin(idx[:, 0], val_ids)
-    print(f"{len(ids)} subjects ({n_val} held out), {int((~is_val).sum())} training / {int(is_val.sum())} validation "
-          f"slices at {pixel_mm:g} mm, {scfg.image_size} px; channels {scfg.channels}, {scfg.epochs} epochs")
+    print(
+        f"{len(ids)} subjects ({n_val} held out), {int((~is_val).sum())} training / {int(is_val.sum())} validation "
+        f"slices at {pixel_mm:g} mm, {scfg.image_size} px; channels {scfg.channels}, {scfg.epochs} epochs"
+    )
     seg = Segmenter(scfg, seed=a.seed)
-    res = seg.fit(x[~is_val], y[~is_val], validation=(x[is_val], y[is_val]) if n_val else None, val_fraction=0.0,
-                  seed=a.seed, device=a.device, pixel_mm=pixel_mm, progress=a.progress)
+    res = seg.fit(
+        x[~is_val],
+        y[~is_val],
+        validation=(x[is_val], y[is_val]) if n_val else None,
+        val_fraction=0.0,
+        seed=a.seed,
+        device=a.device,
+        pixel_mm=pixel_mm,
+        progress=a.progress,
+    )
     print(f"trained in {res.seconds:.1f} s; best epoch {res.best_epoch} (val loss {res.best_val:.4f})")
     if n_val:
         from ..metrics.segmentation import dice
 
         pred = seg.predict(x[is_val], device=a.device)
         d = dice(pred, y[is_val], labels=tuple(LABELS))
-        print("held-out " + a.dataset + " Dice (all slices pooled): "
-              + ", ".join(f"{n} {v:.3f}" for n, v in zip(LABELS.values(), np.atleast_1d(d))))
+        print(
+            "held-out "
+            + a.dataset
+            + " Dice (all slices pooled): "
+            + ", ".join(f"{n} {v:.3f}" for n, v in zip(LABELS.values(), np.atleast_1d(d)))
+        )
     if a.out:
         print(f"saved {seg.save(a.out)}")
     if a.mnms:

@@ -59,8 +59,9 @@ mirror the encoder (k4/s2/p1 transposed convs where the encoder downsampled, k3/
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -240,7 +241,8 @@ class SMCVAEConfig:
         if self.image_size % (2**n_down):
             raise ValueError(
                 f"SMCVAEConfig.image_size={self.image_size} must be divisible by 2**{n_down} "
-                f"(the stride-2 layers for conv_layers={self.conv_layers}, min_spatial={self.min_spatial})")
+                f"(the stride-2 layers for conv_layers={self.conv_layers}, min_spatial={self.min_spatial})"
+            )
 
     @property
     def strides(self) -> list[int]:
@@ -264,7 +266,7 @@ class SMCVAEConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SMCVAEConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SMCVAEConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise a ValueError that names them."""
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
@@ -296,10 +298,17 @@ class DepthwiseSeparableConv(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "batch"):
         super().__init__(
-            Convolution(2, in_channels, in_channels, strides=stride, kernel_size=3, groups=in_channels,
-                        bias=False, conv_only=True),
-            Convolution(2, in_channels, out_channels, kernel_size=1, norm=_norm_arg(norm, out_channels),
-                        act=_ACT),
+            Convolution(
+                2,
+                in_channels,
+                in_channels,
+                strides=stride,
+                kernel_size=3,
+                groups=in_channels,
+                bias=False,
+                conv_only=True,
+            ),
+            Convolution(2, in_channels, out_channels, kernel_size=1, norm=_norm_arg(norm, out_channels), act=_ACT),
         )
 
 
@@ -335,10 +344,21 @@ class ChannelDecoder(nn.Module):
             c_in, last = widths[i], i == 0
             c_out = cfg.in_frames if last else widths[i - 1]
             k, p = (4, 1) if strides[i] == 2 else (3, 1)
-            layers.append(Convolution(
-                2, c_in, c_out, strides=strides[i], kernel_size=k, padding=p, output_padding=0,
-                is_transposed=True, conv_only=last, norm=None if last else _norm_arg(cfg.norm, c_out),
-                act=None if last else _ACT))
+            layers.append(
+                Convolution(
+                    2,
+                    c_in,
+                    c_out,
+                    strides=strides[i],
+                    kernel_size=k,
+                    padding=p,
+                    output_padding=0,
+                    is_transposed=True,
+                    conv_only=last,
+                    norm=None if last else _norm_arg(cfg.norm, c_out),
+                    act=None if last else _ACT,
+                )
+            )
         self.features = nn.Sequential(*layers)
         self.out = nn.Tanh()
 
@@ -417,7 +437,7 @@ class SMCVAE(nn.Module):
 
     # ---- construction helpers ---------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | SMCVAEConfig, *, seed: int | None = None) -> "SMCVAE":
+    def from_config(cls, config: Mapping[str, Any] | SMCVAEConfig, *, seed: int | None = None) -> SMCVAE:
         """Build from an :class:`SMCVAEConfig` or its dict (as stored by :func:`cmrkit.train.save_model`)."""
         cfg = config if isinstance(config, SMCVAEConfig) else SMCVAEConfig.from_dict(config)
         return cls(cfg, seed=seed)
@@ -446,8 +466,10 @@ class SMCVAE(nn.Module):
         want = (cfg.in_frames, cfg.image_size, cfg.image_size)
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != want:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"SMCVAE: input for channel {channel!r} must have shape (B, {want[0]}, {want[1]}, "
-                             f"{want[2]}) with intensities in [-1, 1], got {shape}")
+            raise ValueError(
+                f"SMCVAE: input for channel {channel!r} must have shape (B, {want[0]}, {want[1]}, "
+                f"{want[2]}) with intensities in [-1, 1], got {shape}"
+            )
 
     # ---- encoder / decoder ------------------------------------------------------------------
     def encode_params(self, x: torch.Tensor, channel: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -682,11 +704,15 @@ class PairedSliceDataset(torch.utils.data.Dataset):
     def __init__(self, arrays: Mapping[str, Any], *, unit_range: bool = True, extra: Mapping[str, Any] | None = None):
         if not arrays:
             raise ValueError("PairedSliceDataset: arrays is empty")
-        self.arrays = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v) for k, v in arrays.items()}
+        self.arrays = {
+            k: torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v) for k, v in arrays.items()
+        }
         lens = {k: (v.shape[0] if v.ndim == 4 else None) for k, v in self.arrays.items()}
         if any(n is None for n in lens.values()):
-            raise ValueError(f"PairedSliceDataset: every array must be (N, F, H, W); shapes "
-                             f"{ {k: tuple(v.shape) for k, v in self.arrays.items()} }")
+            raise ValueError(
+                f"PairedSliceDataset: every array must be (N, F, H, W); shapes "
+                f"{ {k: tuple(v.shape) for k, v in self.arrays.items()} }"
+            )
         if len(set(lens.values())) != 1:
             raise ValueError(f"PairedSliceDataset: arrays differ in length: {lens}")
         self.n = next(iter(lens.values()))

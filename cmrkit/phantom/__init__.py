@@ -18,11 +18,27 @@ Public API::
     gt = read_ground_truth("data/phantom/demo/PH0000")
 """
 
-from .cohort import COHORT_JSON, MANIFEST, cohort_spec, ensure_cohort, generate_cohort, read_cohort_spec, sample_cohort_params
+from .cohort import (
+    COHORT_JSON,
+    MANIFEST,
+    cohort_spec,
+    ensure_cohort,
+    generate_cohort,
+    read_cohort_spec,
+    sample_cohort_params,
+)
 from .covariates import bsa_mosteller, load_phenotype_model
 from .geometry import Geometry
-from .subject import (PHENOTYPES, TAG_SLICE_NAMES, PhantomSubject, SubjectParams, build_scene, generate_subject,
-                      sample_subject_params, with_pathology)
+from .subject import (
+    PHENOTYPES,
+    TAG_SLICE_NAMES,
+    PhantomSubject,
+    SubjectParams,
+    build_scene,
+    generate_subject,
+    sample_subject_params,
+    with_pathology,
+)
 from .tagging import landmark_strain
 from .writer import SUBJECT_FILES, read_ground_truth, write_subject
 

@@ -27,8 +27,9 @@ cavity ``pi R_en0(Z_t)^2 (1 - alpha m)``, wall ``pi (R_ep0^2 - R_en0^2) / q``, R
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import optimize
@@ -81,7 +82,7 @@ class HeartExtras:
     """Fat, pericardium, papillary muscles and atria."""
 
     fat_mm: float = 2.0
-    fat_harmonics: tuple[tuple[float, float], ...] = ()   # (amplitude, phase) for k = 1, 2, ...
+    fat_harmonics: tuple[tuple[float, float], ...] = ()  # (amplitude, phase) for k = 1, 2, ...
     fat_groove_mm: float = 2.5
     fat_av_mm: float = 5.0
     pericardium_mm: float = 1.2
@@ -151,8 +152,9 @@ class HeartModel:
         return {"prof": prof, "prof_out": prof_out, "fat": np.maximum(fat, 0.0).astype(theta.dtype)}
 
     # -- layered cross-section --------------------------------------------------------------------
-    def layers(self, r: np.ndarray, theta: np.ndarray, ang: Mapping[str, np.ndarray], z: np.ndarray,
-               st: LVState, edge: float) -> Layers:
+    def layers(
+        self, r: np.ndarray, theta: np.ndarray, ang: Mapping[str, np.ndarray], z: np.ndarray, st: LVState, edge: float
+    ) -> Layers:
         """Boundary radii at sample points.
 
         Parameters
@@ -209,15 +211,14 @@ class HeartModel:
         b3 = np.where(nothing, neg, b3)
         b4 = np.where(nothing, neg, b4)
         fat = ang["fat"] + av
-        cap = ex.fat_mm + 2.0 + 1.5 * np.minimum(Z, 0.0)               # apical fat cap below the apex
+        cap = ex.fat_mm + 2.0 + 1.5 * np.minimum(Z, 0.0)  # apical fat cap below the apex
         b5 = np.where(lv_present | above, b4 + fat, np.maximum(cap, -edge))
         b6 = np.where(lv_present | above, b5 + ex.pericardium_mm, np.where(cap > 0, b5 + ex.pericardium_mm, neg))
         pap = self._papillary(r, theta, Z, st, cav) if ex.papillary_radius_mm > 0 else None
         bs = [np.asarray(v, dtype) for v in (b1, b2, b3, b4, b5, b6)]
         return Layers(bs, lv_present, rv_present, pap)
 
-    def _papillary(self, r: np.ndarray, theta: np.ndarray, Z: np.ndarray, st: LVState,
-                   cav: np.ndarray) -> np.ndarray:
+    def _papillary(self, r: np.ndarray, theta: np.ndarray, Z: np.ndarray, st: LVState, cav: np.ndarray) -> np.ndarray:
         """Signed distance (mm, positive inside) to the nearest papillary muscle (``-inf`` where none)."""
         shp = self.lv.shape
         lo, hi = shp.z_apex_en + 0.15 * shp.c_en, shp.length - 0.3 * shp.c_en
@@ -231,7 +232,7 @@ class HeartModel:
         for ang0 in self.extras.papillary_angles:
             ang = ang0 + tw
             r_en, _ = self.lv.boundaries(np.asarray(ang, r.dtype) + 0 * Z, np.clip(Z, 0, shp.length), st)
-            cr = r_en - 0.8 * rad                      # attached to the wall
+            cr = r_en - 0.8 * rad  # attached to the wall
             cx, cy = cr * np.cos(ang), cr * np.sin(ang)
             d = rad - np.sqrt((x - cx) ** 2 + (y - cy) ** 2)
             best = d if best is None else np.maximum(best, d)
@@ -276,8 +277,9 @@ class HeartModel:
         return {"lv": lv, "myo": myo, "rv": rv}
 
     # -- material coordinates (tags) -----------------------------------------------------------------
-    def _extension(self, x: np.ndarray, y: np.ndarray, r: np.ndarray, theta: np.ndarray, Zc: np.ndarray,
-                   st: LVState) -> tuple[np.ndarray, np.ndarray]:
+    def _extension(
+        self, x: np.ndarray, y: np.ndarray, r: np.ndarray, theta: np.ndarray, Zc: np.ndarray, st: LVState
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Material coordinates outside the epicardium: ``x + v_ep(theta) exp(-(r - r_ep) / decay)``."""
         _, R_ep0 = self.lv.shape.radii(Zc)
         _, r_ep = self.lv.boundaries(theta, Zc, st)
@@ -291,8 +293,9 @@ class HeartModel:
         g = np.exp(-np.maximum(r - r_ep, 0.0) / self.extras.extension_decay_mm)
         return x + vx * g, y + vy * g
 
-    def material_xy(self, x: np.ndarray, y: np.ndarray, r: np.ndarray, theta: np.ndarray, z: np.ndarray,
-                    st: LVState) -> tuple[np.ndarray, np.ndarray]:
+    def material_xy(
+        self, x: np.ndarray, y: np.ndarray, r: np.ndarray, theta: np.ndarray, z: np.ndarray, st: LVState
+    ) -> tuple[np.ndarray, np.ndarray]:
         """In-plane material (ED) coordinates of the material now at ``(x, y)`` in plane ``z``.
 
         Exact (analytic inverse) inside the LV epicardium; outside it the epicardial backward
@@ -311,8 +314,9 @@ class HeartModel:
         Y = np.where(present & inside, Yi, np.where(present, Yo, y))
         return X.astype(x.dtype), Y.astype(x.dtype)
 
-    def forward_apparent(self, X: np.ndarray, Y: np.ndarray, z: float, st: LVState, n_iter: int = 8
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def forward_apparent(
+        self, X: np.ndarray, Y: np.ndarray, z: float, st: LVState, n_iter: int = 8
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where the material with in-plane ED coordinates ``(X, Y)`` appears in plane ``z`` at ``st``.
 
         Inside the LV (``R <= R_ep0(Z_t)``) this is the analytic map at level ``Z_t = z / q``;
@@ -407,7 +411,9 @@ def calibrate_heart(
         if wt_new < 4.0 or wt_new > 18.0:
             # project: keep the cavity, set the wall so that the mid wall is at the bound
             wt_goal = float(np.clip(wt_new, 4.0, 18.0))
-            f = lambda aep: float(np.subtract(*LVShape(L, a_en, aep, c_en, beta).radii(np.asarray(z_mid))[::-1])) - wt_goal
+            f = lambda aep: (
+                float(np.subtract(*LVShape(L, a_en, aep, c_en, beta).radii(np.asarray(z_mid))[::-1])) - wt_goal
+            )
             a_ep = optimize.brentq(f, a_en + 0.5, a_en + 60.0)
             wt_new = wt_goal
         if abs(wt_new - wt) < 1e-4:
@@ -420,8 +426,11 @@ def calibrate_heart(
     esv = float(targets["lvesv_ml"]) * 1000.0
     R_mid_en, R_mid_ep = shape.radii(np.asarray(z_mid))
     rings = R_mid_en + (R_mid_ep - R_mid_en) * np.arange(7) / 6.0
-    twist = dict(twist_apex=float(draws["twist_apex"]), twist_base=float(draws["twist_base"]),
-                 twist_transmural=float(draws["twist_transmural"]))
+    twist = dict(
+        twist_apex=float(draws["twist_apex"]),
+        twist_base=float(draws["twist_base"]),
+        twist_transmural=float(draws["twist_transmural"]),
+    )
 
     def motion_for(s_long: float) -> LVMotion:
         q = 1.0 - s_long
@@ -465,9 +474,13 @@ def calibrate_heart(
     motion = motion_for(s_long)
     regional = None
     if regional_factors:
-        regional = RegionalFunction({int(k): float(v) for k, v in regional_factors.items()},
-                                    theta_septum=theta_septum, sense=sense, z_apex_en=shape.z_apex_en,
-                                    z_base=shape.length)
+        regional = RegionalFunction(
+            {int(k): float(v) for k, v in regional_factors.items()},
+            theta_septum=theta_septum,
+            sense=sense,
+            z_apex_en=shape.z_apex_en,
+            z_base=shape.length,
+        )
 
     lv = LVModel(shape, motion, cycle, regional)
     st_ed = lv.state_from_w(0.0)
@@ -475,13 +488,20 @@ def calibrate_heart(
 
     # RV crescent: volume(H0) = H0 P + H0^2 Q at ED and ES
     rv = RVShape(
-        theta_c=float(draws["rv_theta"]), half_angle=float(draws["rv_half_angle"]), gamma=float(draws["rv_gamma"]),
-        c_long=float(draws["rv_long_ratio"]) * L, h_ed=1.0, h_es=1.0, wall_mm=float(draws["rv_wall_mm"]),
+        theta_c=float(draws["rv_theta"]),
+        half_angle=float(draws["rv_half_angle"]),
+        gamma=float(draws["rv_gamma"]),
+        c_long=float(draws["rv_long_ratio"]) * L,
+        h_ed=1.0,
+        h_es=1.0,
+        wall_mm=float(draws["rv_wall_mm"]),
         s_long=min(float(draws["rv_long_factor"]) * s_long, 0.35),
     )
     extras = HeartExtras(
-        fat_mm=float(draws["fat_mm"]), fat_harmonics=tuple(tuple(map(float, h)) for h in draws["fat_harmonics"]),
-        fat_groove_mm=float(draws["fat_groove_mm"]), fat_av_mm=float(draws["fat_av_mm"]),
+        fat_mm=float(draws["fat_mm"]),
+        fat_harmonics=tuple(tuple(map(float, h)) for h in draws["fat_harmonics"]),
+        fat_groove_mm=float(draws["fat_groove_mm"]),
+        fat_av_mm=float(draws["fat_av_mm"]),
         papillary_radius_mm=float(draws["papillary_radius_mm"]),
         papillary_angles=tuple(float(a) for a in draws["papillary_angles"]),
     )

@@ -25,19 +25,31 @@ __all__ = ["cli_main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cmrkit phantom", description=(
-        "Generate the embedded phantom cohort (UK Biobank layout: sa/label_sa/sa_ED/ES, tag_1..3 NIfTI, "
-        "ground_truth.h5 per subject, manifest.csv and cohort.json)."))
+    p = argparse.ArgumentParser(
+        prog="cmrkit phantom",
+        description=(
+            "Generate the embedded phantom cohort (UK Biobank layout: sa/label_sa/sa_ED/ES, tag_1..3 NIfTI, "
+            "ground_truth.h5 per subject, manifest.csv and cohort.json)."
+        ),
+    )
     p.add_argument("--n", type=int, default=None, help="number of subjects (default: the profile's n_subjects)")
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
     p.add_argument("--out", default=None, help="output folder (default data/phantom/<profile>)")
     p.add_argument("--profile", default="demo", help="smoke | demo | paper (geometry, size, workers); default demo")
-    p.add_argument("--frames", type=int, default=None, help="cine frames per cycle (default: the profile's cine_frames)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: the profile's, capped at the CPUs)")
+    p.add_argument(
+        "--frames", type=int, default=None, help="cine frames per cycle (default: the profile's cine_frames)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: the profile's, capped at the CPUs)"
+    )
     p.add_argument("--matrix", type=int, default=None, help="cine in-plane matrix (default: the profile's)")
     p.add_argument("--pathology-fraction", type=float, default=None, help="share of subjects with regional dysfunction")
-    p.add_argument("--tag-phase", default=None, metavar="{random,anchored}",
-                   help="tag grid placement: random per subject (default, as acquired) or anchored to the LV centre")
+    p.add_argument(
+        "--tag-phase",
+        default=None,
+        metavar="{random,anchored}",
+        help="tag grid placement: random per subject (default, as acquired) or anchored to the LV centre",
+    )
     p.add_argument("--force", action="store_true", help="regenerate even if a matching cohort exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -63,7 +75,11 @@ def cli_main(argv: list[str] | None = None) -> int:
         n = args.n if args.n is not None else int(section.get("n_subjects", 10))
         workers = args.workers if args.workers is not None else int(section.get("workers", 1))
         workers = max(1, min(workers, os.cpu_count() or 1)) if args.workers is None else workers
-        frac = args.pathology_fraction if args.pathology_fraction is not None else float(section.get("pathology_fraction", 0.15))
+        frac = (
+            args.pathology_fraction
+            if args.pathology_fraction is not None
+            else float(section.get("pathology_fraction", 0.15))
+        )
         out = args.out or f"data/phantom/{args.profile}"
         if n < 1:
             raise ValueError(f"--n must be >= 1, got {n}")
@@ -72,13 +88,24 @@ def cli_main(argv: list[str] | None = None) -> int:
         if not 0.0 <= frac <= 1.0:
             raise ValueError(f"--pathology-fraction must be in [0, 1], got {frac}")
         t0 = time.perf_counter()
-        folder = generate_cohort(out, n, seed=args.seed, geometry=geometry, pathology_fraction=frac,
-                                 workers=workers, progress=not args.no_progress, overwrite=args.force)
+        folder = generate_cohort(
+            out,
+            n,
+            seed=args.seed,
+            geometry=geometry,
+            pathology_fraction=frac,
+            workers=workers,
+            progress=not args.no_progress,
+            overwrite=args.force,
+        )
         dt = time.perf_counter() - t0
         spec = read_cohort_spec(folder) or {}
         made = spec.get("generated_subjects", 0)
-        print(f"phantom cohort: {n} subjects in {folder} ({made} generated in {dt:.1f} s"
-              + (f", {made / dt:.2f} subjects/s" if made and dt > 0 else "") + f"; {COHORT_JSON} written)")
+        print(
+            f"phantom cohort: {n} subjects in {folder} ({made} generated in {dt:.1f} s"
+            + (f", {made / dt:.2f} subjects/s" if made and dt > 0 else "")
+            + f"; {COHORT_JSON} written)"
+        )
         return 0
     except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
         print(f"cmrkit phantom: error: {exc}", file=sys.stderr)

@@ -19,9 +19,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,9 @@ COHORT_JSON = "cohort.json"
 _SUBJECT_DIR = re.compile(r"^PH\d{4,}$")
 
 
-def sample_cohort_params(n: int, *, seed: int = 0, pathology_fraction: float = 0.15, start: int = 0) -> list[SubjectParams]:
+def sample_cohort_params(
+    n: int, *, seed: int = 0, pathology_fraction: float = 0.15, start: int = 0
+) -> list[SubjectParams]:
     """Parameters of subjects ``start .. start+n-1`` (subject ``i`` depends only on ``seed`` and ``i``)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
@@ -116,8 +119,9 @@ def _worker_init() -> None:
         os.environ[var] = "1"
 
 
-def _generate_one(index: int, seed: int, pathology_fraction: float, geometry: dict[str, Any], out_dir: str,
-                  key: str) -> dict[str, Any]:
+def _generate_one(
+    index: int, seed: int, pathology_fraction: float, geometry: dict[str, Any], out_dir: str, key: str
+) -> dict[str, Any]:
     """Generate and write subject ``index`` into ``out_dir/PHxxxx`` atomically; return its manifest row."""
     geo = Geometry(**geometry)
     params = sample_subject_params(index, seed=seed, pathology_fraction=pathology_fraction)
@@ -184,9 +188,13 @@ def generate_cohort(
     out = resolve_path(out_dir)
     spec = cohort_spec(int(n), seed=int(seed), geometry=geometry, pathology_fraction=float(pathology_fraction))
     stored = read_cohort_spec(out)
-    if (not overwrite and _same(spec, stored) and stored.get("status") == "complete"
-            and (out / MANIFEST).is_file()
-            and all((out / subject_id(i) / "ground_truth.h5").is_file() for i in range(int(n)))):
+    if (
+        not overwrite
+        and _same(spec, stored)
+        and stored.get("status") == "complete"
+        and (out / MANIFEST).is_file()
+        and all((out / subject_id(i) / "ground_truth.h5").is_file() for i in range(int(n)))
+    ):
         return out
     out.mkdir(parents=True, exist_ok=True)
     # leftovers of an interrupted run (temporary and replaced subject folders)
@@ -223,10 +231,13 @@ def generate_cohort(
                     bar.update(1)
         else:
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(int(workers), len(todo)), mp_context=ctx,
-                                     initializer=_worker_init) as ex:
-                futs = {ex.submit(_generate_one, i, int(seed), float(pathology_fraction), gdict, str(out), key): i
-                        for i in todo}
+            with ProcessPoolExecutor(
+                max_workers=min(int(workers), len(todo)), mp_context=ctx, initializer=_worker_init
+            ) as ex:
+                futs = {
+                    ex.submit(_generate_one, i, int(seed), float(pathology_fraction), gdict, str(out), key): i
+                    for i in todo
+                }
                 for fut in as_completed(futs):
                     rows[futs[fut]] = fut.result()
                     if bar is not None:
@@ -239,8 +250,9 @@ def generate_cohort(
         df.to_csv(fh, index=False)
     elapsed = time.perf_counter() - t0
     with atomic_write(out / COHORT_JSON, "w") as fh:
-        json.dump({**spec, "status": "complete", "generated_subjects": len(todo),
-                   "seconds": round(elapsed, 2)}, fh, indent=1)
+        json.dump(
+            {**spec, "status": "complete", "generated_subjects": len(todo), "seconds": round(elapsed, 2)}, fh, indent=1
+        )
     return out
 
 
@@ -270,6 +282,12 @@ def ensure_cohort(cfg: Any) -> Path:
     geometry = _geometry_from_section(section)
     workers = int(section.get("workers", 1)) if hasattr(section, "get") else 1
     workers = max(1, min(workers, os.cpu_count() or 1))
-    return generate_cohort(data_dir, int(section["n_subjects"]), seed=seed, geometry=geometry,
-                           pathology_fraction=float(section.get("pathology_fraction", 0.15)),
-                           workers=workers, progress=True)
+    return generate_cohort(
+        data_dir,
+        int(section["n_subjects"]),
+        seed=seed,
+        geometry=geometry,
+        pathology_fraction=float(section.get("pathology_fraction", 0.15)),
+        workers=workers,
+        progress=True,
+    )

@@ -51,8 +51,8 @@ T1 of Loecher et al.'s tagsim) and it is not saturated.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 from scipy import ndimage
@@ -118,15 +118,20 @@ def bssfp_signal(pd: float, t1: float, t2: float, *, tr_ms: float, te_ms: float,
     return pd * math.sin(a) * (1.0 - e1) * math.exp(-te_ms / t2) / den
 
 
-def cine_signals(scale: Mapping[str, float] | None = None, sequence: Mapping[str, float] | None = None) -> dict[str, float]:
+def cine_signals(
+    scale: Mapping[str, float] | None = None, sequence: Mapping[str, float] | None = None
+) -> dict[str, float]:
     """bSSFP signal of every tissue, normalised so that blood = 1.
 
     ``scale`` multiplies individual tissues (per-subject variation, e.g. inflow in blood).
     """
     seq = dict(CINE_SEQUENCE, **(sequence or {}))
     raw = {
-        name: (0.0 if t.pd == 0 else bssfp_signal(t.pd, t.t1, t.t2, tr_ms=seq["tr_ms"], te_ms=seq["te_ms"],
-                                                  flip_deg=seq["flip_deg"]))
+        name: (
+            0.0
+            if t.pd == 0
+            else bssfp_signal(t.pd, t.t1, t.t2, tr_ms=seq["tr_ms"], te_ms=seq["te_ms"], flip_deg=seq["flip_deg"])
+        )
         for name, t in TISSUES.items()
     }
     for k, v in (scale or {}).items():
@@ -135,8 +140,9 @@ def cine_signals(scale: Mapping[str, float] | None = None, sequence: Mapping[str
     return {k: v / ref for k, v in raw.items()}
 
 
-def tag_relaxation(tissue: str, t_ms: float, frame_index: int, *, saturation: float,
-                   tau_wash_ms: float) -> tuple[float, float]:
+def tag_relaxation(
+    tissue: str, t_ms: float, frame_index: int, *, saturation: float, tau_wash_ms: float
+) -> tuple[float, float]:
     """``(base, depth)`` of the tagging signal of a tissue at time ``t_ms`` after the SPAMM pulses.
 
     The signal is ``base * (1 + (f - 1) * depth)`` with ``f`` the tag modulation: ``depth =
@@ -150,8 +156,9 @@ def tag_relaxation(tissue: str, t_ms: float, frame_index: int, *, saturation: fl
     return t.pd * math.exp(-te / t.t2s) * saturation**frame_index, math.exp(-t_ms / t.t1)
 
 
-def smooth_field(shape: tuple[int, ...], rng: np.random.Generator, *, correlation_px: float,
-                 amplitude: float) -> np.ndarray:
+def smooth_field(
+    shape: tuple[int, ...], rng: np.random.Generator, *, correlation_px: float, amplitude: float
+) -> np.ndarray:
     """Zero-mean smooth Gaussian random field with unit-ish std times ``amplitude`` (float32)."""
     g = rng.standard_normal(shape).astype(np.float32)
     g = ndimage.gaussian_filter(g, sigma=correlation_px, mode="wrap")

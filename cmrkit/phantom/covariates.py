@@ -19,9 +19,10 @@ earlier; the result is clipped to ``[min, max]``. BSA is Mosteller's ``sqrt(heig
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
@@ -103,7 +104,11 @@ def sample_covariates(rng: np.random.Generator, model: Mapping[str, Any] | None 
     sbp = _clip(sbp_mean + s["sd"] * z_sbp, s["min"], s["max"])
     d = m["dbp"]
     r = d["corr_with_sbp"]
-    dbp = d["mean"] + d["male_offset"] * (sex - 0.48) + d["sd"] * (r * z_sbp + math.sqrt(1 - r * r) * rng.standard_normal())
+    dbp = (
+        d["mean"]
+        + d["male_offset"] * (sex - 0.48)
+        + d["sd"] * (r * z_sbp + math.sqrt(1 - r * r) * rng.standard_normal())
+    )
     dbp = _clip(dbp, d["min"], min(d["max"], sbp - d["min_pulse_pressure"]))
     smoking = int(rng.choice(3, p=m["smoking"]["p"]))
     alcohol = int(rng.choice(3, p=m["alcohol"]["p"]))

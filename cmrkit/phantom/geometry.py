@@ -20,8 +20,9 @@ in-plane (thesis 1.83 mm), 8 mm slices every 10 mm, 50 frames; tagging 1.4 mm in
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -83,23 +84,44 @@ class Geometry:
             if not cond:
                 raise ValueError(f"Geometry: {msg}")
 
-        need(isinstance(self.matrix, int) and self.matrix >= 16, f"matrix must be an integer >= 16, got {self.matrix!r}")
+        need(
+            isinstance(self.matrix, int) and self.matrix >= 16, f"matrix must be an integer >= 16, got {self.matrix!r}"
+        )
         need(self.pixel_mm > 0, f"pixel_mm must be > 0, got {self.pixel_mm!r}")
         need(isinstance(self.slices, int) and self.slices >= 3, f"slices must be an integer >= 3, got {self.slices!r}")
         need(self.slice_thickness_mm > 0 and self.slice_spacing_mm > 0, "slice thickness and spacing must be > 0")
-        need(isinstance(self.cine_frames, int) and self.cine_frames >= 2, f"cine_frames must be >= 2, got {self.cine_frames!r}")
-        need(isinstance(self.tag_frames, int) and self.tag_frames >= 2, f"tag_frames must be >= 2, got {self.tag_frames!r}")
-        need(self.tag_spacing_mm > 2 * self.tag_pixel_mm,
-             f"tag_spacing_mm ({self.tag_spacing_mm}) must exceed two tagging pixels ({2 * self.tag_pixel_mm} mm)")
-        need(self.tag_pixel_mm > 0 and self.tag_slice_thickness_mm > 0 and self.tag_frame_ms > 0,
-             "tag_pixel_mm, tag_slice_thickness_mm and tag_frame_ms must be > 0")
-        need(isinstance(self.tag_matrix, int) and (self.tag_matrix == 0 or self.tag_matrix >= 16),
-             f"tag_matrix must be 0 (auto) or an integer >= 16, got {self.tag_matrix!r}")
-        need(isinstance(self.slice_samples, int) and self.slice_samples >= 1 and self.slice_samples % 2 == 1,
-             f"slice_samples must be an odd integer >= 1, got {self.slice_samples!r}")
-        need(isinstance(self.supersample, int) and self.supersample >= 1, f"supersample must be >= 1, got {self.supersample!r}")
-        need(self.tag_phase in TAG_PHASE_MODES,
-             f"tag_phase must be one of {', '.join(TAG_PHASE_MODES)}, got {self.tag_phase!r}")
+        need(
+            isinstance(self.cine_frames, int) and self.cine_frames >= 2,
+            f"cine_frames must be >= 2, got {self.cine_frames!r}",
+        )
+        need(
+            isinstance(self.tag_frames, int) and self.tag_frames >= 2,
+            f"tag_frames must be >= 2, got {self.tag_frames!r}",
+        )
+        need(
+            self.tag_spacing_mm > 2 * self.tag_pixel_mm,
+            f"tag_spacing_mm ({self.tag_spacing_mm}) must exceed two tagging pixels ({2 * self.tag_pixel_mm} mm)",
+        )
+        need(
+            self.tag_pixel_mm > 0 and self.tag_slice_thickness_mm > 0 and self.tag_frame_ms > 0,
+            "tag_pixel_mm, tag_slice_thickness_mm and tag_frame_ms must be > 0",
+        )
+        need(
+            isinstance(self.tag_matrix, int) and (self.tag_matrix == 0 or self.tag_matrix >= 16),
+            f"tag_matrix must be 0 (auto) or an integer >= 16, got {self.tag_matrix!r}",
+        )
+        need(
+            isinstance(self.slice_samples, int) and self.slice_samples >= 1 and self.slice_samples % 2 == 1,
+            f"slice_samples must be an odd integer >= 1, got {self.slice_samples!r}",
+        )
+        need(
+            isinstance(self.supersample, int) and self.supersample >= 1,
+            f"supersample must be >= 1, got {self.supersample!r}",
+        )
+        need(
+            self.tag_phase in TAG_PHASE_MODES,
+            f"tag_phase must be one of {', '.join(TAG_PHASE_MODES)}, got {self.tag_phase!r}",
+        )
 
     @property
     def fov_mm(self) -> float:
@@ -116,7 +138,7 @@ class Geometry:
         return asdict(self)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "Geometry":
+    def from_mapping(cls, data: Mapping[str, Any]) -> Geometry:
         """Build from a mapping (e.g. ``cfg.phantom``); unknown keys (n_subjects, workers, ...) are ignored."""
         names = {f.name for f in fields(cls)}
         kw = {k: data[k] for k in data if k in names}
@@ -182,8 +204,13 @@ class PatientFrame:
         return np.asarray(world_dir, float) @ self.matrix
 
 
-def patient_frame(*, long_axis_azimuth_deg: float, long_axis_elevation_deg: float,
-                  inplane_rotation_deg: float, apex_world: tuple[float, float, float]) -> PatientFrame:
+def patient_frame(
+    *,
+    long_axis_azimuth_deg: float,
+    long_axis_elevation_deg: float,
+    inplane_rotation_deg: float,
+    apex_world: tuple[float, float, float],
+) -> PatientFrame:
     """Build the LV frame from anatomical angles.
 
     The base-to-apex direction points to the patient's left (-x) and anterior (+y) at
@@ -200,7 +227,7 @@ def patient_frame(*, long_axis_azimuth_deg: float, long_axis_elevation_deg: floa
     a = left - (left @ w) * w
     a /= np.linalg.norm(a)
     b = np.cross(w, a)
-    ant_inf = np.array([0.0, -1.0, -1.0])   # from anterior towards inferior/posterior
+    ant_inf = np.array([0.0, -1.0, -1.0])  # from anterior towards inferior/posterior
     if b @ ant_inf < 0:
         b = -b
     R = rotation_about(w, math.radians(inplane_rotation_deg))

@@ -41,8 +41,8 @@ Ground-truth landmarks and strains use exactly this map, so tag lines stay on th
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
@@ -60,10 +60,22 @@ __all__ = [
 
 #: AHA 16-segment names (Cerqueira et al. 2002; segment 17, the apex cap, has no cavity here)
 AHA_SEGMENTS = {
-    1: "basal anterior", 2: "basal anteroseptal", 3: "basal inferoseptal", 4: "basal inferior",
-    5: "basal inferolateral", 6: "basal anterolateral", 7: "mid anterior", 8: "mid anteroseptal",
-    9: "mid inferoseptal", 10: "mid inferior", 11: "mid inferolateral", 12: "mid anterolateral",
-    13: "apical anterior", 14: "apical septal", 15: "apical inferior", 16: "apical lateral",
+    1: "basal anterior",
+    2: "basal anteroseptal",
+    3: "basal inferoseptal",
+    4: "basal inferior",
+    5: "basal inferolateral",
+    6: "basal anterolateral",
+    7: "mid anterior",
+    8: "mid anteroseptal",
+    9: "mid inferoseptal",
+    10: "mid inferior",
+    11: "mid inferolateral",
+    12: "mid anterolateral",
+    13: "apical anterior",
+    14: "apical septal",
+    15: "apical inferior",
+    16: "apical lateral",
 }
 
 
@@ -205,16 +217,17 @@ class RegionalFunction:
         b1 = self.z_base - c / 3.0
         b2 = self.z_base - 2.0 * c / 3.0
         e = self.edge_mm
-        up = 0.5 * (1.0 + np.tanh((Z - b1) / e))      # 1 in the basal third
-        lo = 0.5 * (1.0 + np.tanh((b2 - Z) / e))      # 1 in the apical third
+        up = 0.5 * (1.0 + np.tanh((Z - b1) / e))  # 1 in the basal third
+        lo = 0.5 * (1.0 + np.tanh((b2 - Z) / e))  # 1 in the apical third
         if level == 0:
             return up
         if level == 2:
             return lo
         return 1.0 - up - lo
 
-    def m_and_derivative(self, Theta: np.ndarray, Z: np.ndarray, derivative: bool = True
-                         ) -> tuple[np.ndarray, np.ndarray | None]:
+    def m_and_derivative(
+        self, Theta: np.ndarray, Z: np.ndarray, derivative: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """``m(Theta, Z)`` and ``dm/dTheta`` (arrays broadcast together; None when not asked)."""
         Theta = np.asarray(Theta)
         Z = np.asarray(Z)
@@ -232,7 +245,7 @@ class RegionalFunction:
                 levels[level] = self._level_window(Z, level)
             lv = levels[level]
             d = Theta - c
-            d = d - (2.0 * np.pi) * np.round(d * (0.5 / np.pi))      # wrap to [-pi, pi]
+            d = d - (2.0 * np.pi) * np.round(d * (0.5 / np.pi))  # wrap to [-pi, pi]
             u = (hw - np.abs(d)) * (1.0 / e)
             th = np.tanh(u)
             m = m - (1.0 - f) * 0.5 * (1.0 + th) * lv
@@ -249,12 +262,22 @@ class RegionalFunction:
         Z = np.asarray(Z, float)
         c = self.z_base - self.z_apex_en
         level = np.where(Z >= self.z_base - c / 3.0, 0, np.where(Z >= self.z_base - 2 * c / 3.0, 1, 2))
-        rel = _wrap((Theta - self.theta_septum) * self.sense)       # 0 at septum, +90 anterior
+        rel = _wrap((Theta - self.theta_septum) * self.sense)  # 0 at septum, +90 anterior
         deg = np.degrees(rel)
-        six = np.select([(deg >= 60) & (deg < 120), (deg >= 0) & (deg < 60), (deg >= -60) & (deg < 0),
-                         (deg >= -120) & (deg < -60), (deg >= -180) & (deg < -120)], [1, 2, 3, 4, 5], 6)
-        four = np.select([(deg >= 45) & (deg < 135), (deg >= -45) & (deg < 45), (deg >= -135) & (deg < -45)],
-                         [13, 14, 15], 16)
+        six = np.select(
+            [
+                (deg >= 60) & (deg < 120),
+                (deg >= 0) & (deg < 60),
+                (deg >= -60) & (deg < 0),
+                (deg >= -120) & (deg < -60),
+                (deg >= -180) & (deg < -120),
+            ],
+            [1, 2, 3, 4, 5],
+            6,
+        )
+        four = np.select(
+            [(deg >= 45) & (deg < 135), (deg >= -45) & (deg < 45), (deg >= -135) & (deg < -45)], [13, 14, 15], 16
+        )
         return np.where(level == 0, six, np.where(level == 1, six + 6, four))
 
 
@@ -300,7 +323,9 @@ class LVShape:
         r_ep = self.a_ep * superellipse_profile((L - Z) / L, self.beta)
         r_en = self.a_en * superellipse_profile((L - Z) / self.c_en, self.beta)
         r_ep = np.where(Z >= 0, r_ep, 0.0)
-        return r_en.astype(Z.dtype if Z.dtype.kind == "f" else float), r_ep.astype(Z.dtype if Z.dtype.kind == "f" else float)
+        return r_en.astype(Z.dtype if Z.dtype.kind == "f" else float), r_ep.astype(
+            Z.dtype if Z.dtype.kind == "f" else float
+        )
 
 
 @dataclass(frozen=True)
@@ -331,8 +356,9 @@ class LVState:
 class LVModel:
     """Closed-form LV kinematics: forward/inverse in-plane maps, boundaries and exact strain."""
 
-    def __init__(self, shape: LVShape, motion: LVMotion, cycle: CardiacCycle,
-                 regional: RegionalFunction | None = None) -> None:
+    def __init__(
+        self, shape: LVShape, motion: LVMotion, cycle: CardiacCycle, regional: RegionalFunction | None = None
+    ) -> None:
         self.shape = shape
         self.motion = motion
         self.cycle = cycle
@@ -374,8 +400,14 @@ class LVModel:
         wall = np.maximum(R_ep0 - R_en0, 1e-3)
         return (R - R_en0) / wall, wall
 
-    def twist(self, R: np.ndarray, Z: np.ndarray, st: LVState,
-              R_en0: np.ndarray | None = None, R_ep0: np.ndarray | None = None) -> np.ndarray:
+    def twist(
+        self,
+        R: np.ndarray,
+        Z: np.ndarray,
+        st: LVState,
+        R_en0: np.ndarray | None = None,
+        R_ep0: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Twist ``phi(R, Z, t)`` (radians)."""
         if R_en0 is None or R_ep0 is None:
             R_en0, R_ep0 = self.shape.radii(Z)
@@ -416,8 +448,9 @@ class LVModel:
         return np.where(self.present(Z), np.pi * (R_ep0**2 - R_en0**2) / st.q, 0.0)
 
     # -- maps ------------------------------------------------------------------------------------
-    def forward_polar(self, R: np.ndarray, Theta: np.ndarray, Z: np.ndarray, st: LVState
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def forward_polar(
+        self, R: np.ndarray, Theta: np.ndarray, Z: np.ndarray, st: LVState
+    ) -> tuple[np.ndarray, np.ndarray]:
         """In-plane map at level ``Z``: material ``(R, Theta)`` -> current ``(rho, theta)``.
 
         Valid for ``R <= R_ep0(Z)`` (blood pool and wall); ``Z`` is the material level.
@@ -436,8 +469,9 @@ class LVModel:
         theta = Theta + self.twist(R, Z, st, R_en0, R_ep0)
         return rho, theta
 
-    def inverse_polar(self, r: np.ndarray, theta: np.ndarray, Z: np.ndarray, st: LVState,
-                      n_iter: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def inverse_polar(
+        self, r: np.ndarray, theta: np.ndarray, Z: np.ndarray, st: LVState, n_iter: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Current ``(r, theta)`` at material level ``Z`` -> material ``(R, Theta)`` and ``inside``.
 
         Exact in one step for a regionally uniform heart (``r_en`` does not depend on ``Theta``);
@@ -479,8 +513,9 @@ class LVModel:
         return rho * np.cos(th), rho * np.sin(th)
 
     # -- exact strain -----------------------------------------------------------------------------
-    def deformation_gradient_polar(self, R: np.ndarray, Theta: np.ndarray, Z: np.ndarray, st: LVState
-                                   ) -> dict[str, np.ndarray]:
+    def deformation_gradient_polar(
+        self, R: np.ndarray, Theta: np.ndarray, Z: np.ndarray, st: LVState
+    ) -> dict[str, np.ndarray]:
         """Closed-form ``F`` in polar bases at material points (see module docstring).
 
         Returns ``F_rR, F_rT, F_tR, F_tT`` (current radial/circumferential rows, material
@@ -491,7 +526,7 @@ class LVModel:
         m, m_T = self._m(Theta, Z)
         q, alpha = st.q, st.alpha
         r_en2 = R_en0**2 * (1.0 - alpha * m)
-        d_ren2 = -(R_en0**2) * alpha * m_T                      # d(r_en^2)/dTheta
+        d_ren2 = -(R_en0**2) * alpha * m_T  # d(r_en^2)/dTheta
         blood = R < R_en0
         rho_m = np.sqrt(np.maximum(r_en2 + (R**2 - R_en0**2) / q, 1e-30))
         rhoR_m = R / (q * rho_m)
@@ -521,8 +556,9 @@ class LVModel:
             "theta": Theta + phi,
         }
 
-    def green_strain_polar(self, R: np.ndarray, Theta: np.ndarray, Z: np.ndarray, st: LVState
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def green_strain_polar(
+        self, R: np.ndarray, Theta: np.ndarray, Z: np.ndarray, st: LVState
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Exact Green strain ``(E_rr, E_cc, E_rc)`` in the material radial/circumferential basis."""
         F = self.deformation_gradient_polar(R, Theta, Z, st)
         e_rr = 0.5 * (F["F_rR"] ** 2 + F["F_tR"] ** 2 - 1.0)

@@ -26,8 +26,15 @@ from .geometry import Geometry, PatientFrame, PlaneGrid
 from .tagging import spamm_modulation
 from .torso import Torso
 
-__all__ = ["Scene", "render_cine", "render_labels", "render_tagging", "slice_offsets", "heart_box",
-           "myocardial_tag_depth"]
+__all__ = [
+    "Scene",
+    "render_cine",
+    "render_labels",
+    "render_tagging",
+    "slice_offsets",
+    "heart_box",
+    "myocardial_tag_depth",
+]
 
 
 @dataclass
@@ -60,8 +67,9 @@ def _ramp(d: np.ndarray, edge: float) -> np.ndarray:
     return np.clip(0.5 + d * (1.0 / edge), 0.0, 1.0)
 
 
-def heart_box(heart: HeartModel, grid: PlaneGrid, z_planes: np.ndarray, times_ms: np.ndarray,
-              margin_px: int = 3) -> tuple[int, int, int, int]:
+def heart_box(
+    heart: HeartModel, grid: PlaneGrid, z_planes: np.ndarray, times_ms: np.ndarray, margin_px: int = 3
+) -> tuple[int, int, int, int]:
     """Pixel index box ``(i0, i1, j0, j1)`` containing the heart (all layers) at the given times."""
     th = np.linspace(-np.pi, np.pi, 360, endpoint=False)
     ang = heart.angular_terms(th)
@@ -133,8 +141,9 @@ def render_cine(scene: Scene, geometry: Geometry, rng: np.random.Generator) -> t
     n, S = grid.n, len(scene.z_slices)
     ns = geometry.slice_samples
     edge = grid.pixel
-    sig = cine_signals({"blood": c.get("blood_scale", 1.0), "myocardium": c.get("myo_scale", 1.0),
-                        "fat": c.get("fat_scale", 1.0)})
+    sig = cine_signals(
+        {"blood": c.get("blood_scale", 1.0), "myocardium": c.get("myo_scale", 1.0), "fat": c.get("fat_scale", 1.0)}
+    )
     sig_vec = np.array([sig[k] for k in TISSUES], np.float32)
 
     fr = _static_background(torso, grid, scene.z_slices, geometry.supersample)
@@ -163,15 +172,24 @@ def render_cine(scene: Scene, geometry: Geometry, rng: np.random.Generator) -> t
         I = _composite([S0, S_my, S_bl, S_my, S_fat, S_per, bg_box], lay, r, edge)
         I = I.reshape(S, ns, -1).mean(axis=1)
         img[i0:i1, j0:j1, :, t_idx] = I.reshape(S, bi, bj).transpose(1, 2, 0)
-        lay_c = Layers([np.broadcast_to(b, (z_planes.shape[0], r.size))[centre_rows] for b in lay.b],
-                       np.broadcast_to(lay.lv_present, (z_planes.shape[0], 1))[centre_rows],
-                       np.broadcast_to(lay.rv_present, (z_planes.shape[0], 1))[centre_rows])
+        lay_c = Layers(
+            [np.broadcast_to(b, (z_planes.shape[0], r.size))[centre_rows] for b in lay.b],
+            np.broadcast_to(lay.lv_present, (z_planes.shape[0], 1))[centre_rows],
+            np.broadcast_to(lay.rv_present, (z_planes.shape[0], 1))[centre_rows],
+        )
         lab[i0:i1, j0:j1, :, t_idx] = heart.labels(r, lay_c).reshape(S, bi, bj).transpose(1, 2, 0)
 
     x, y = grid.xy()
     hc = torso.heart_center
-    shade = np.stack([torso.coil_gain(x.astype(np.float32), y.astype(np.float32), np.float32(zk),
-                                      c.get("coil_depth_mm", 150.0), hc) for zk in z], axis=-1)
+    shade = np.stack(
+        [
+            torso.coil_gain(
+                x.astype(np.float32), y.astype(np.float32), np.float32(zk), c.get("coil_depth_mm", 150.0), hc
+            )
+            for zk in z
+        ],
+        axis=-1,
+    )
     gain = float(c.get("gain", 700.0))
     img *= (gain * shade)[..., None]
     if geometry.noise:
@@ -202,16 +220,25 @@ def render_tagging(scene: Scene, geometry: Geometry, rng: np.random.Generator) -
     edge = grid.pixel
     levels = scene.tag_levels
     names = list(TISSUES)
-    kw = dict(spacing_mm=geometry.tag_spacing_mm, angle=float(tg["angle"]), offsets=tuple(tg["offsets"]),
-              flip_total_deg=float(tg.get("flip_total_deg", 90.0)), order=int(tg.get("order", 2)))
+    kw = dict(
+        spacing_mm=geometry.tag_spacing_mm,
+        angle=float(tg["angle"]),
+        offsets=tuple(tg["offsets"]),
+        flip_total_deg=float(tg.get("flip_total_deg", 90.0)),
+        order=int(tg.get("order", 2)),
+    )
 
-    fr = _static_background(torso, grid, levels, geometry.supersample)        # (3, C, n, n)
-    tex = 1.0 + smooth_field((3, n, n), rng, correlation_px=max(2.0, 6.0 / grid.pixel), amplitude=c.get("texture", 0.05))
+    fr = _static_background(torso, grid, levels, geometry.supersample)  # (3, C, n, n)
+    tex = 1.0 + smooth_field(
+        (3, n, n), rng, correlation_px=max(2.0, 6.0 / grid.pixel), amplitude=c.get("texture", 0.05)
+    )
     xg, yg = grid.xy()
     f_static = spamm_modulation(xg.astype(np.float32), yg.astype(np.float32), **kw).astype(np.float32)
 
     z = levels.astype(np.float32)
-    z_planes = (z[:, None] + slice_offsets(ns, geometry.tag_slice_thickness_mm)[None, :]).reshape(-1, 1).astype(np.float32)
+    z_planes = (
+        (z[:, None] + slice_offsets(ns, geometry.tag_slice_thickness_mm)[None, :]).reshape(-1, 1).astype(np.float32)
+    )
     box = heart_box(heart, grid, z_planes, _box_times(heart))
     i0, i1, j0, j1 = box
     bi, bj = i1 - i0, j1 - j0
@@ -249,8 +276,18 @@ def render_tagging(scene: Scene, geometry: Geometry, rng: np.random.Generator) -
         frame_img[:, i0:i1, j0:j1] = I.reshape(3, bi, bj)
         out[..., t_idx] = frame_img
     out = ndimage.gaussian_filter(out, sigma=(0, 0.5, 0.5, 0), mode="nearest")
-    shade = np.stack([torso.coil_gain(xg.astype(np.float32), yg.astype(np.float32), np.float32(zk),
-                                      c.get("coil_depth_mm", 150.0), torso.heart_center) for zk in z])
+    shade = np.stack(
+        [
+            torso.coil_gain(
+                xg.astype(np.float32),
+                yg.astype(np.float32),
+                np.float32(zk),
+                c.get("coil_depth_mm", 150.0),
+                torso.heart_center,
+            )
+            for zk in z
+        ]
+    )
     gain = float(c.get("tag_gain", 600.0))
     out *= (gain * shade)[..., None]
     if geometry.noise:
@@ -296,9 +333,15 @@ def myocardial_tag_depth(scene: Scene, tagging: np.ndarray, slice_index: int = 1
         if m.sum() < 10:
             continue
         X, Y = heart.material_xy(x, y, r, th, z, st)
-        f = spamm_modulation(X, Y, spacing_mm=float(tg["spacing_mm"]), angle=float(tg["angle"]),
-                             offsets=tuple(tg["offsets"]), flip_total_deg=float(tg.get("flip_total_deg", 90.0)),
-                             order=int(tg.get("order", 2))).reshape(grid.n, grid.n)
+        f = spamm_modulation(
+            X,
+            Y,
+            spacing_mm=float(tg["spacing_mm"]),
+            angle=float(tg["angle"]),
+            offsets=tuple(tg["offsets"]),
+            flip_total_deg=float(tg.get("flip_total_deg", 90.0)),
+            order=int(tg.get("order", 2)),
+        ).reshape(grid.n, grid.n)
         A = np.stack([np.ones(int(m.sum())), f[m]], axis=1)
         a, b = np.linalg.lstsq(A, tagging[slice_index, :, :, t_idx][m].astype(float), rcond=None)[0]
         out[t_idx] = b / (a + b) if (a + b) != 0 else np.nan

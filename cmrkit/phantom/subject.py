@@ -9,8 +9,9 @@ second stream ``spawn_key=(index, 1)`` (noise, textures). A subject therefore de
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +38,17 @@ __all__ = [
 ]
 
 #: phenotype columns of the manifest (targets; measured values carry the suffix ``_measured``)
-PHENOTYPES = ("lvedv_ml", "lvesv_ml", "lvef_pct", "lvm_g", "rvedv_ml", "rvesv_ml", "rvef_pct",
-              "wall_thickness_mm", "peak_ecc")
+PHENOTYPES = (
+    "lvedv_ml",
+    "lvesv_ml",
+    "lvef_pct",
+    "lvm_g",
+    "rvedv_ml",
+    "rvesv_ml",
+    "rvef_pct",
+    "wall_thickness_mm",
+    "peak_ecc",
+)
 TAG_SLICE_NAMES = ("basal", "mid", "apical")
 
 
@@ -76,9 +86,15 @@ class SubjectParams:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SubjectParams":
-        return cls(int(d["index"]), int(d["seed"]), dict(d["covariates"]), dict(d["targets"]), dict(d["draws"]),
-                   None if d.get("pathology") is None else dict(d["pathology"]))
+    def from_dict(cls, d: Mapping[str, Any]) -> SubjectParams:
+        return cls(
+            int(d["index"]),
+            int(d["seed"]),
+            dict(d["covariates"]),
+            dict(d["targets"]),
+            dict(d["draws"]),
+            None if d.get("pathology") is None else dict(d["pathology"]),
+        )
 
 
 def _rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -90,8 +106,9 @@ def _rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generat
     return mk(0), mk(1)
 
 
-def sample_subject_params(index: int, *, seed: int = 0, pathology_fraction: float = 0.15,
-                          model: Mapping[str, Any] | None = None) -> SubjectParams:
+def sample_subject_params(
+    index: int, *, seed: int = 0, pathology_fraction: float = 0.15, model: Mapping[str, Any] | None = None
+) -> SubjectParams:
     """Draw covariates, phenotype targets, pathology and shape/contrast randomness of one subject."""
     if not (0.0 <= float(pathology_fraction) <= 1.0):
         raise ValueError(f"pathology_fraction must be in [0, 1], got {pathology_fraction!r}")
@@ -100,7 +117,7 @@ def sample_subject_params(index: int, *, seed: int = 0, pathology_fraction: floa
     cov = sample_covariates(rng, mdl)
     targets = phenotype_targets(cov, rng, mdl)
     u_path = float(rng.random())
-    path = sample_pathology(rng, mdl)          # always drawn so other draws do not depend on the fraction
+    path = sample_pathology(rng, mdl)  # always drawn so other draws do not depend on the fraction
     pathology = path if u_path < float(pathology_fraction) else None
     U = lambda lo, hi: float(rng.uniform(lo, hi))
     bmi = cov["weight_kg"] / (cov["height_cm"] / 100.0) ** 2
@@ -152,8 +169,9 @@ def sample_subject_params(index: int, *, seed: int = 0, pathology_fraction: floa
     return SubjectParams(int(index), int(seed), cov, targets, draws, pathology)
 
 
-def with_pathology(params: SubjectParams, segments: dict[int, float] | None, *, kind: str = "custom",
-                   territory: str = "custom") -> SubjectParams:
+def with_pathology(
+    params: SubjectParams, segments: dict[int, float] | None, *, kind: str = "custom", territory: str = "custom"
+) -> SubjectParams:
     """A copy of ``params`` with chosen regional dysfunction (or none).
 
     ``segments`` maps AHA segments (1-16) to the fraction of normal endocardial excursion kept
@@ -246,12 +264,20 @@ def build_scene(params: SubjectParams, geometry: Geometry) -> tuple[Scene, dict[
     L = float(tg["lv_length_mm"])
     apex_from_center = 0.5 * L
     # frame: the heart centre (mid long axis) at the drawn world position
-    tmp = patient_frame(long_axis_azimuth_deg=d["long_axis_azimuth_deg"], long_axis_elevation_deg=d["long_axis_elevation_deg"],
-                        inplane_rotation_deg=d["inplane_rotation_deg"], apex_world=(0.0, 0.0, 0.0))
+    tmp = patient_frame(
+        long_axis_azimuth_deg=d["long_axis_azimuth_deg"],
+        long_axis_elevation_deg=d["long_axis_elevation_deg"],
+        inplane_rotation_deg=d["inplane_rotation_deg"],
+        apex_world=(0.0, 0.0, 0.0),
+    )
     w = np.asarray(tmp.w)
     apex = np.asarray(d["heart_center_world"]) - apex_from_center * w
-    frame = patient_frame(long_axis_azimuth_deg=d["long_axis_azimuth_deg"], long_axis_elevation_deg=d["long_axis_elevation_deg"],
-                          inplane_rotation_deg=d["inplane_rotation_deg"], apex_world=tuple(apex))
+    frame = patient_frame(
+        long_axis_azimuth_deg=d["long_axis_azimuth_deg"],
+        long_axis_elevation_deg=d["long_axis_elevation_deg"],
+        inplane_rotation_deg=d["inplane_rotation_deg"],
+        apex_world=tuple(apex),
+    )
     e_r = frame.world_dir_in_frame([1.0, 0.0, 0.0])
     e_a = frame.world_dir_in_frame([0.0, 1.0, 0.0])
     e_s = frame.world_dir_in_frame([0.0, 0.0, 1.0])
@@ -270,16 +296,27 @@ def build_scene(params: SubjectParams, geometry: Geometry) -> tuple[Scene, dict[
     z_slices = (L - d["delta_top_mm"]) - spacing * np.arange(geometry.slices)
     k_mid = int(np.argmin(np.abs(z_slices - 0.52 * L)))
     half = math.radians(d["rv_half_angle_deg"])
-    pap = [theta_rv + sense * math.radians(120.0 + d["papillary_offsets_deg"][0]),
-           theta_rv - sense * math.radians(120.0 + d["papillary_offsets_deg"][1])]
-    calib_draws = dict(d, twist_apex=twist_apex, twist_base=twist_base, rv_theta=theta_rv, rv_half_angle=half,
-                       papillary_angles=pap)
+    pap = [
+        theta_rv + sense * math.radians(120.0 + d["papillary_offsets_deg"][0]),
+        theta_rv - sense * math.radians(120.0 + d["papillary_offsets_deg"][1]),
+    ]
+    calib_draws = dict(
+        d, twist_apex=twist_apex, twist_base=twist_base, rv_theta=theta_rv, rv_half_angle=half, papillary_angles=pap
+    )
     factors = None
     if params.pathology:
         factors = dict(zip(params.pathology["segments"], params.pathology["factors"]))
-    heart, realised = calibrate_heart(targets=tg, draws=calib_draws, z_slices=z_slices, spacing=spacing, cycle=cycle,
-                                      z_mid=float(z_slices[k_mid]), regional_factors=factors,
-                                      theta_septum=theta_rv, sense=sense)
+    heart, realised = calibrate_heart(
+        targets=tg,
+        draws=calib_draws,
+        z_slices=z_slices,
+        spacing=spacing,
+        cycle=cycle,
+        z_mid=float(z_slices[k_mid]),
+        regional_factors=factors,
+        theta_septum=theta_rv,
+        sense=sense,
+    )
     shape = heart.lv.shape
     s_long = heart.lv.motion.s_long
     # tagging slices: basal stays inside the LV at ES, apical keeps a cavity
@@ -288,8 +325,10 @@ def build_scene(params: SubjectParams, geometry: Geometry) -> tuple[Scene, dict[
     apex_ok = [k for k in range(k_mid + 1, len(z_slices)) if z_slices[k] >= shape.z_apex_en + 0.2 * shape.c_en]
     k_apex = apex_ok[-1] if apex_ok else k_mid + 1
     if not (0 <= k_base < k_mid < k_apex < len(z_slices)):
-        raise ValueError(f"cannot place basal/mid/apical tagging slices in {geometry.slices} slices at "
-                         f"{spacing} mm spacing for an LV of length {L:.0f} mm; use more slices")
+        raise ValueError(
+            f"cannot place basal/mid/apical tagging slices in {geometry.slices} slices at "
+            f"{spacing} mm spacing for an LV of length {L:.0f} mm; use more slices"
+        )
 
     rr = cycle.rr_ms
     cine_times = np.arange(geometry.cine_frames) * rr / geometry.cine_frames
@@ -300,27 +339,76 @@ def build_scene(params: SubjectParams, geometry: Geometry) -> tuple[Scene, dict[
     rc = shape.a_ep + 0.5 * heart.rv.h_ed
     c0 = (0.5 * rc * math.cos(theta_rv) + d["fov_offset_mm"][0], 0.5 * rc * math.sin(theta_rv) + d["fov_offset_mm"][1])
     cine_grid = PlaneGrid(geometry.matrix, geometry.pixel_mm, c0)
-    tag_grid = PlaneGrid(geometry.tag_matrix_resolved, geometry.tag_pixel_mm,
-                         (c0[0] + d["tag_fov_offset_mm"][0], c0[1] + d["tag_fov_offset_mm"][1]))
+    tag_grid = PlaneGrid(
+        geometry.tag_matrix_resolved,
+        geometry.tag_pixel_mm,
+        (c0[0] + d["tag_fov_offset_mm"][0], c0[1] + d["tag_fov_offset_mm"][1]),
+    )
     bmi = cov["weight_kg"] / (cov["height_cm"] / 100.0) ** 2
-    torso = make_torso(d, heart_center=np.array([0.0, 0.0, 0.5 * L]), e_r=e_r, e_a=e_a, e_s=e_s, bmi=bmi,
-                       rng=np.random.default_rng(d["torso_seed"]))
+    torso = make_torso(
+        d,
+        heart_center=np.array([0.0, 0.0, 0.5 * L]),
+        e_r=e_r,
+        e_a=e_a,
+        e_s=e_s,
+        bmi=bmi,
+        rng=np.random.default_rng(d["torso_seed"]),
+    )
     # "snr_blood" (noise relative to blood) is the draw of parameters made before the myocardial-SNR model
-    contrast = {k: d[k] for k in ("snr_myo", "snr_blood", "tag_snr", "gain", "tag_gain", "blood_scale", "myo_scale",
-                                  "fat_scale", "tag_blood_scale", "coil_depth_mm", "texture") if k in d}
+    contrast = {
+        k: d[k]
+        for k in (
+            "snr_myo",
+            "snr_blood",
+            "tag_snr",
+            "gain",
+            "tag_gain",
+            "blood_scale",
+            "myo_scale",
+            "fat_scale",
+            "tag_blood_scale",
+            "coil_depth_mm",
+            "texture",
+        )
+        if k in d
+    }
     if geometry.tag_phase == "anchored":
         # a tag-line crossing on the LV long axis (x = y = 0 in the LV frame): zero phase offsets
         tag_angle, tag_offsets = math.radians(ANCHORED_TAG_ANGLE_DEG), (0.0, 0.0)
     else:
         tag_angle, tag_offsets = math.radians(d["tag_angle_deg"]), tuple(d["tag_offsets"])
-    tag = {"angle": tag_angle, "offsets": tag_offsets,
-           "saturation": d["tag_saturation"], "tau_wash_ms": d["tau_wash_ms"], "order": 2, "flip_total_deg": 90.0,
-           "spacing_mm": geometry.tag_spacing_mm}
-    scene = Scene(heart, torso, frame, cine_grid, tag_grid, z_slices, (k_base, k_mid, k_apex), cine_times, tag_times,
-                  contrast, tag)
-    info = {"rr_ms": rr, "theta_rv": theta_rv, "sense": sense, "handedness": handed,
-            "landmark_theta0": theta_rv + sense * half, "tag_phase": geometry.tag_phase,
-            "tag_angle_deg": math.degrees(tag_angle), "tag_offsets": [float(v) for v in tag_offsets]}
+    tag = {
+        "angle": tag_angle,
+        "offsets": tag_offsets,
+        "saturation": d["tag_saturation"],
+        "tau_wash_ms": d["tau_wash_ms"],
+        "order": 2,
+        "flip_total_deg": 90.0,
+        "spacing_mm": geometry.tag_spacing_mm,
+    }
+    scene = Scene(
+        heart,
+        torso,
+        frame,
+        cine_grid,
+        tag_grid,
+        z_slices,
+        (k_base, k_mid, k_apex),
+        cine_times,
+        tag_times,
+        contrast,
+        tag,
+    )
+    info = {
+        "rr_ms": rr,
+        "theta_rv": theta_rv,
+        "sense": sense,
+        "handedness": handed,
+        "landmark_theta0": theta_rv + sense * half,
+        "tag_phase": geometry.tag_phase,
+        "tag_angle_deg": math.degrees(tag_angle),
+        "tag_offsets": [float(v) for v in tag_offsets],
+    }
     return scene, realised, info
 
 
@@ -365,8 +453,8 @@ def _ground_truth(scene: Scene, geometry: Geometry, theta0: float) -> dict[str, 
             ecc_ring[s, t] = e_cc.mean(axis=1)
             err[s, t] = e_rr.mean()
             ux, uy, _ = heart.forward_apparent(xg.ravel(), yg.ravel(), float(z), st)
-            du = np.stack([ux - xg.ravel(), uy - yg.ravel()])          # LV-frame mm
-            dij = axes.T @ du                                           # along image i, j
+            du = np.stack([ux - xg.ravel(), uy - yg.ravel()])  # LV-frame mm
+            dij = axes.T @ du  # along image i, j
             disp[s, t] = dij.reshape(2, nd, nd).astype(np.float32)
     lm_mm = lm_px * grid.pixel
     lmk = landmark_strain(lm_mm)
@@ -386,8 +474,9 @@ def _ground_truth(scene: Scene, geometry: Geometry, theta0: float) -> dict[str, 
     }
 
 
-def generate_subject(params: SubjectParams, *, geometry: Geometry | None = None,
-                     rng: np.random.Generator | int | None = None) -> PhantomSubject:
+def generate_subject(
+    params: SubjectParams, *, geometry: Geometry | None = None, rng: np.random.Generator | int | None = None
+) -> PhantomSubject:
     """Generate one subject in memory.
 
     Parameters
@@ -409,10 +498,12 @@ def generate_subject(params: SubjectParams, *, geometry: Geometry | None = None,
     gt = _ground_truth(scene, geometry, info["landmark_theta0"])
 
     spacing = geometry.slice_spacing_mm
-    curve = np.array([heart.slice_volumes(scene.z_slices, heart.state(float(t)), spacing)["lv"]
-                      for t in scene.cine_times_ms])
-    rv_curve = np.array([heart.slice_volumes(scene.z_slices, heart.state(float(t)), spacing)["rv"]
-                         for t in scene.cine_times_ms])
+    curve = np.array(
+        [heart.slice_volumes(scene.z_slices, heart.state(float(t)), spacing)["lv"] for t in scene.cine_times_ms]
+    )
+    rv_curve = np.array(
+        [heart.slice_volumes(scene.z_slices, heart.state(float(t)), spacing)["rv"] for t in scene.cine_times_ms]
+    )
     ed, es = 0, int(np.argmin(curve))
     vox_ml = geometry.pixel_mm**2 * spacing / 1000.0
     counts = np.stack([(labels == k).sum(axis=(0, 1, 2)) for k in (1, 2, 3)]).astype(float) * vox_ml
@@ -431,26 +522,51 @@ def generate_subject(params: SubjectParams, *, geometry: Geometry | None = None,
         "wall_thickness_mm": math.sqrt(a_epi / math.pi) - math.sqrt(a_lv / math.pi),
         "peak_ecc": float(gt["ecc_landmark"][1].min()),
     }
-    gt.update({
-        "lv_volume_target_ml": curve,
-        "rv_volume_target_ml": rv_curve,
-        "lv_volume_ml": lv_m,
-        "myo_volume_ml": myo_m,
-        "rv_volume_ml": rv_m,
-        "cine_times_ms": scene.cine_times_ms.astype(float),
-        "tag_times_ms": scene.tag_times_ms.astype(float),
-        "tag_slice_index": np.asarray(scene.tag_slices, np.int32),
-    })
+    gt.update(
+        {
+            "lv_volume_target_ml": curve,
+            "rv_volume_target_ml": rv_curve,
+            "lv_volume_ml": lv_m,
+            "myo_volume_ml": myo_m,
+            "rv_volume_ml": rv_m,
+            "cine_times_ms": scene.cine_times_ms.astype(float),
+            "tag_times_ms": scene.tag_times_ms.astype(float),
+            "tag_slice_index": np.asarray(scene.tag_slices, np.int32),
+        }
+    )
     cine_affine = scene.cine_grid.affine(scene.frame, float(scene.z_slices[0]), spacing)
-    tag_affines = np.stack([scene.tag_grid.affine(scene.frame, float(z), geometry.tag_slice_thickness_mm)
-                            for z in scene.tag_levels])
+    tag_affines = np.stack(
+        [scene.tag_grid.affine(scene.frame, float(z), geometry.tag_slice_thickness_mm) for z in scene.tag_levels]
+    )
     targets = dict(realised)
     targets["heart_rate_bpm"] = 60000.0 / info["rr_ms"]
-    info.update({
-        "cine_grid_center": scene.cine_grid.center, "tag_grid_center": scene.tag_grid.center,
-        "z_slices": scene.z_slices.tolist(), "lv_shape": asdict(heart.lv.shape), "lv_motion": asdict(heart.lv.motion),
-        "rv_shape": asdict(heart.rv), "cycle": asdict(heart.cycle), "cmrkit_version": __version__,
-    })
-    return PhantomSubject(params, geometry, cine, labels, cine_affine, tagging, tag_affines, ed, es,
-                          scene.cine_times_ms, scene.tag_times_ms, tuple(int(k) for k in scene.tag_slices), gt,
-                          targets, measured, info)
+    info.update(
+        {
+            "cine_grid_center": scene.cine_grid.center,
+            "tag_grid_center": scene.tag_grid.center,
+            "z_slices": scene.z_slices.tolist(),
+            "lv_shape": asdict(heart.lv.shape),
+            "lv_motion": asdict(heart.lv.motion),
+            "rv_shape": asdict(heart.rv),
+            "cycle": asdict(heart.cycle),
+            "cmrkit_version": __version__,
+        }
+    )
+    return PhantomSubject(
+        params,
+        geometry,
+        cine,
+        labels,
+        cine_affine,
+        tagging,
+        tag_affines,
+        ed,
+        es,
+        scene.cine_times_ms,
+        scene.tag_times_ms,
+        tuple(int(k) for k in scene.tag_slices),
+        gt,
+        targets,
+        measured,
+        info,
+    )

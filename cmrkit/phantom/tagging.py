@@ -39,8 +39,9 @@ N_RINGS = 7
 N_LANDMARKS = N_SPOKES * N_RINGS
 
 
-def tag_phases(X: np.ndarray, Y: np.ndarray, *, spacing_mm: float, angle: float,
-               offsets: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+def tag_phases(
+    X: np.ndarray, Y: np.ndarray, *, spacing_mm: float, angle: float, offsets: tuple[float, float] = (0.0, 0.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """Tag phases ``k e_d . X + psi_d`` of the two grid directions (``e_1`` at ``angle``, ``e_2``
     at ``angle + 90 deg`` in the LV frame)."""
     k = 2.0 * math.pi / spacing_mm
@@ -50,9 +51,16 @@ def tag_phases(X: np.ndarray, Y: np.ndarray, *, spacing_mm: float, angle: float,
     return p1, p2
 
 
-def spamm_modulation(X: np.ndarray, Y: np.ndarray, *, spacing_mm: float, angle: float,
-                     offsets: tuple[float, float] = (0.0, 0.0), flip_total_deg: float = 90.0,
-                     order: int = 2) -> np.ndarray:
+def spamm_modulation(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    spacing_mm: float,
+    angle: float,
+    offsets: tuple[float, float] = (0.0, 0.0),
+    flip_total_deg: float = 90.0,
+    order: int = 2,
+) -> np.ndarray:
     """Grid-tag modulation ``f(X) in [cos(theta_tot), 1]`` of the longitudinal magnetisation."""
     th = math.radians(flip_total_deg)
     out = None
@@ -91,8 +99,8 @@ def landmark_strain(landmarks: np.ndarray, reference_frame: int = 0) -> dict[str
     if lm.shape[-2:] != (2, N_LANDMARKS):
         raise ValueError(f"landmarks must have shape (..., T, 2, {N_LANDMARKS}), got {lm.shape}")
     ref = np.take(lm, [reference_frame], axis=-3)
-    endo, epi = lm[..., 0::N_RINGS], lm[..., N_RINGS - 1::N_RINGS]
-    endo0, epi0 = ref[..., 0::N_RINGS], ref[..., N_RINGS - 1::N_RINGS]
+    endo, epi = lm[..., 0::N_RINGS], lm[..., N_RINGS - 1 :: N_RINGS]
+    endo0, epi0 = ref[..., 0::N_RINGS], ref[..., N_RINGS - 1 :: N_RINGS]
     l2 = ((epi - endo) ** 2).sum(-2)
     l20 = ((epi0 - endo0) ** 2).sum(-2)
     err = (0.5 * (l2 / l20 - 1.0)).mean(-1)

@@ -10,8 +10,9 @@ Tissue classes are the keys of :data:`cmrkit.phantom.contrast.TISSUES`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -28,23 +29,26 @@ class Torso:
     e_r: tuple[float, float, float]
     e_a: tuple[float, float, float]
     e_s: tuple[float, float, float]
-    body_center: tuple[float, float]          # (right, anterior) offset from the heart centre
-    body_axes: tuple[float, float]            # half width (left-right), half depth (antero-posterior)
+    body_center: tuple[float, float]  # (right, anterior) offset from the heart centre
+    body_axes: tuple[float, float]  # half width (left-right), half depth (antero-posterior)
     subcut_fat_mm: float
     muscle_mm: float
-    liver: tuple[tuple[float, float, float], tuple[float, float, float]]     # centre (R, A, S), semi-axes
+    liver: tuple[tuple[float, float, float], tuple[float, float, float]]  # centre (R, A, S), semi-axes
     stomach: tuple[tuple[float, float, float], tuple[float, float, float]]
     mediastinal_fat: tuple[tuple[float, float, float], tuple[float, float, float]]
-    aorta: tuple[float, float, float]          # (R, A) centre, radius
-    spine: tuple[float, float, float]          # vertebral body (R, A) centre, radius
+    aorta: tuple[float, float, float]  # (R, A) centre, radius
+    spine: tuple[float, float, float]  # vertebral body (R, A) centre, radius
     vessels: tuple[tuple[float, float, float, float], ...] = field(default_factory=tuple)  # (R, A, S, radius)
-    coils: tuple[tuple[float, float, float], ...] = field(default_factory=tuple)           # (R, A, S)
+    coils: tuple[tuple[float, float, float], ...] = field(default_factory=tuple)  # (R, A, S)
 
     def _rass(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         dx, dy, dz = x - self.heart_center[0], y - self.heart_center[1], z - self.heart_center[2]
         er, ea, es = (np.asarray(v, np.float32) for v in (self.e_r, self.e_a, self.e_s))
-        return (dx * er[0] + dy * er[1] + dz * er[2], dx * ea[0] + dy * ea[1] + dz * ea[2],
-                dx * es[0] + dy * es[1] + dz * es[2])
+        return (
+            dx * er[0] + dy * er[1] + dz * er[2],
+            dx * ea[0] + dy * ea[1] + dz * ea[2],
+            dx * es[0] + dy * es[1] + dz * es[2],
+        )
 
     def classes(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Tissue class index (``TISSUE_INDEX``) at LV-frame points."""
@@ -72,8 +76,8 @@ class Torso:
         lung = cls == TISSUE_INDEX["lung"]
         zmin, zmax = float(np.min(z)), float(np.max(z))
         er, ea, es = (np.asarray(v, float) for v in (self.e_r, self.e_a, self.e_s))
-        for (vr, va, vs, rad) in self.vessels:
-            cz = self.heart_center[2] + vr * er[2] + va * ea[2] + vs * es[2]     # LV-frame level of the centre
+        for vr, va, vs, rad in self.vessels:
+            cz = self.heart_center[2] + vr * er[2] + va * ea[2] + vs * es[2]  # LV-frame level of the centre
             if cz + rad < zmin or cz - rad > zmax:
                 continue
             hit = (R - vr) ** 2 + (A - va) ** 2 + (S - vs) ** 2 < rad * rad
@@ -101,8 +105,9 @@ class Torso:
             out[int(c)] = (blocks == c).mean(axis=(1, 3))
         return out
 
-    def coil_gain(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, depth_mm: float,
-                  ref: tuple[float, float, float]) -> np.ndarray:
+    def coil_gain(
+        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, depth_mm: float, ref: tuple[float, float, float]
+    ) -> np.ndarray:
         """Root-sum-of-squares surface-coil sensitivity normalised to 1 at ``ref`` (LV frame)."""
         R, A, S = self._rass(x, y, z)
         Rr, Ar, Sr = self._rass(*(np.asarray(v, np.float32) for v in ref))
@@ -117,8 +122,16 @@ class Torso:
         return (rss(R, A, S) / rss(Rr, Ar, Sr)).astype(np.float32)
 
 
-def make_torso(draws: Mapping[str, Any], *, heart_center: np.ndarray, e_r: np.ndarray, e_a: np.ndarray,
-               e_s: np.ndarray, bmi: float, rng: np.random.Generator) -> Torso:
+def make_torso(
+    draws: Mapping[str, Any],
+    *,
+    heart_center: np.ndarray,
+    e_r: np.ndarray,
+    e_a: np.ndarray,
+    e_s: np.ndarray,
+    bmi: float,
+    rng: np.random.Generator,
+) -> Torso:
     """Place the torso structures for one subject (sizes scale with ``draws['body_scale']`` and BMI)."""
     s = float(draws.get("body_scale", 1.0))
     fat = float(np.clip(6.0 + 1.4 * (bmi - 22.0), 4.0, 45.0))
@@ -133,16 +146,33 @@ def make_torso(draws: Mapping[str, Any], *, heart_center: np.ndarray, e_r: np.nd
     med = ((15.0 * s, 48.0 * s, 10.0 * s), (50.0 * s, 14.0 * s, 70.0 * s))
     vessels = []
     for _ in range(150):
-        vessels.append((float(rng.uniform(-150, 170) * s), float(rng.uniform(-90, 60) * s),
-                        float(rng.uniform(-60, 80) * s), float(rng.uniform(1.5, 3.5))))
+        vessels.append(
+            (
+                float(rng.uniform(-150, 170) * s),
+                float(rng.uniform(-90, 60) * s),
+                float(rng.uniform(-60, 80) * s),
+                float(rng.uniform(1.5, 3.5)),
+            )
+        )
     coils = []
-    for k in range(4):                          # anterior and posterior arrays, 4 elements each
+    for k in range(4):  # anterior and posterior arrays, 4 elements each
         off = (-60.0 + 40.0 * k) * s
         coils.append((bx + off, by + ay + 15.0, 0.0))
         coils.append((bx + off, by - ay - 25.0, 0.0))
     return Torso(
-        heart_center=tuple(map(float, heart_center)), e_r=tuple(map(float, e_r)), e_a=tuple(map(float, e_a)),
-        e_s=tuple(map(float, e_s)), body_center=(bx, by), body_axes=(ax, ay), subcut_fat_mm=fat, muscle_mm=12.0 * s,
-        liver=liver, stomach=stomach, mediastinal_fat=med, aorta=aorta, spine=spine, vessels=tuple(vessels),
+        heart_center=tuple(map(float, heart_center)),
+        e_r=tuple(map(float, e_r)),
+        e_a=tuple(map(float, e_a)),
+        e_s=tuple(map(float, e_s)),
+        body_center=(bx, by),
+        body_axes=(ax, ay),
+        subcut_fat_mm=fat,
+        muscle_mm=12.0 * s,
+        liver=liver,
+        stomach=stomach,
+        mediastinal_fat=med,
+        aorta=aorta,
+        spine=spine,
+        vessels=tuple(vessels),
         coils=tuple(coils),
     )

@@ -48,13 +48,23 @@ from typing import Any
 import numpy as np
 
 from ..utils import atomic_path, atomic_write
-from .subject import PhantomSubject, TAG_SLICE_NAMES
+from .subject import TAG_SLICE_NAMES, PhantomSubject
 
 __all__ = ["write_subject", "read_ground_truth", "write_nifti", "SUBJECT_FILES", "CONVENTIONS"]
 
-SUBJECT_FILES = ("sa.nii.gz", "label_sa.nii.gz", "sa_ED.nii.gz", "sa_ES.nii.gz", "label_sa_ED.nii.gz",
-                 "label_sa_ES.nii.gz", "tag_1.nii.gz", "tag_2.nii.gz", "tag_3.nii.gz", "ground_truth.h5",
-                 "subject.json")
+SUBJECT_FILES = (
+    "sa.nii.gz",
+    "label_sa.nii.gz",
+    "sa_ED.nii.gz",
+    "sa_ES.nii.gz",
+    "label_sa_ED.nii.gz",
+    "label_sa_ES.nii.gz",
+    "tag_1.nii.gz",
+    "tag_2.nii.gz",
+    "tag_3.nii.gz",
+    "ground_truth.h5",
+    "subject.json",
+)
 
 CONVENTIONS = (
     "landmarks: 24 spokes x 7 rings, index spoke*7+k, k=0 endocardium, k=6 epicardium; spoke 0 at the anterior "
@@ -106,8 +116,12 @@ def write_subject(subject: PhantomSubject, folder: str | os.PathLike[str]) -> Pa
     tag_dt = float(np.diff(subject.tag_times_ms).mean()) if len(subject.tag_times_ms) > 1 else 0.0
     for s in range(3):
         vol = subject.tagging[s][:, :, None, :]
-        write_nifti(folder / f"tag_{s + 1}.nii.gz", vol, subject.tag_affines[s],
-                    (g.tag_pixel_mm, g.tag_pixel_mm, g.tag_slice_thickness_mm, tag_dt))
+        write_nifti(
+            folder / f"tag_{s + 1}.nii.gz",
+            vol,
+            subject.tag_affines[s],
+            (g.tag_pixel_mm, g.tag_pixel_mm, g.tag_slice_thickness_mm, tag_dt),
+        )
     gt = subject.ground_truth
     comp = dict(compression="gzip", compression_opts=1, shuffle=True)
     with atomic_path(folder / "ground_truth.h5") as tmp:
@@ -148,8 +162,13 @@ def write_subject(subject: PhantomSubject, folder: str | os.PathLike[str]) -> Pa
             a["measured_json"] = json.dumps(subject.measured, default=_json_default)
             a["geometry_json"] = json.dumps(subject.geometry.to_dict(), default=_json_default)
             a["info_json"] = json.dumps(subject.info, default=_json_default)
-    meta = {"manifest_row": subject.manifest_row(), "params": subject.params.to_dict(), "targets": subject.targets,
-            "measured": subject.measured, "geometry": subject.geometry.to_dict()}
+    meta = {
+        "manifest_row": subject.manifest_row(),
+        "params": subject.params.to_dict(),
+        "targets": subject.targets,
+        "measured": subject.measured,
+        "geometry": subject.geometry.to_dict(),
+    }
     with atomic_write(folder / "subject.json", "w") as fh:
         json.dump(meta, fh, indent=1, default=_json_default)
     return folder

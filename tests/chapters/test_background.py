@@ -15,13 +15,37 @@ from cmrkit.registry import for_notebook
 
 
 # ------------------------------------------------------------------------------------------ AHA geometry
-@pytest.mark.parametrize("angle, level, seg", [
-    (90, "basal", 1), (150, "basal", 2), (210, "basal", 3), (270, "basal", 4), (330, "basal", 5), (30, "basal", 6),
-    (61, "basal", 1), (119.9, "basal", 1), (120, "basal", 2), (59.9, "basal", 6), (-30, "basal", 5), (450, "basal", 1),
-    (90, "mid", 7), (170, "mid", 8), (180, "mid", 9), (200, "mid", 9), (270, "mid", 10), (300, "mid", 11), (0, "mid", 12),
-    (90, "apical", 13), (180, "apical", 14), (270, "apical", 15), (0, "apical", 16), (44, "apical", 16),
-    (46, "apical", 13), (123, "apex", 17),
-])
+@pytest.mark.parametrize(
+    "angle, level, seg",
+    [
+        (90, "basal", 1),
+        (150, "basal", 2),
+        (210, "basal", 3),
+        (270, "basal", 4),
+        (330, "basal", 5),
+        (30, "basal", 6),
+        (61, "basal", 1),
+        (119.9, "basal", 1),
+        (120, "basal", 2),
+        (59.9, "basal", 6),
+        (-30, "basal", 5),
+        (450, "basal", 1),
+        (90, "mid", 7),
+        (170, "mid", 8),
+        (180, "mid", 9),
+        (200, "mid", 9),
+        (270, "mid", 10),
+        (300, "mid", 11),
+        (0, "mid", 12),
+        (90, "apical", 13),
+        (180, "apical", 14),
+        (270, "apical", 15),
+        (0, "apical", 16),
+        (44, "apical", 16),
+        (46, "apical", 13),
+        (123, "apex", 17),
+    ],
+)
 def test_aha_segment_numbering(angle, level, seg):
     # Cerqueira et al. 2002: segment 1 anterior at the top, counter-clockwise, septum on the left
     assert bg.aha_segment(angle, level) == seg
@@ -127,8 +151,9 @@ def tiny_cohort(tmp_path_factory):
     from cmrkit.phantom import Geometry, generate_cohort
 
     out = tmp_path_factory.mktemp("phantom") / "tiny"
-    g = Geometry(matrix=64, pixel_mm=3.0, slices=8, cine_frames=8, tag_frames=8, tag_pixel_mm=2.0,
-                 slice_samples=1, supersample=1)
+    g = Geometry(
+        matrix=64, pixel_mm=3.0, slices=8, cine_frames=8, tag_frames=8, tag_pixel_mm=2.0, slice_samples=1, supersample=1
+    )
     # seed 0: subject 0 has regional dysfunction, subject 1 is normal
     generate_cohort(out, 2, seed=0, geometry=g, pathology_fraction=0.5, workers=1, progress=False)
     return out

@@ -10,10 +10,19 @@ from cmrkit.chapters import ch4
 from cmrkit.report import Report
 
 TINY = {
-    "phantom.n_subjects": 3, "phantom.matrix": 80, "phantom.cine_frames": 10, "phantom.tag_frames": 10,
-    "phantom.slices": 8, "phantom.workers": 1,
-    "ch4.frames": 10, "ch4.image_size": 40, "ch4.roi_mm": 80.0, "ch4.latent_dim": 16, "ch4.conv_layers": 4,
-    "ch4.epochs": 2, "ch4.batch_size": 4,
+    "phantom.n_subjects": 3,
+    "phantom.matrix": 80,
+    "phantom.cine_frames": 10,
+    "phantom.tag_frames": 10,
+    "phantom.slices": 8,
+    "phantom.workers": 1,
+    "ch4.frames": 10,
+    "ch4.image_size": 40,
+    "ch4.roi_mm": 80.0,
+    "ch4.latent_dim": 16,
+    "ch4.conv_layers": 4,
+    "ch4.epochs": 2,
+    "ch4.batch_size": 4,
 }
 
 

@@ -109,7 +109,9 @@ def test_label_value_outside_set_in_gt(tmp_path):
     bad[0, 0, 0] = 4
     import nibabel as nib
 
-    nib.save(nib.Nifti1Image(bad.astype(np.float32), np.diag([1.5, 1.5, 10.0, 1.0])), d / "patient001_frame01_gt.nii.gz")
+    nib.save(
+        nib.Nifti1Image(bad.astype(np.float32), np.diag([1.5, 1.5, 10.0, 1.0])), d / "patient001_frame01_gt.nii.gz"
+    )
     with pytest.raises(DataError, match=r"patient001_frame01_gt.nii.gz: label values \[4\]"):
         load_subject(d, dataset="acdc")
 

@@ -70,7 +70,9 @@ def test_fixture_contours_outline_the_bright_blood_pool_and_es_is_smaller():
     for z in range(2):
         for t in (1, 2):  # phase 6 (ES) and phase 19 (ED) carry contours
             n = int(s.files[z, t].stem)
-            endo = contour_mask(read_contour_txt(FIXTURE / "contours" / f"IM-0001-{n:04d}-icontour-manual.txt"), (112, 112))
+            endo = contour_mask(
+                read_contour_txt(FIXTURE / "contours" / f"IM-0001-{n:04d}-icontour-manual.txt"), (112, 112)
+            )
             img = s.data[:, :, z, t]
             areas[(z, t)] = endo.sum()
             epi_path = FIXTURE / "contours" / f"IM-0001-{n:04d}-ocontour-manual.txt"

@@ -18,9 +18,15 @@ def test_round_trip(tmp_path):
     imgs = rng.random((2, 20, 24, 24)).astype(np.float32)
     lm = _landmarks(2, 20, rng)
     f = tmp_path / "sub" / "x.h5"
-    out = write_ferdian_h5(f, image_seqs=imgs, landmark_coords=lm, px_spaces=[1.4, 1.5],
-                           ed_frame_idx=[0, 0], es_frame_idx=[7, 8],
-                           extra={"_patients": np.array(["a", "b"]), "bbox_corners": np.ones((2, 4))})
+    out = write_ferdian_h5(
+        f,
+        image_seqs=imgs,
+        landmark_coords=lm,
+        px_spaces=[1.4, 1.5],
+        ed_frame_idx=[0, 0],
+        es_frame_idx=[7, 8],
+        extra={"_patients": np.array(["a", "b"]), "bbox_corners": np.ones((2, 4))},
+    )
     assert out == f and f.is_file()
     assert not list(f.parent.glob(".*part*"))  # no temporary left behind
     d = read_ferdian_h5(f)
@@ -47,11 +53,17 @@ def test_reads_file_written_like_ferdian(tmp_path):
     imgs = rng.random((1, 20, 64, 64)).astype(np.float32)
     lm = _landmarks(1, 20, rng).astype(np.float32)
     with h5py.File(f, "a") as hf:
-        hf.create_dataset("_patients", data=np.array(["p1"], dtype=object), maxshape=(None,),
-                          dtype=h5py.special_dtype(vlen=str))
-        for name, arr in (("image_seqs", imgs), ("landmark_coords", lm), ("px_spaces", np.array([1.4], np.float32)),
-                          ("ed_frame_idx", np.array([0])), ("es_frame_idx", np.array([6])),
-                          ("regions", np.ones((1, 20, 168)))):
+        hf.create_dataset(
+            "_patients", data=np.array(["p1"], dtype=object), maxshape=(None,), dtype=h5py.special_dtype(vlen=str)
+        )
+        for name, arr in (
+            ("image_seqs", imgs),
+            ("landmark_coords", lm),
+            ("px_spaces", np.array([1.4], np.float32)),
+            ("ed_frame_idx", np.array([0])),
+            ("es_frame_idx", np.array([6])),
+            ("regions", np.ones((1, 20, 168))),
+        ):
             hf.create_dataset(name, data=arr, maxshape=(None,) + arr.shape[1:])
     d = read_ferdian_h5(f)
     assert d.image_seqs.shape == (1, 20, 64, 64) and d.landmark_coords.shape == (1, 20, 2, 168)
@@ -145,11 +157,17 @@ def test_write_validates_and_is_atomic(tmp_path):
 def test_cropped_variant_rescales_pixel_spacing(tmp_path):
     rng = np.random.default_rng(4)
     f = tmp_path / "crop.h5"
-    write_ferdian_h5(f, image_seqs=np.zeros((1, 20, 64, 64)), landmark_coords=_landmarks(1, 20, rng),
-                     px_spaces=[1.4],
-                     extra={"cropped_image_seqs": np.zeros((1, 20, 128, 128)),
-                            "cropped_landmark_coords": _landmarks(1, 20, rng),
-                            "bbox_corners": np.array([[10.2, 20.7, 74.9, 84.1]])})
+    write_ferdian_h5(
+        f,
+        image_seqs=np.zeros((1, 20, 64, 64)),
+        landmark_coords=_landmarks(1, 20, rng),
+        px_spaces=[1.4],
+        extra={
+            "cropped_image_seqs": np.zeros((1, 20, 128, 128)),
+            "cropped_landmark_coords": _landmarks(1, 20, rng),
+            "bbox_corners": np.array([[10.2, 20.7, 74.9, 84.1]]),
+        },
+    )
     d = read_ferdian_h5(f, cropped=True)
     assert d.image_seqs.shape == (1, 20, 128, 128)
     side = np.ceil(84.1) - np.floor(20.7)  # rows of the crop that was resized to 128

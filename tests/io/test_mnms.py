@@ -37,9 +37,9 @@ def write_derived(folder, case, images=True):
 def test_flat_derived_folder_with_labels_only_case(tmp_path):
     write_derived(tmp_path, "better_AAA111")
     write_derived(tmp_path, "worse_BBB222", images=False)
-    pd.DataFrame({"External code": ["AAA111", "BBB222"], "Vendor": ["A", "B"], "Centre": [1, 2], "ED": [0, 0], "ES": [9, 11]}).to_csv(
-        tmp_path / "info.csv", index=False
-    )
+    pd.DataFrame(
+        {"External code": ["AAA111", "BBB222"], "Vendor": ["A", "B"], "Centre": [1, 2], "ED": [0, 0], "ES": [9, 11]}
+    ).to_csv(tmp_path / "info.csv", index=False)
     subs = list(iter_subjects(tmp_path, "mnms"))
     assert [s.subject_id for s in subs] == ["better_AAA111", "worse_BBB222"]
     a, b = subs
@@ -65,7 +65,9 @@ def test_official_4d_layout_uses_csv_frames(tmp_path):
     gt[..., 5] = labels(3.0)
     save_nifti(d / f"{code}_sa.nii.gz", np.random.default_rng(0).normal(size=(*SHAPE, T)), AFF, frame_duration_ms=30.0)
     save_nifti(d / f"{code}_sa_gt.nii.gz", gt, AFF, kind="label")
-    pd.DataFrame({"External code": [code], "Vendor": ["C"], "Centre": [3], "ED": [0], "ES": [5]}).to_csv(tmp_path / "meta.csv", index=False)
+    pd.DataFrame({"External code": [code], "Vendor": ["C"], "Centre": [3], "ED": [0], "ES": [5]}).to_csv(
+        tmp_path / "meta.csv", index=False
+    )
     s = next(iter_subjects(tmp_path, "mnms"))
     assert (s.ed_frame, s.es_frame) == (0, 5) and s.meta["ed_es_source"]["es"] == "metadata CSV (0-based)"
     assert s.labelled_frames.tolist() == [True, False, False, False, False, True, False, False]

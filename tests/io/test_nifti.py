@@ -22,7 +22,9 @@ from cmrkit.io.nifti import (
 
 def _affine(spacing=(1.5, 1.25, 8.0), angle=0.3, origin=(10.0, -20.0, 5.0)):
     c, s = np.cos(angle), np.sin(angle)
-    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ np.array([[1, 0, 0], [0, np.cos(0.5), -np.sin(0.5)], [0, np.sin(0.5), np.cos(0.5)]])
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ np.array(
+        [[1, 0, 0], [0, np.cos(0.5), -np.sin(0.5)], [0, np.sin(0.5), np.cos(0.5)]]
+    )
     a = np.eye(4)
     a[:3, :3] = rot * np.asarray(spacing)
     a[:3, 3] = origin

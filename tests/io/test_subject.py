@@ -67,7 +67,9 @@ def test_subject_validate_and_views():
     cine = np.zeros((4, 4, 2, 3), np.float32)
     lab = np.zeros((4, 4, 2, 3), np.uint8)
     lab[1, 1, 0, 2] = 1
-    s = Subject("x", "ukbb", cine, lab, np.eye(4), ed_frame=0, es_frame=2, labelled_frames=np.array([False, False, True]))
+    s = Subject(
+        "x", "ukbb", cine, lab, np.eye(4), ed_frame=0, es_frame=2, labelled_frames=np.array([False, False, True])
+    )
     assert s.validate() is s and s.shape == (4, 4, 2, 3) and s.n_frames == 3
     assert s.label_es[1, 1, 0] == 1
     with pytest.raises(ValueError, match="frame 0 is not labelled"):

@@ -64,7 +64,9 @@ def make_cohort_subject(folder, *, labels4d=True, ed_es=True, tags=True, sa=True
 
 
 def write_manifest(path, ids, **cols):
-    df = pd.DataFrame({"subject_id": ids, "age": [55.0 + i for i in range(len(ids))], "sex": ["F", "M"][: len(ids)] * 1, **cols})
+    df = pd.DataFrame(
+        {"subject_id": ids, "age": [55.0 + i for i in range(len(ids))], "sex": ["F", "M"][: len(ids)] * 1, **cols}
+    )
     df.to_csv(path, index=False)
 
 
@@ -148,7 +150,9 @@ def test_label_shape_mismatch_names_label_file(tmp_path):
     save_nifti(tmp_path / "s" / "label_sa.nii.gz", truth["labels"][:-1], truth["affine"], kind="label")
     with pytest.raises(DataError) as exc:
         load_subject(tmp_path / "s", dataset="ukbb")
-    assert str(exc.value).startswith(str(tmp_path / "s" / "label_sa.nii.gz")) and "does not match sa.nii.gz" in str(exc.value)
+    assert str(exc.value).startswith(str(tmp_path / "s" / "label_sa.nii.gz")) and "does not match sa.nii.gz" in str(
+        exc.value
+    )
 
 
 def test_label_affine_mismatch(tmp_path):

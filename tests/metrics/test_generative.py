@@ -55,11 +55,13 @@ def test_frechet_on_samples_matches_monai_and_the_population_value():
     assert gen.frechet_distance(y, x) == pytest.approx(fd, rel=1e-10)  # symmetric
     # few samples, many features: the cross-Gram (nuclear norm) route equals the covariance route
     small_x, small_y = rng.standard_normal((30, 50)), rng.standard_normal((40, 50)) + 0.2
-    via_stats = gen.frechet_distance_from_stats(small_x.mean(0), np.cov(small_x, rowvar=False),
-                                                small_y.mean(0), np.cov(small_y, rowvar=False))
+    via_stats = gen.frechet_distance_from_stats(
+        small_x.mean(0), np.cov(small_x, rowvar=False), small_y.mean(0), np.cov(small_y, rowvar=False)
+    )
     assert gen.frechet_distance(small_x, small_y) == pytest.approx(via_stats, rel=1e-7)  # singular covariances
     assert gen.frechet_distance(small_x, small_y) == pytest.approx(
-        float(FIDMetric()(torch.from_numpy(small_y), torch.from_numpy(small_x))), rel=1e-6)
+        float(FIDMetric()(torch.from_numpy(small_y), torch.from_numpy(small_x))), rel=1e-6
+    )
     with pytest.raises(ValueError, match="feature dimensions differ"):
         gen.frechet_distance(x, y[:, :2])
     with pytest.raises(ValueError, match=r"\(N, F\)"):
@@ -71,6 +73,7 @@ def test_frechet_on_samples_matches_monai_and_the_population_value():
 # --------------------------------------------------------------------------------------------
 def _ref_pr(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
     """Kynkäänniemi et al.'s reference procedure with full distance matrices (np.partition incl. self)."""
+
     def radii(x):
         d = cdist(x, x, "sqeuclidean")
         return np.partition(d, k, axis=1)[:, k]
@@ -108,8 +111,9 @@ def _ref_mmd2(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
     k = lambda a, b: np.exp(-cdist(a, b, "sqeuclidean") / (2 * sigma**2))  # noqa: E731
     n, m = len(x), len(y)
     kxx, kyy = k(x, x), k(y, y)
-    return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-            - 2 * k(x, y).mean())
+    return (
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * k(x, y).mean()
+    )
 
 
 def test_mmd_gaussian_matches_eq_6_6_and_behaves(monkeypatch):
@@ -139,11 +143,16 @@ def test_mmd_linear_is_monais_kernel():
     monai_val = float(MMDMetric()(torch.from_numpy(x), torch.from_numpy(y)))
     assert gen.mmd(x, y, kernel="linear") == pytest.approx(monai_val, rel=1e-10)
     xy = x @ y.T
-    exp = ((x @ x.T).sum() - np.trace(x @ x.T)) / (60 * 59) + ((y @ y.T).sum() - np.trace(y @ y.T)) / (60 * 59) \
+    exp = (
+        ((x @ x.T).sum() - np.trace(x @ x.T)) / (60 * 59)
+        + ((y @ y.T).sum() - np.trace(y @ y.T)) / (60 * 59)
         - 2 * xy.mean()
+    )
     assert gen.mmd(x, y[:40], kernel="linear") == pytest.approx(
         ((x @ x.T).sum() - np.trace(x @ x.T)) / (60 * 59)
-        + ((y[:40] @ y[:40].T).sum() - np.trace(y[:40] @ y[:40].T)) / (40 * 39) - 2 * (x @ y[:40].T).mean())
+        + ((y[:40] @ y[:40].T).sum() - np.trace(y[:40] @ y[:40].T)) / (40 * 39)
+        - 2 * (x @ y[:40].T).mean()
+    )
     assert gen.mmd(x, y, kernel="linear") == pytest.approx(exp)
     with pytest.raises(ValueError, match="kernel"):
         gen.mmd(x, y, kernel="rbf")
@@ -239,9 +248,11 @@ def test_pairwise_diversity_and_reference_similarity():
     div = gen.mean_pairwise_similarity(vols, metric="gr4_ssim")
     assert div.scores.shape == (15,) and div.pairs.shape == (15, 2) and div.mean < 1
     i, j = div.pairs[4]
-    assert div.scores[4] == pytest.approx(im.gr4_ssim(vols[j:j + 1], vols[i:i + 1], data_range=1.0)[0])
+    assert div.scores[4] == pytest.approx(im.gr4_ssim(vols[j : j + 1], vols[i : i + 1], data_range=1.0)[0])
     sub = gen.mean_pairwise_similarity(vols, metric="gr4_ssim", n_pairs=5, rng=0)
-    assert len(sub.scores) == 5 and len({tuple(p) for p in sub.pairs}) == 5 and np.all(sub.pairs[:, 0] < sub.pairs[:, 1])
+    assert (
+        len(sub.scores) == 5 and len({tuple(p) for p in sub.pairs}) == 5 and np.all(sub.pairs[:, 0] < sub.pairs[:, 1])
+    )
     assert np.array_equal(sub.pairs, gen.mean_pairwise_similarity(vols, metric="gr4_ssim", n_pairs=5, rng=0).pairs)
     assert float(sub) == sub.mean
 

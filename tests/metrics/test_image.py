@@ -67,9 +67,22 @@ def test_constant_offset_closed_form():
 def test_ssim_matches_skimage_per_slice(pair):
     pred, ref = pair
     ours = im.ssim(pred, ref, data_range=1.0)
-    expected = [np.mean([structural_similarity(pred[b, 0, s], ref[b, 0, s], data_range=1.0, gaussian_weights=True,
-                                               sigma=1.5, use_sample_covariance=False) for s in range(3)])
-                for b in range(2)]
+    expected = [
+        np.mean(
+            [
+                structural_similarity(
+                    pred[b, 0, s],
+                    ref[b, 0, s],
+                    data_range=1.0,
+                    gaussian_weights=True,
+                    sigma=1.5,
+                    use_sample_covariance=False,
+                )
+                for s in range(3)
+            ]
+        )
+        for b in range(2)
+    ]
     assert ours.shape == (2,)
     np.testing.assert_allclose(ours, expected, atol=1e-5)  # MONAI computes in float32
     assert np.all(ours < 0.99)
@@ -80,8 +93,9 @@ def test_ssim_3d_matches_skimage():
     ref = rng.random((1, 1, 12, 20, 20))
     pred = np.clip(ref + 0.1 * rng.standard_normal(ref.shape), 0, 1)
     ours = im.ssim(pred, ref, data_range=1.0, spatial_dims=3)
-    exp = structural_similarity(pred[0, 0], ref[0, 0], data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                use_sample_covariance=False)
+    exp = structural_similarity(
+        pred[0, 0], ref[0, 0], data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     assert ours[0] == pytest.approx(exp, abs=1e-5)
     # anisotropic window for thin stacks: runs, and differs from the per-slice 2D score
     thin = im.ssim(pred[:, :, :8], ref[:, :, :8], data_range=1.0, spatial_dims=3, win_size=(3, 11, 11))
@@ -94,16 +108,18 @@ def test_psnr_rmse_mae_match_references(pair):
     pred, ref = pair
     ps = im.psnr(pred, ref, data_range=1.0)
     np.testing.assert_allclose(ps, [peak_signal_noise_ratio(ref[b], pred[b], data_range=1.0) for b in range(2)])
-    np.testing.assert_allclose(ps, PSNRMetric(max_val=1.0, reduction="none")(torch.from_numpy(pred),
-                                                                              torch.from_numpy(ref)).numpy().ravel(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        ps,
+        PSNRMetric(max_val=1.0, reduction="none")(torch.from_numpy(pred), torch.from_numpy(ref)).numpy().ravel(),
+        rtol=1e-5,
+    )
     np.testing.assert_allclose(im.rmse(pred, ref), [math.sqrt(mean_squared_error(ref[b], pred[b])) for b in range(2)])
     np.testing.assert_allclose(im.mae(pred, ref), np.abs(pred - ref).reshape(2, -1).mean(1))
 
 
 def _gauss2d(win: int, sigma: float) -> np.ndarray:
     x = np.arange(win) - (win - 1) / 2
-    g = np.exp(-x**2 / (2 * sigma**2))
+    g = np.exp(-(x**2) / (2 * sigma**2))
     g /= g.sum()
     return np.outer(g, g)
 
@@ -146,8 +162,17 @@ def test_ms_ssim_default_fits_128_and_small_images_get_a_clear_error():
         im.ms_ssim(ref[..., :64, :64], ref[..., :64, :64], data_range=1.0)
 
 
-def _ref_gr4(pred: np.ndarray, ref: np.ndarray, variant="4-G-r*", L=1.0, win=11, sigma=1.5, tol=1e-3,
-             th=(0.12, 0.06), w=(0.25, 0.25, 0.25, 0.25)) -> float:
+def _ref_gr4(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    variant="4-G-r*",
+    L=1.0,
+    win=11,
+    sigma=1.5,
+    tol=1e-3,
+    th=(0.12, 0.06),
+    w=(0.25, 0.25, 0.25, 0.25),
+) -> float:
     """4-G-r* / 4-G-SSIM of one slice written from Li & Bovik 2010 / Rouse & Hemami 2008."""
     grad = lambda a: np.hypot(ndimage.sobel(a, 0, mode="nearest"), ndimage.sobel(a, 1, mode="nearest")) / 8  # noqa: E731
     gp, gr = grad(pred), grad(ref)

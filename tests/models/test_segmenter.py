@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -13,11 +14,11 @@ from cmrkit.models.segmenter import (
     Segmenter,
     SegmenterConfig,
     augment_batch,
+    cli_main,
     evaluate_on_mnms,
     from_network_grid,
     keep_largest_component,
     normalise_slices,
-    cli_main,
     segment_volume_at_resolution,
     slices_from_subjects,
     slices_from_volumes,
@@ -128,8 +129,12 @@ def test_augment_deterministic_and_aligned():
     assert agree > 0.95  # image and labels moved together (mismatch only at interpolated edges)
     assert not torch.equal(a1[1], y)  # something actually happened
     # intensity part keeps the range and leaves labels alone
-    xi, yi = augment_batch(x, y, torch.Generator().manual_seed(1), AugmentParams(p_flip=0, max_rotate_deg=0,
-                           zoom=(1, 1), max_shift=0, p_intensity=1.0))
+    xi, yi = augment_batch(
+        x,
+        y,
+        torch.Generator().manual_seed(1),
+        AugmentParams(p_flip=0, max_rotate_deg=0, zoom=(1, 1), max_shift=0, p_intensity=1.0),
+    )
     assert torch.equal(yi, y) and xi.min() >= 0 and xi.max() <= 1 and not torch.allclose(xi, x)
 
 
@@ -202,6 +207,7 @@ def test_slices_from_subjects_resamples_and_crops():
     none = Subject("s1", "phantom", cine, None, np.diag([0.9, 0.9, 8.0, 1.0]))
     xs, ys, idx = slices_from_subjects([none, subj], image_size=64, pixel_mm=1.8, return_index=True)
     assert xs.shape == (2, 64, 64) and idx.tolist() == [[1, 0, 0], [1, 1, 0]]
+
     # back at 1.8 mm the labels are the original toy labels, shifted (the same for both slices)
     # so that the bounding box of all labelled voxels is centred in the 64 px window
     def box_centre(a):
@@ -349,7 +355,9 @@ def test_evaluate_on_mnms_real_files(trained):
             assert pred.shape == gt.shape == img.shape
         row = df.iloc[0]
         _, gt, pred = preds[(row["subject"], row["phase"])]
-        assert row["dice"] == pytest.approx(dice_ref(pred, gt, int(row["label"])) if (pred == row["label"]).any() else 0.0)
+        assert row["dice"] == pytest.approx(
+            dice_ref(pred, gt, int(row["label"])) if (pred == row["label"]).any() else 0.0
+        )
     assert "ground-truth" in df.attrs["note"]
     assert df.attrs["skipped"]  # the label-only case A5P5W0
 
@@ -358,8 +366,24 @@ def test_evaluate_on_mnms_real_files(trained):
 @pytest.mark.skipif(not MNMS.is_dir(), reason="shared M&Ms subset not present")
 def test_cli_trains_saves_and_reports(tmp_path, capsys):
     out = tmp_path / "seg.pt"
-    rc = cli_main(["--data-dir", str(MNMS), "--dataset", "mnms", "--epochs", "1", "--pixel-mm", "2.0",
-                   "--val-fraction", "0.34", "--out", str(out), "--csv", str(tmp_path / "m.csv")])
+    rc = cli_main(
+        [
+            "--data-dir",
+            str(MNMS),
+            "--dataset",
+            "mnms",
+            "--epochs",
+            "1",
+            "--pixel-mm",
+            "2.0",
+            "--val-fraction",
+            "0.34",
+            "--out",
+            str(out),
+            "--csv",
+            str(tmp_path / "m.csv"),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file() and (tmp_path / "m.csv").is_file()
     assert "held-out mnms Dice" in text and "dice_mean" in text
@@ -370,8 +394,15 @@ def test_cli_trains_saves_and_reports(tmp_path, capsys):
 def test_summarise_mnms():
     import pandas as pd
 
-    df = pd.DataFrame({"centre": ["motion"] * 4, "structure": ["LV", "LV", "RV", "RV"], "dice": [0.5, 0.7, 0.0, 0.4],
-                       "hd95_mm": [10.0, 20.0, np.inf, 8.0], "pred_voxels": [5, 6, 0, 9]})
+    df = pd.DataFrame(
+        {
+            "centre": ["motion"] * 4,
+            "structure": ["LV", "LV", "RV", "RV"],
+            "dice": [0.5, 0.7, 0.0, 0.4],
+            "hd95_mm": [10.0, 20.0, np.inf, 8.0],
+            "pred_voxels": [5, 6, 0, 9],
+        }
+    )
     s = summarise_mnms(df).set_index("structure")
     assert s.loc["LV", "dice_mean"] == pytest.approx(0.6) and s.loc["LV", "hd95_mm_mean"] == pytest.approx(15.0)
     assert s.loc["RV", "hd95_mm_mean"] == pytest.approx(8.0) and s.loc["RV", "missed"] == 1

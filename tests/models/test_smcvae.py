@@ -13,8 +13,8 @@ from cmrkit.models.smcvae import (
     K1,
     K2,
     K3,
-    PairedSliceDataset,
     SMCVAE,
+    PairedSliceDataset,
     SMCVAEConfig,
     encoder_strides,
     from_model_range,
@@ -167,7 +167,8 @@ def test_kl_standard_normal_matches_torch():
     g = torch.Generator().manual_seed(0)
     mu, lv = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
     ref = torch.distributions.kl_divergence(
-        torch.distributions.Normal(mu, (0.5 * lv).exp()), torch.distributions.Normal(0.0, 1.0))
+        torch.distributions.Normal(mu, (0.5 * lv).exp()), torch.distributions.Normal(0.0, 1.0)
+    )
     assert torch.allclose(kl_standard_normal(mu, lv), ref, atol=1e-6)
 
 
@@ -187,7 +188,7 @@ def test_loss_equals_hand_recomputation(variant):
         q = m.encode(b[s], s)
         if variant == "sparse":
             # sigma^2 = alpha mu^2 with one log alpha shared by the channels
-            assert torch.allclose(q.scale ** 2, m.log_alpha.exp() * (q.loc.abs() + 1e-8) ** 2, rtol=1e-4)
+            assert torch.allclose(q.scale**2, m.log_alpha.exp() * (q.loc.abs() + 1e-8) ** 2, rtol=1e-4)
             kl_sum += kl_log_uniform(m.log_alpha).sum()
         else:
             kl_sum += torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(1).mean()
@@ -323,7 +324,9 @@ def test_tiny_training_learns_the_cross_channel_map():
 
 
 def test_paired_dataset_checks_and_scaling():
-    ds = PairedSliceDataset({"cine": np.ones((3, 2, 4, 4)), "tagging": np.zeros((3, 2, 4, 4))}, extra={"sid": [7, 8, 9]})
+    ds = PairedSliceDataset(
+        {"cine": np.ones((3, 2, 4, 4)), "tagging": np.zeros((3, 2, 4, 4))}, extra={"sid": [7, 8, 9]}
+    )
     item = ds[1]
     assert item["cine"].dtype == torch.float32 and item["cine"].max() == 1 and item["tagging"].min() == -1
     assert item["sid"] == 8 and len(ds) == 3

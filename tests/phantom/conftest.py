@@ -7,8 +7,9 @@ import pytest
 from cmrkit.phantom import Geometry, generate_subject, sample_subject_params
 
 #: tiny but complete geometry: 48 x 48 cine at 4 mm, 10 slices, 6 cine / 6 tagging frames
-TINY = Geometry(matrix=48, pixel_mm=4.0, slices=10, cine_frames=6, tag_frames=6, tag_pixel_mm=2.0,
-                slice_samples=1, supersample=1)
+TINY = Geometry(
+    matrix=48, pixel_mm=4.0, slices=10, cine_frames=6, tag_frames=6, tag_pixel_mm=2.0, slice_samples=1, supersample=1
+)
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,26 @@ import pandas as pd
 import pytest
 
 from cmrkit.config import load
-from cmrkit.phantom import (COHORT_JSON, MANIFEST, PHENOTYPES, SUBJECT_FILES, ensure_cohort, generate_cohort,
-                            read_ground_truth)
+from cmrkit.phantom import (
+    COHORT_JSON,
+    MANIFEST,
+    PHENOTYPES,
+    SUBJECT_FILES,
+    ensure_cohort,
+    generate_cohort,
+    read_ground_truth,
+)
 from cmrkit.phantom.cli import cli_main
 from cmrkit.phantom.covariates import COVARIATES
 
-TINY_OVERRIDES = {"phantom.matrix": 48, "phantom.pixel_mm": 4.0, "phantom.cine_frames": 3, "phantom.tag_frames": 3,
-                  "phantom.n_subjects": 2, "phantom.workers": 1}
+TINY_OVERRIDES = {
+    "phantom.matrix": 48,
+    "phantom.pixel_mm": 4.0,
+    "phantom.cine_frames": 3,
+    "phantom.tag_frames": 3,
+    "phantom.n_subjects": 2,
+    "phantom.workers": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +44,7 @@ def test_layout_and_manifest(cohort, tiny_geometry):
     assert subjects == ["PH0000", "PH0001", "PH0002"]
     for sid in subjects:
         assert all((cohort / sid / f).is_file() for f in SUBJECT_FILES)
-    assert not [p for p in cohort.iterdir() if p.name.startswith(".")]           # no temporaries left
+    assert not [p for p in cohort.iterdir() if p.name.startswith(".")]  # no temporaries left
     df = pd.read_csv(cohort / MANIFEST)
     assert list(df["subject_id"]) == subjects
     for col in ("subject_id", *COVARIATES, "bsa", "heart_rate", "pathology", *PHENOTYPES, "ed_frame", "es_frame"):
@@ -84,8 +97,10 @@ def test_worker_count_does_not_change_results(cohort, tmp_path, tiny_geometry):
             x = np.asarray(nib.load(cohort / sid / f).dataobj)
             y = np.asarray(nib.load(out / sid / f).dataobj)
             assert np.array_equal(x, y), (sid, f)
-        assert np.array_equal(read_ground_truth(cohort / sid)["displacement"]["field"],
-                              read_ground_truth(out / sid)["displacement"]["field"])
+        assert np.array_equal(
+            read_ground_truth(cohort / sid)["displacement"]["field"],
+            read_ground_truth(out / sid)["displacement"]["field"],
+        )
 
 
 def test_ensure_cohort_generates_once_and_on_change(tmp_path):
@@ -95,13 +110,17 @@ def test_ensure_cohort_generates_once_and_on_change(tmp_path):
     stamp = (out / COHORT_JSON).stat().st_mtime_ns
     sa_ino = (out / "PH0000" / "sa.nii.gz").stat().st_ino
     assert ensure_cohort(cfg) == out
-    assert (out / COHORT_JSON).stat().st_mtime_ns == stamp                          # nothing regenerated
+    assert (out / COHORT_JSON).stat().st_mtime_ns == stamp  # nothing regenerated
     # a different geometry regenerates; a larger cohort reuses the matching subjects
     cfg2 = load("smoke", seed=1, data_dir=tmp_path / "c", overrides={**TINY_OVERRIDES, "phantom.cine_frames": 4})
     ensure_cohort(cfg2)
     assert nib.load(out / "PH0000" / "sa.nii.gz").shape[3] == 4
-    cfg3 = load("smoke", seed=1, data_dir=tmp_path / "c", overrides={**TINY_OVERRIDES, "phantom.cine_frames": 4,
-                                                                       "phantom.n_subjects": 3})
+    cfg3 = load(
+        "smoke",
+        seed=1,
+        data_dir=tmp_path / "c",
+        overrides={**TINY_OVERRIDES, "phantom.cine_frames": 4, "phantom.n_subjects": 3},
+    )
     ino = (out / "PH0000" / "sa.nii.gz").stat().st_ino
     ensure_cohort(cfg3)
     assert (out / "PH0000" / "sa.nii.gz").stat().st_ino == ino and (out / "PH0002").is_dir()
@@ -111,8 +130,25 @@ def test_ensure_cohort_generates_once_and_on_change(tmp_path):
 
 def test_cli(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = cli_main(["--profile", "smoke", "--n", "1", "--matrix", "48", "--frames", "3", "--out", str(out),
-                   "--workers", "1", "--no-progress", "--seed", "2"])
+    rc = cli_main(
+        [
+            "--profile",
+            "smoke",
+            "--n",
+            "1",
+            "--matrix",
+            "48",
+            "--frames",
+            "3",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--seed",
+            "2",
+        ]
+    )
     assert rc == 0
     assert (out / MANIFEST).is_file() and (out / "PH0000" / "tag_3.nii.gz").is_file()
     assert "1 subjects" in capsys.readouterr().out

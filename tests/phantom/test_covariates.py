@@ -42,7 +42,7 @@ def test_covariate_ranges_and_codes():
         assert c["dbp"] <= c["sbp"] - 20 + 1e-9
         assert c["bsa"] == pytest.approx(bsa_mosteller(c["height_cm"], c["weight_kg"]), abs=1e-3)
     sbp = np.array([c["sbp"] for c in covs])
-    assert 125 < sbp.mean() < 145            # UK Biobank 133.75 +- 17.93 plus the age shift
+    assert 125 < sbp.mean() < 145  # UK Biobank 133.75 +- 17.93 plus the age shift
     smk = np.bincount([c["smoking"] for c in covs], minlength=3) / len(covs)
     assert abs(smk[0] - 0.55) < 0.08 and abs(smk[2] - 0.10) < 0.05
 

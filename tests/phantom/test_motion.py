@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from cmrkit.phantom.motion import (LVModel, LVMotion, LVShape, RegionalFunction, cardiac_cycle)
+from cmrkit.phantom.motion import LVModel, LVMotion, LVShape, RegionalFunction, cardiac_cycle
 
 SHAPE = LVShape(length=90.0, a_en=27.0, a_ep=34.0, c_en=85.0, beta=2.3)
-MOTION = LVMotion(s_long=0.15, v_es=0.40, twist_apex=math.radians(-10), twist_base=math.radians(4), twist_transmural=0.3)
+MOTION = LVMotion(
+    s_long=0.15, v_es=0.40, twist_apex=math.radians(-10), twist_base=math.radians(4), twist_transmural=0.3
+)
 REGIONAL = RegionalFunction({7: 0.0, 8: 0.3, 13: 0.5}, theta_septum=2.8, sense=1.0, z_apex_en=5.0, z_base=90.0)
 
 
@@ -21,17 +23,17 @@ def model(request):
 
 def test_cycle_phases():
     cyc = cardiac_cycle(60, sex=1, age=55)
-    assert cyc.ejection_ms == pytest.approx(413 - 1.7 * 60)        # Weissler 1968
+    assert cyc.ejection_ms == pytest.approx(413 - 1.7 * 60)  # Weissler 1968
     t = np.linspace(0, cyc.rr_ms, 2001)
     w = cyc.w(t)
     assert w[0] == 0 and np.all((w >= 0) & (w <= 1))
-    assert np.all(w[t < cyc.ivc_ms] == 0)                           # isovolumic contraction
+    assert np.all(w[t < cyc.ivc_ms] == 0)  # isovolumic contraction
     ivr = (t >= cyc.t_es_ms) & (t < cyc.t_es_ms + cyc.ivr_ms)
-    assert np.all(w[ivr] == 1)                                      # isovolumic relaxation at ES
+    assert np.all(w[ivr] == 1)  # isovolumic relaxation at ES
     ej = (t >= cyc.ivc_ms) & (t < cyc.t_es_ms)
-    assert np.all(np.diff(w[ej]) >= 0)                              # ejection monotone
+    assert np.all(np.diff(w[ej]) >= 0)  # ejection monotone
     fill = t >= cyc.t_es_ms + cyc.ivr_ms
-    assert np.all(np.diff(w[fill]) <= 1e-12)                        # filling monotone
+    assert np.all(np.diff(w[fill]) <= 1e-12)  # filling monotone
     assert cyc.w(cyc.rr_ms + 100.0) == pytest.approx(cyc.w(100.0))  # periodic
     # rapid filling then atrial kick: the share of SV refilled before the atrial phase
     before_a = cyc.w(cyc.rr_ms - cyc.atrial_ms)
@@ -110,7 +112,7 @@ def test_regional_factor_and_segments():
     reg = REGIONAL
     Z = np.array([50.0])
     c, hw, lvl = reg._segment_geometry(7)
-    assert reg.m(np.array([c]), Z)[0] == pytest.approx(0.0, abs=1e-2)          # akinetic mid anterior
+    assert reg.m(np.array([c]), Z)[0] == pytest.approx(0.0, abs=1e-2)  # akinetic mid anterior
     assert reg.m(np.array([c + math.pi]), Z)[0] == pytest.approx(1.0, abs=1e-6)  # remote wall normal
     assert int(reg.segment_of(np.array([c]), Z)[0]) == 7
     with pytest.raises(ValueError):

@@ -23,7 +23,7 @@ def test_shapes_dtypes_and_labels_on_every_frame(normal_subject, tiny_geometry):
     for t in range(g.cine_frames):
         present = set(np.unique(s.labels[:, :, mid, t]))
         assert {1, 2, 3} <= present, f"frame {t} lacks a structure: {present}"
-    assert s.cine.min() >= 0 and 200 < s.cine.max() < 5000           # scanner-like magnitude range
+    assert s.cine.min() >= 0 and 200 < s.cine.max() < 5000  # scanner-like magnitude range
     assert np.all(s.cine == np.round(s.cine))
 
 
@@ -90,11 +90,11 @@ def test_landmarks_lie_on_the_myocardium_and_follow_the_rings(normal_subject):
     gt = s.ground_truth
     mask = gt["myocardium_mask_ed"]
     stride = int(gt["displacement_stride"])
-    lm = gt["landmarks_px"][:, 0]                                    # ED
+    lm = gt["landmarks_px"][:, 0]  # ED
     for sl in range(3):
         i = np.clip(np.round(lm[sl, 0, 3::7] / stride).astype(int), 0, mask.shape[1] - 1)
         j = np.clip(np.round(lm[sl, 1, 3::7] / stride).astype(int), 0, mask.shape[2] - 1)
-        assert mask[sl, i, j].mean() > 0.9                           # mid-wall ring inside the wall
+        assert mask[sl, i, j].mean() > 0.9  # mid-wall ring inside the wall
     # ring 0 (endocardium) is inside ring 6 (epicardium) on every spoke and frame
     c = gt["landmarks_mm"].mean(axis=-1, keepdims=True)
     r = np.hypot(*(gt["landmarks_mm"] - c).transpose(2, 0, 1, 3))
@@ -108,14 +108,14 @@ def test_displacement_field_carries_the_landmarks(normal_subject):
     stride = int(gt["displacement_stride"])
     px = s.geometry.tag_pixel_mm
     lm = gt["landmarks_px"]
-    t_es = int(np.argmin(gt["ecc_exact"][1]))                        # tagging frame of peak contraction
+    t_es = int(np.argmin(gt["ecc_exact"][1]))  # tagging frame of peak contraction
     assert t_es > 0
     for sl in range(3):
         for t in (t_es, lm.shape[1] - 1):
             coords = lm[sl, 0] / stride
             u = np.stack([ndimage.map_coordinates(gt["displacement"][sl, t, k], coords, order=1) for k in range(2)])
             moved = lm[sl, 0] + u / px
-            err = np.abs(moved - lm[sl, t])[:, 1::7]                 # away from the wall edges
+            err = np.abs(moved - lm[sl, t])[:, 1::7]  # away from the wall edges
             assert np.median(err) < 0.15 and err.max() < 1.0
 
 
@@ -168,8 +168,17 @@ def test_tags_move_with_material_points():
     Independent of the inverse map used to render: the image is band-passed around each tag
     frequency (Osman et al.); at landmarks the phase stays put, at fixed pixels it drifts.
     """
-    g = Geometry(matrix=48, pixel_mm=4.0, cine_frames=4, tag_frames=12, tag_pixel_mm=1.4, tag_matrix=112,
-                 noise=False, slice_samples=1, supersample=1)
+    g = Geometry(
+        matrix=48,
+        pixel_mm=4.0,
+        cine_frames=4,
+        tag_frames=12,
+        tag_pixel_mm=1.4,
+        tag_matrix=112,
+        noise=False,
+        slice_samples=1,
+        supersample=1,
+    )
     p = sample_subject_params(1, seed=0, pathology_fraction=0.0)
     s = generate_subject(p, geometry=g)
     scene, _, _ = build_scene(p, g)
@@ -183,8 +192,9 @@ def test_tags_move_with_material_points():
         c = _harmonic_phase(img, k * (ax.T @ e), k)
 
         def sample(t: int, pts: np.ndarray) -> np.ndarray:
-            return (ndimage.map_coordinates(c[..., t].real, pts, order=1)
-                    + 1j * ndimage.map_coordinates(c[..., t].imag, pts, order=1))
+            return ndimage.map_coordinates(c[..., t].real, pts, order=1) + 1j * ndimage.map_coordinates(
+                c[..., t].imag, pts, order=1
+            )
 
         ref = sample(0, lm[0][:, mid])
         drift_lm = [np.median(np.abs(np.angle(sample(t, lm[t][:, mid]) * np.conj(ref)))) for t in range(img.shape[2])]
@@ -209,9 +219,9 @@ def test_chosen_regional_dysfunction_reduces_local_strain(normal_params, tiny_ge
     sick = with_pathology(normal_params, {7: 0.0, 8: 0.0, 9: 0.0, 10: 0.0, 11: 0.0, 12: 0.0}, kind="akinetic")
     scene_n, real_n, _ = build_scene(normal_params, tiny_geometry)
     scene_s, real_s, _ = build_scene(sick, tiny_geometry)
-    assert real_s["lvedv_ml"] == pytest.approx(real_n["lvedv_ml"])       # same ED anatomy
-    assert real_s["lvef_pct"] < real_n["lvef_pct"] - 10                   # a whole akinetic mid ring
-    assert real_s["peak_ecc"] > real_n["peak_ecc"] + 0.05                 # less circumferential shortening
+    assert real_s["lvedv_ml"] == pytest.approx(real_n["lvedv_ml"])  # same ED anatomy
+    assert real_s["lvef_pct"] < real_n["lvef_pct"] - 10  # a whole akinetic mid ring
+    assert real_s["peak_ecc"] > real_n["peak_ecc"] + 0.05  # less circumferential shortening
     with pytest.raises(ValueError):
         with_pathology(normal_params, {18: 0.0})
     assert with_pathology(sick, None).pathology is None

@@ -33,12 +33,12 @@ def test_myocardial_tags_persist_through_systole(slice_samples):
     depth = myocardial_tag_depth(scene, img)
     t = scene.tag_times_ms
     es = int(np.argmin(np.abs(t - scene.heart.cycle.t_es_ms)))
-    assert es >= 6                                                     # the sequence reaches end-systole
+    assert es >= 6  # the sequence reaches end-systole
     relax = np.exp(-(t - t[0]) / TISSUES["myocardium"].t1)
     ratio = depth / depth[0] / relax
     assert 0.88 < ratio[es] <= 1.02, ratio
-    assert np.all(np.diff(depth[: es + 1]) < 0)                        # monotone T1 fading, no collapse
-    assert depth[0] > 0.75                                             # blur and pixels cost < 25 % at t0
+    assert np.all(np.diff(depth[: es + 1]) < 0)  # monotone T1 fading, no collapse
+    assert depth[0] > 0.75  # blur and pixels cost < 25 % at t0
 
 
 def _centre_phase(scene, img2d):
@@ -82,7 +82,7 @@ def test_random_tag_grid_phase_follows_the_subject_draws():
         assert tuple(sc.tag["offsets"]) == tuple(d["tag_offsets"])
         # the image shows the drawn offsets (+ pi: tag lines are dark)
         assert np.all(np.abs(_wrap(p - np.asarray(d["tag_offsets"]) - np.pi)) < 0.35), (p, d["tag_offsets"])
-    assert np.max(np.abs(_wrap(pa - pb))) > 1.0                        # unpredictable from the anatomy
+    assert np.max(np.abs(_wrap(pa - pb))) > 1.0  # unpredictable from the anatomy
 
 
 def test_tag_phase_changes_only_the_tagging(normal_params, normal_subject, tiny_geometry):
@@ -114,7 +114,7 @@ def test_cine_contrast_and_snr_sit_in_the_real_bssfp_range():
         snrs.append(snr(s.cine[..., 0], s.labels[..., 0], method="residual").summary()["snr"])
     assert all(3.0 < r < 6.5 for r in ratios), ratios
     assert all(11.0 < v < 26.0 for v in snrs), snrs
-    assert np.ptp(ratios) > 0.2                                         # subjects differ
+    assert np.ptp(ratios) > 0.2  # subjects differ
 
 
 def test_tag_phase_is_part_of_the_cohort_spec_and_the_cli(tmp_path):
@@ -127,9 +127,29 @@ def test_tag_phase_is_part_of_the_cohort_spec_and_the_cli(tmp_path):
     a = cohort_spec(2, seed=0, geometry=TINY, pathology_fraction=0.1)
     b = cohort_spec(2, seed=0, geometry=replace(TINY, tag_phase="anchored"), pathology_fraction=0.1)
     assert a["geometry"]["tag_phase"] == "random" and b["geometry"]["tag_phase"] == "anchored"
-    assert not _same(b, a) and _same(a, a)                               # ensure_cohort regenerates on change
+    assert not _same(b, a) and _same(a, a)  # ensure_cohort regenerates on change
     out = tmp_path / "anch"
-    assert cli_main(["--profile", "smoke", "--n", "1", "--matrix", "48", "--frames", "2", "--out", str(out),
-                     "--workers", "1", "--no-progress", "--tag-phase", "anchored"]) == 0
+    assert (
+        cli_main(
+            [
+                "--profile",
+                "smoke",
+                "--n",
+                "1",
+                "--matrix",
+                "48",
+                "--frames",
+                "2",
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "--no-progress",
+                "--tag-phase",
+                "anchored",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / COHORT_JSON).read_text())["geometry"]["tag_phase"] == "anchored"
     assert cli_main(["--n", "1", "--out", str(out), "--tag-phase", "fixed"]) != 0
