@@ -1,6 +1,6 @@
 """Chapter 4 quality at a chosen size: cine->tagging synthesis, tracking and strain agreement.
 
-A cheaper stand-in for ``cmrkit run ch4 --profile demo`` (no ablations, no segmentation check) that
+A cheaper stand-in for ``cmrkit run smcvae_strain --profile demo`` (no ablations, no segmentation check) that
 prints the numbers of the chapter-4 bars: cine->tagging SSIM on the test split, landmark error of
 tracked original tagging, and ES strain agreement (generated vs original, tracked vs truth).
 
@@ -31,7 +31,7 @@ def main() -> None:
     a = p.parse_args()
 
     from cmrkit import config
-    from cmrkit.chapters import ch4
+    from cmrkit.chapters import smcvae_strain
     from cmrkit.phantom import ensure_cohort
 
     ov: dict = {"phantom.tag_phase": a.tag_phase}
@@ -53,21 +53,21 @@ def main() -> None:
     ensure_cohort(cfg)
     out["cohort_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
-    data = ch4.load_pairs(cfg)
+    data = smcvae_strain.load_pairs(cfg)
     out["pairing_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
-    fit = ch4.train_smcvae(cfg, data)
+    fit = smcvae_strain.train_smcvae(cfg, data)
     out["training_s"] = round(time.perf_counter() - t, 1)
     n_train = len(data.index("train"))
     out["training_slices_per_s"] = round(n_train * cfg.ch4.epochs / max(out["training_s"], 1e-9), 2)
     out["active_dims"] = int(fit.model.active_dims(cfg.ch4.dropout_threshold).sum())
-    outputs = ch4.synthesis_scenarios(fit.model, data)
+    outputs = smcvae_strain.synthesis_scenarios(fit.model, data)
     idx = data.index("test")
-    for name, _, tgt in ch4.SCENARIOS:
-        m = ch4._image_metrics(outputs[name], getattr(data, tgt)[idx])
+    for name, _, tgt in smcvae_strain.SCENARIOS:
+        m = smcvae_strain._image_metrics(outputs[name], getattr(data, tgt)[idx])
         out[name] = {k: round(float(np.mean(v)), 4) for k, v in m.items()}
     t = time.perf_counter()
-    tr = ch4.track_and_strain(data, outputs["only_cine_to_tagging"], n_jobs=int(cfg.ch4.tracking_jobs))
+    tr = smcvae_strain.track_and_strain(data, outputs["only_cine_to_tagging"], n_jobs=int(cfg.ch4.tracking_jobs))
     out["tracking_s"] = round(time.perf_counter() - t, 1)
     es = tr["es"]
     pairs = [("generated", "original")] + (
@@ -75,7 +75,7 @@ def main() -> None:
     )
     for x, y in pairs:
         for met in ("Ecc", "Err"):
-            d = ch4._at_es(tr[met][x], es) - ch4._at_es(tr[met][y], es)
+            d = smcvae_strain._at_es(tr[met][x], es) - smcvae_strain._at_es(tr[met][y], es)
             sd = float(d.std(ddof=1))
             out[f"{met}_ES_{x}_minus_{y}"] = {
                 "bias": round(float(d.mean()), 4),

@@ -1,4 +1,4 @@
-"""Automatic LV localisation on tagged images (cmrkit.tag_localise): accuracy and speed.
+"""Automatic LV localisation on tagged images (cmrkit.tagging.localise): accuracy and speed.
 
 For the first N subjects of a phantom cohort (all three tagging slices), each sequence is embedded
 in a 256x256 zero-padded frame as Ferdian's HDF5 files hold UK Biobank tagging, the LV wall is
@@ -20,8 +20,8 @@ import numpy as np
 from cmrkit.io import iter_subjects
 from cmrkit.phantom import read_ground_truth
 from cmrkit.strain import green_strain_from_landmarks
-from cmrkit.tag_localise import localise_lv_wall
 from cmrkit.tagging import track_landmarks
+from cmrkit.tagging.localise import localise_lv_wall
 
 
 def _radii(lm: np.ndarray) -> tuple[np.ndarray, float, float]:

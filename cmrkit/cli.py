@@ -15,11 +15,14 @@ __all__ = ["SUBCOMMANDS", "main"]
 #: subcommand -> (module with ``cli_main``, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("cmrkit.runner", "execute the notebooks of a profile headless and write reports/<profile>/"),
-    "run": ("cmrkit.chapters", "run one chapter's steps without Jupyter (e.g. cmrkit run ch4 --profile demo)"),
+    "run": (
+        "cmrkit.chapters",
+        "run a chapter's steps without Jupyter (cmrkit run smcvae_strain --profile demo)",
+    ),
     "phantom": ("cmrkit.phantom.cli", "generate the embedded phantom cohort (UK Biobank layout + ground truth)"),
     "phenotypes": ("cmrkit.clinical", "LV/RV volumes, EF and mass from ED/ES label volumes"),
     "strain": ("cmrkit.strain", "Green strain from landmark grids in a Ferdian-format HDF5 file"),
-    "track": ("cmrkit.tagging", "track tags in a Ferdian-format HDF5 file and report strain"),
+    "track": ("cmrkit.tagging.cli", "track tags in a Ferdian-format HDF5 file and report strain"),
 }
 
 

@@ -15,20 +15,27 @@ An unknown profile, an unknown or misspelt key, or a value of the wrong type rai
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .utils import REPO_ROOT, resolve_path
+from .io.readers import DATASETS
+from .utils import DEVICES, REPO_ROOT, resolve_device, resolve_path
 
-__all__ = ["Config", "ConfigError", "DATASETS", "PROFILES_DIR", "available_profiles", "load", "load_raw"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DATASETS",
+    "PROFILES_DIR",
+    "available_profiles",
+    "load",
+    "load_raw",
+    "parse_overrides",
+]
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
-#: data sets a chapter can run on; ``phantom`` is the embedded default
-DATASETS = ("phantom", "ukbb", "acdc", "mnms")
-_DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class ConfigError(ValueError):
@@ -179,8 +186,8 @@ def load(
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-    if device not in _DEVICES:
-        raise ConfigError(f"unknown device {device!r}: choose one of {', '.join(_DEVICES)}")
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     if overrides is not None and not isinstance(overrides, Mapping):
         raise ConfigError(f"overrides must be a mapping of dotted keys to values, got {type(overrides).__name__}")
     for key, value in (overrides or {}).items():
@@ -188,23 +195,16 @@ def load(
             raise ConfigError(f"parameter {key!r} cannot be overridden this way; use the {key} argument")
         _set_dotted(data, key, value, profile)
     ddir = resolve_path(data_dir) if data_dir not in (None, "") else default_data_dir(dataset, profile)
-    data.update(seed=seed, dataset=dataset, data_dir=str(ddir), device=_resolve_device(device))
+    try:
+        dev = str(resolve_device(device))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    data.update(seed=seed, dataset=dataset, data_dir=str(ddir), device=dev)
     data["profile"] = data.pop("name", profile)
     data["overrides"] = dict(overrides or {})
     if check_data:
         check_data_dir(dataset, ddir)
     return Config(data)
-
-
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover
-        return "cpu"
 
 
 #: a file pattern whose presence identifies each layout (see data/README.md)
@@ -213,6 +213,8 @@ _LAYOUT_MARKERS = {
     "ukbb": ("*/sa.nii.gz",),
     "acdc": ("*/Info.cfg", "*/*/Info.cfg"),
     "mnms": ("*_sa_ED.nii.gz", "*/*_sa_ED.nii.gz", "*/*_sa.nii.gz", "*_sa.nii.gz"),
+    "ferdian": ("*.h5", "*.hdf5"),
+    "dicom": ("*.dcm", "*/*.dcm", "*/*/*.dcm"),
 }
 
 
@@ -233,3 +235,15 @@ def check_data_dir(dataset: str, path: str | Path) -> Path:
             f"see data/README.md"
         )
     return path
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["ch4.epochs=2", "ch5.slices=8"]`` (``--set`` on the command line) -> ``{"ch4.epochs": 2, ...}``;
+    values are parsed as YAML (numbers, booleans, lists)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set ch4.epochs=2")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out

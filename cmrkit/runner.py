@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import DATASETS, ConfigError, available_profiles, check_data_dir, load
+from .config import DATASETS, ConfigError, available_profiles, check_data_dir, load, parse_overrides
 from .report import default_report_dir, write_index
 from .utils import REPO_ROOT, atomic_write, git_sha, resolve_path
 
@@ -199,18 +199,6 @@ def reproduce(
     return failures
 
 
-def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    import yaml
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set ch4.epochs=2")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``cmrkit reproduce``: execute the notebooks of a profile and write ``reports/<profile>/``."""
     p = argparse.ArgumentParser(prog="cmrkit reproduce", description=cli_main.__doc__)
@@ -250,7 +238,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             device=args.device,
             report_dir=args.report_dir,
-            overrides=_parse_overrides(args.overrides),
+            overrides=parse_overrides(args.overrides),
             log_output=not args.quiet,
         )
     except ConfigError as exc:

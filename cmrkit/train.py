@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cmrkit.utils import atomic_path
+from cmrkit.utils import atomic_path, resolve_device
 
 __all__ = [
     "FitResult",
@@ -214,16 +214,13 @@ def _batch_len(batch: Any) -> int:
     raise ValueError("fit: cannot find a tensor in the batch to count its samples")
 
 
-def _resolve_device(device: str | torch.device, local_rank: int, distributed: bool) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+def _train_device(device: str | torch.device, local_rank: int, distributed: bool) -> torch.device:
+    try:
+        dev = resolve_device(device, local_rank=local_rank if distributed else None)
+    except ValueError as exc:
+        raise ValueError(f"fit: {exc}") from None
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"fit: device={device!r} but CUDA is not available")
-        if distributed:
-            dev = torch.device("cuda", local_rank)
-        elif dev.index is None:
+        if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
     return dev
@@ -426,7 +423,7 @@ def fit(
     distributed = world_env > 1
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     created_group = False
-    dev = _resolve_device(device, local_rank, distributed)
+    dev = _train_device(device, local_rank, distributed)
     if distributed:
         import torch.distributed as dist
 

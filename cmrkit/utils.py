@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "DEVICES",
+    "resolve_device",
     "REPO_ROOT",
     "repo_root",
     "resolve_path",
@@ -138,3 +140,37 @@ def git_sha(short: bool = True) -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+#: device names accepted wherever the kit takes a ``device`` argument
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: Any = "auto", *tensors: Any, local_rank: int | None = None) -> Any:
+    """The one device resolver of the kit: ``"auto"`` (or ``None``) -> the device of the first torch
+    tensor among ``tensors``, else CUDA when available, else the CPU.
+
+    ``"cuda"``/``"mps"`` on a machine without them is a :class:`ValueError` that says so (raised before
+    any work, so a run fails in its first second, not after loading data). ``local_rank`` picks the GPU
+    of a DDP process.
+    """
+    import torch
+
+    if device is None or (isinstance(device, str) and device == "auto"):
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                return t.device
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if isinstance(device, str) and device.split(":")[0] not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} asked for, but this machine has no CUDA GPU; use device 'cpu' or 'auto'"
+            )
+        if local_rank is not None:
+            dev = torch.device("cuda", local_rank)
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here; use device 'cpu' or 'auto'")
+    return dev

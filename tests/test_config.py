@@ -6,10 +6,10 @@ from cmrkit.config import ConfigError
 
 def test_profiles_exist_and_share_keys():
     names = config.available_profiles()
-    assert {"smoke", "demo", "paper"} <= set(names)
-    keys = {n: _flat(config.load_raw(n)) for n in ("smoke", "demo", "paper")}
+    assert {"smoke", "cpu", "demo", "paper"} <= set(names)
+    keys = {n: _flat(config.load_raw(n)) for n in ("smoke", "cpu", "demo", "paper")}
     # every profile defines exactly the same keys, so an override valid in one is valid in all
-    assert set(keys["smoke"]) == set(keys["demo"]) == set(keys["paper"])
+    assert set(keys["smoke"]) == set(keys["cpu"]) == set(keys["demo"]) == set(keys["paper"])
 
 
 def _flat(d, prefix=""):

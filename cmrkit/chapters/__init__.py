@@ -1,41 +1,106 @@
 """Chapter pipelines: the step functions the notebooks walk through, runnable without Jupyter.
 
-``cmrkit run ch4 --profile demo`` runs the same steps as ``notebooks/01_smcvae_strain.ipynb`` and
-writes the same artefacts, so a GPU machine needs the package but not Jupyter.
+The chapter contract, written once here and checked by ``tests/chapters/test_contract.py``:
+
+- one module per notebook, named after it: ``notebooks/NN_<name>.ipynb`` <-> ``cmrkit/chapters/<name>.py``
+  (the notebooks are registered in :data:`cmrkit.registry.NOTEBOOKS`, the one place that lists them);
+- the module defines ``NOTEBOOK`` (the notebook stem), ``STEPS`` (the names of its public step
+  functions in the order the notebook calls them) and ``run_all(cfg, rep, *, interactive=False,
+  progress=False) -> dict`` which runs every step and writes the notebook's registered artefacts;
+- chapters exchange models and samples only through :mod:`cmrkit.runs`.
+
+``cmrkit run smcvae_strain --profile demo`` therefore runs the same steps as
+``notebooks/01_smcvae_strain.ipynb`` and writes the same artefacts, so a GPU machine needs the
+package but not Jupyter.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
 
-from ..config import DATASETS, ConfigError, available_profiles
+from ..config import DATASETS, ConfigError, available_profiles, parse_overrides
+from ..registry import NOTEBOOKS
+from ..utils import DEVICES
 
-__all__ = ["CHAPTERS", "cli_main"]
+__all__ = ["Chapter", "CHAPTERS", "chapter", "cli_main"]
 
-#: chapter name -> (module, notebook stem)
-CHAPTERS = {"bg": ("cmrkit.chapters.background", "00_background"), "ch4": ("cmrkit.chapters.ch4", "01_smcvae_strain")}
+
+@dataclass(frozen=True)
+class Chapter:
+    """A notebook and the module that does its work."""
+
+    name: str
+    notebook: str
+    purpose: str
+
+    @property
+    def module_name(self) -> str:
+        return f"{__name__}.{self.name}"
+
+    @property
+    def available(self) -> bool:
+        """True when the chapter's module exists in this version of the kit."""
+        return importlib.util.find_spec(self.module_name) is not None
+
+    def load(self) -> ModuleType:
+        if not self.available:
+            raise ConfigError(f"chapter {self.name!r} (notebook {self.notebook}) is not written yet")
+        return importlib.import_module(self.module_name)
+
+
+#: chapter name -> :class:`Chapter`, in notebook order (derived from :data:`cmrkit.registry.NOTEBOOKS`)
+CHAPTERS: dict[str, Chapter] = {
+    stem.split("_", 1)[1]: Chapter(stem.split("_", 1)[1], stem, purpose) for stem, purpose in NOTEBOOKS.items()
+}
+
+
+def chapter(name: str) -> Chapter:
+    """The chapter called ``name`` (``"smcvae_strain"``) or numbered ``"01"``; a clear error otherwise."""
+    for ch in CHAPTERS.values():
+        if name in (ch.name, ch.notebook, ch.notebook[:2]):
+            return ch
+    raise ConfigError(f"unknown chapter {name!r}; chapters: {', '.join(CHAPTERS)}")
+
+
+def _listing() -> str:
+    width = max(map(len, CHAPTERS))
+    rows = []
+    for ch in CHAPTERS.values():
+        status = "" if ch.available else "  (not written yet)"
+        rows.append(f"  {ch.name:<{width}}  {ch.notebook}.ipynb: {ch.purpose}{status}")
+    return "chapters:\n" + "\n".join(rows)
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``cmrkit run CHAPTER``: run a chapter's steps headless and write its tables and figures."""
-    p = argparse.ArgumentParser(prog="cmrkit run", description=cli_main.__doc__)
-    p.add_argument("chapter", choices=sorted(CHAPTERS))
+    p = argparse.ArgumentParser(
+        prog="cmrkit run",
+        description=cli_main.__doc__,
+        epilog=_listing(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("chapter", help="a chapter name (or its notebook number, e.g. 01); see the list below")
     p.add_argument("--profile", default="smoke", help=f"one of {', '.join(available_profiles())}")
     p.add_argument("--dataset", default="phantom", choices=DATASETS)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--report-dir", default=None, help="default reports/<profile>")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--progress", action="store_true", help="show training progress bars")
     args = p.parse_args(argv)
     from ..notebook import resolve
-    from ..runner import _parse_overrides
+    from ..report import write_index
 
-    module, stem = CHAPTERS[args.chapter]
     try:
+        ch = chapter(args.chapter)
+        module = ch.load()
         ns = {
             "PROFILE": args.profile,
             "DATASET": args.dataset,
@@ -44,15 +109,13 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
             "DEVICE": args.device,
             "REPORT_DIR": args.report_dir or "",
             "INTERACTIVE": False,
-            "OVERRIDES": _parse_overrides(args.overrides),
+            "OVERRIDES": parse_overrides(args.overrides),
         }
-        cfg, rep = resolve(stem, ns)
+        cfg, rep = resolve(ch.notebook, ns)
     except ConfigError as exc:
         print(f"cmrkit run: error: {exc}", file=sys.stderr)
         return 2
-    importlib.import_module(module).run_all(cfg, rep)
-    from ..report import write_index
-
+    module.run_all(cfg, rep, progress=args.progress)
     write_index(rep.root, cfg.profile)
     print(f"artefacts written under {rep.root}")
     return 0

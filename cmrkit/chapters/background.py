@@ -47,6 +47,8 @@ from ..report import Report, TableRow
 from ..utils import REPO_ROOT
 
 __all__ = [
+    "NOTEBOOK",
+    "STEPS",
     "REAL_MNMS_DIR",
     "AHA_SEGMENT_NAMES",
     "N_MEASURE",
@@ -69,6 +71,21 @@ __all__ = [
     "phenotype_distributions",
     "run_all",
 ]
+
+NOTEBOOK = "00_background"
+#: the step functions in the order the notebook calls them
+STEPS = (
+    "load_cohort",
+    "cardiac_cycle",
+    "indices_table",
+    "cine_viewer",
+    "real_vs_phantom",
+    "measure_tagging",
+    "tagging_physics",
+    "realism_table",
+    "strain_bullseye",
+    "phenotype_distributions",
+)
 
 #: where the shared real M&Ms cases live (outside the repository; absent on most machines)
 REAL_MNMS_DIR = REPO_ROOT.parent / "shared" / "realdata" / "mnms"
@@ -1512,7 +1529,9 @@ def phenotype_distributions(cohort: Cohort, rep: Report | None = None) -> tuple[
 
 
 # ================================================================================ all
-def run_all(cfg: Any, rep: Report, *, interactive: bool = False, real_dir: str | Path | None = None) -> dict[str, Any]:
+def run_all(
+    cfg: Any, rep: Report, *, interactive: bool = False, progress: bool = False, real_dir: str | Path | None = None
+) -> dict[str, Any]:
     """Every step in notebook order (``cmrkit run`` without Jupyter); figures are closed."""
     cohort = load_cohort(cfg)
     out: dict[str, Any] = {}

@@ -39,7 +39,8 @@ the file and dataset):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +48,8 @@ from typing import Any, Literal
 import numpy as np
 
 from ..utils import atomic_path
+from .nifti import DataError, MissingFileError
+from .subject import Subject, TaggingSlice
 
 __all__ = [
     "FerdianData",
@@ -54,6 +57,8 @@ __all__ = [
     "read_ferdian_h5",
     "write_ferdian_h5",
     "KNOWN_DATASETS",
+    "load_ferdian_h5",
+    "iter_ferdian_subjects",
 ]
 
 #: datasets with a dedicated field in :class:`FerdianData`; everything else goes to ``extra``
@@ -404,3 +409,109 @@ def write_ferdian_h5(
             for k, v in ext.items():
                 _put(fh, k, v)
     return p
+
+
+# ---------------------------------------------------------------------- Ferdian HDF5
+def _ferdian_groups(data: Any) -> list[tuple[str | None, list[int]]]:
+    """Rows of a Ferdian file grouped by patient (``_patients`` dataset), else one row per group."""
+    pats = data.extra.get("_patients")
+    if pats is None or np.shape(pats) != (data.n,):
+        return [(None, [i]) for i in range(data.n)]
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(pats):
+        groups.setdefault(str(p), []).append(i)
+    return list(groups.items())
+
+
+def _ferdian_subject(data: Any, rows: list[int], subject_id: str) -> Subject:
+    path = Path(data.path) if data.path is not None else None
+    slices_ds = data.extra.get("_slices")
+    tags: list[TaggingSlice] = []
+    for i in rows:
+        img = np.asarray(data.image_seqs[i], dtype=np.float32)  # (T, H, W), H = rows (y), W = columns (x)
+        if not np.all(np.isfinite(img)):
+            raise DataError(path, f"image_seqs[{i}] contains NaN/inf values")
+        px = None if data.px_spaces is None else float(data.px_spaces[i])
+        meta: dict[str, Any] = {"affine_is_synthetic": True, "h5_row": int(i), "pixel_spacing_mm": px}
+        if px is None or not np.isfinite(px) or px <= 0:
+            meta["pixel_spacing_missing"] = True
+            px = 1.0
+        if data.landmark_coords is not None:
+            meta["landmark_frame_valid"] = data.landmark_frame_valid[i]
+        name = str(slices_ds[i]) if slices_ds is not None and np.shape(slices_ds) == (data.n,) else f"row{i}"
+        tags.append(
+            TaggingSlice(
+                image=np.ascontiguousarray(img.transpose(2, 1, 0)),
+                affine=np.diag([px, px, 1.0, 1.0]),
+                name=name,
+                landmarks=None
+                if data.landmark_coords is None
+                else np.asarray(data.landmark_coords[i], dtype=np.float64),
+                ed_frame=None if data.ed_frame_idx is None else int(data.ed_frame_idx[i]),
+                es_frame=None if data.es_frame_idx is None else int(data.es_frame_idx[i]),
+                path=path,
+                meta=meta,
+            )
+        )
+    first = tags[0]
+    return Subject(
+        subject_id=subject_id,
+        dataset="ferdian",
+        cine=None,
+        cine_labels=None,
+        affine=first.affine,
+        ed_frame=first.ed_frame,
+        es_frame=first.es_frame,
+        tagging=tags,
+        meta={"affine_is_synthetic": True, "h5_rows": list(rows)},
+        sources={"tagging": path} if path is not None else {},
+    )
+
+
+def load_ferdian_h5(path: str | os.PathLike[str], index: int | None = None, subject_id: str | None = None) -> Subject:
+    """Read a Ferdian-format tagging HDF5 file (Ferdian et al. 2020) as one Subject.
+
+    Parsing is done by :func:`cmrkit.io.ferdian.read_ferdian_h5` (``image_seqs (n, T, H, W)``,
+    ``landmark_coords (n, T, 2, 168)`` with row 0 = x = column, row 1 = y = row in pixels,
+    ``px_spaces``, ``ed_frame_idx``, ``es_frame_idx``). Each row becomes a :class:`TaggingSlice`
+    with its image transposed to ``(X, Y, T)`` (so ``image[x, y]`` matches the landmark
+    coordinates) and affine ``diag(px, px, 1, 1)``: the format carries no world geometry
+    (``meta["affine_is_synthetic"]``). There is no cine.
+
+    Rows are grouped into subjects by the ``_patients`` dataset when present (slice names from
+    ``_slices``), else each row is a subject. ``index`` selects one row; without it the file must
+    hold exactly one subject (use :func:`iter_subjects` for cohorts).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(path, "file not found")
+    data = read_ferdian_h5(path)
+    if index is not None:
+        if not 0 <= int(index) < data.n:
+            raise DataError(path, f"index {index} outside 0..{data.n - 1}")
+        pats = data.extra.get("_patients")
+        sid = subject_id or (
+            str(pats[index]) if pats is not None and np.shape(pats) == (data.n,) else f"{path.stem}_{index}"
+        )
+        return _ferdian_subject(data, [int(index)], sid)
+    groups = _ferdian_groups(data)
+    if len(groups) != 1:
+        raise DataError(path, f"holds {len(groups)} subjects ({data.n} rows); pass index= or use iter_subjects")
+    pid, rows = groups[0]
+    return _ferdian_subject(data, rows, subject_id or pid or path.stem)
+
+
+def iter_ferdian_subjects(data_dir: Path) -> Iterator[Subject]:
+    files = (
+        sorted(p for p in data_dir.iterdir() if p.suffix in (".h5", ".hdf5") and not p.name.endswith(".result.h5"))
+        if data_dir.is_dir()
+        else [data_dir]
+    )
+    if not files:
+        raise DataError(data_dir, "no .h5/.hdf5 files found (Ferdian tagging layout)")
+    for f in files:
+        data = read_ferdian_h5(f)
+        groups = _ferdian_groups(data)
+        for pid, rows in groups:
+            sid = pid if pid is not None else (f.stem if len(groups) == 1 else f"{f.stem}_{rows[0]}")
+            yield _ferdian_subject(data, rows, sid)

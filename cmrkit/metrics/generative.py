@@ -49,7 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .image import _as_tensor, _check_data_range, _resolve_device, gr4_ssim, ms_ssim, ssim
+from ..utils import resolve_device
+from .image import gr4_ssim, ms_ssim, ssim
+from .inputs import as_tensor, check_data_range
 
 __all__ = [
     "FeatureExtractor",
@@ -95,7 +97,7 @@ class FeatureExtractor:
     in_channels: tuple[int, ...] = (1,)
 
     def __init__(self, device: str | torch.device | None = None) -> None:
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -113,8 +115,8 @@ class FeatureExtractor:
 
         Intensities are divided by ``data_range`` (expected range ``[0, data_range]``).
         """
-        L = _check_data_range(data_range)
-        x = _as_tensor(images, "images")  # stays where it is; batches move to self.device
+        L = check_data_range(data_range)
+        x = as_tensor(images, "images")  # stays where it is; batches move to self.device
         if x.ndim < 4:
             raise ValueError(f"images must be laid out (N, C, *extra, H, W), got shape {tuple(x.shape)}")
         c = x.shape[1]
@@ -517,7 +519,7 @@ def extract_features(
 # Fréchet distance
 # =============================================================================================
 def _features(x: ArrayLike, name: str, device: torch.device, dtype: torch.dtype, min_rows: int = 2) -> torch.Tensor:
-    t = _as_tensor(x, name, device, dtype)
+    t = as_tensor(x, name, device, dtype)
     if t.ndim != 2:
         raise ValueError(f"{name} must be a (N, F) feature matrix, got shape {tuple(t.shape)}")
     if t.shape[0] < min_rows:
@@ -587,7 +589,7 @@ def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike, *, device: str | to
     avoids ``F x F`` eigenproblems on rank-deficient covariances. Symmetric in its arguments.
     With Inception features this is FID, with ResNet50 features FRD (see the module docstring).
     """
-    dev = _resolve_device(device, feats_a, feats_b)
+    dev = resolve_device(device, feats_a, feats_b)
     a = _features(feats_a, "feats_a", dev, torch.float64)
     b = _features(feats_b, "feats_b", dev, torch.float64)
     if a.shape[1] != b.shape[1]:
@@ -663,7 +665,7 @@ def knn_radii(
     and taking index ``k``, as Kynkäänniemi et al.'s reference code does (so ``k=3`` is the third
     neighbour other than the point).
     """
-    dev = _resolve_device(device, feats)
+    dev = resolve_device(device, feats)
     x = _features(feats, "feats", dev, _default_dtype(dev, dtype), min_rows=k + 1)
     return _knn_sq_radii(_centre(x), int(k), batch_size).sqrt().cpu().numpy()
 
@@ -707,7 +709,7 @@ def precision_recall(
         raise ValueError(f"k must be >= 1, got {k}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = _resolve_device(device, real, fake)
+    dev = resolve_device(device, real, fake)
     dt = _default_dtype(dev, dtype)
     r = _features(real, "real", dev, dt, min_rows=k + 1)
     g = _features(fake, "fake", dev, dt, min_rows=k + 1)
@@ -759,7 +761,7 @@ def median_heuristic(
 ) -> float:
     """Median-heuristic Gaussian bandwidth (Gretton et al. 2012): ``sigma = median ||z_i - z_j||``
     over all unordered pairs ``i < j`` of the pooled sample ``z = x ∪ y`` (lower median)."""
-    dev = _resolve_device(device, x, y)
+    dev = resolve_device(device, x, y)
     dt = _default_dtype(dev, dtype)
     a, b = _features(x, "x", dev, dt), _features(y, "y", dev, dt)
     if a.shape[1] != b.shape[1]:
@@ -802,7 +804,7 @@ def mmd(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = _resolve_device(device, x, y)
+    dev = resolve_device(device, x, y)
     dt = _default_dtype(dev, dtype)
     a, b = _features(x, "x", dev, dt), _features(y, "y", dev, dt)
     if a.shape[1] != b.shape[1]:
@@ -914,9 +916,9 @@ def _score_pairs(
     kwargs: dict[str, Any],
 ) -> np.ndarray:
     """fn(pred=a[pairs[:,0]], ref=b[pairs[:,1]]) in chunks of pairs."""
-    dev = _resolve_device(device, a, b)
-    ta = _as_tensor(a, "samples", dev)
-    tb = ta if b is a else _as_tensor(b, "reference", dev)
+    dev = resolve_device(device, a, b)
+    ta = as_tensor(a, "samples", dev)
+    tb = ta if b is a else as_tensor(b, "reference", dev)
     out = []
     for s in range(0, len(pairs), batch_size):
         p = torch.from_numpy(pairs[s : s + batch_size]).to(dev)
@@ -961,7 +963,7 @@ def mean_pairwise_similarity(
     n = len(samples)
     if n < 2:
         raise ValueError(f"samples must hold at least 2 items, got {n}")
-    L = _check_data_range(data_range)
+    L = check_data_range(data_range)
     lin = _choose(n * (n - 1) // 2, n_pairs, rng)
     pairs = _triu_pairs(n, lin)
     scores = _score_pairs(samples, samples, pairs[:, ::-1].copy(), fn, L, batch_size, device, metric_kwargs)
@@ -990,7 +992,7 @@ def mean_similarity_to_reference(
     without replacement with ``rng``. **Higher means more similar.**
     """
     name, fn = _pair_metric(metric)
-    L = _check_data_range(data_range)
+    L = check_data_range(data_range)
     ng, nr = len(generated), len(reference)
     if ng < 1 or nr < 1:
         raise ValueError(f"generated and reference must be non-empty, got {ng} and {nr}")

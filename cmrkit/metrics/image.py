@@ -53,6 +53,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..utils import resolve_device
+from .inputs import ArrayLike, as_tensor, check_data_range
+
 __all__ = [
     "ssim",
     "psnr",
@@ -70,7 +73,6 @@ __all__ = [
 ]
 
 Reduction = Literal["none", "mean"]
-ArrayLike = Any  # numpy array, torch tensor or nested sequence
 
 #: Wang et al. 2003 scale weights (coarsest last).
 MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -83,52 +85,8 @@ REGIONS: tuple[str, ...] = ("basal", "mid", "apical")
 
 
 # ---------------------------------------------------------------------------------------------
-# shared input handling (also used by the other cmrkit.metrics modules)
+# pairs and batches
 # ---------------------------------------------------------------------------------------------
-def _resolve_device(device: str | torch.device | None, *tensors: Any) -> torch.device:
-    """``device`` if given, else the device of the first torch tensor, else CUDA when available."""
-    if device is not None:
-        return torch.device(device)
-    for t in tensors:
-        if isinstance(t, torch.Tensor):
-            return t.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _as_tensor(
-    x: ArrayLike,
-    name: str,
-    device: torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    check_finite: bool = True,
-) -> torch.Tensor:
-    """Float tensor view of ``x`` (float64 stays float64, everything else becomes float32)."""
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        arr = np.asarray(x)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise TypeError(f"{name} must be a numeric array or tensor, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.is_complex():
-        raise TypeError(f"{name} must be real-valued, got a complex {t.dtype} tensor")
-    if dtype is None:
-        dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
-    t = t.to(device=device if device is not None else t.device, dtype=dtype)
-    if check_finite and not bool(torch.isfinite(t).all()):
-        n_bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{name} contains {n_bad} NaN or infinite value(s); clean or mask them first")
-    return t
-
-
-def _check_data_range(data_range: float) -> float:
-    if data_range is None or not np.isfinite(data_range) or float(data_range) <= 0:
-        raise ValueError(
-            f"data_range must be a finite positive number (e.g. 1.0 for [0, 1] images), got {data_range!r}"
-        )
-    return float(data_range)
-
-
 def _prepare_pair(
     pred: ArrayLike,
     ref: ArrayLike,
@@ -141,9 +99,9 @@ def _prepare_pair(
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    dev = _resolve_device(device, pred, ref)
-    p = _as_tensor(pred, "pred", dev)
-    r = _as_tensor(ref, "ref", dev)
+    dev = resolve_device(device, pred, ref)
+    p = as_tensor(pred, "pred", dev)
+    r = as_tensor(ref, "ref", dev)
     if p.shape != r.shape:
         raise ValueError(f"pred and ref must have the same shape, got {tuple(p.shape)} and {tuple(r.shape)}")
     need = 2 + spatial_dims
@@ -216,9 +174,9 @@ def _check_window(spatial: Sequence[int], win: Sequence[int], what: str) -> None
 def _mean_error(
     pred: ArrayLike, ref: ArrayLike, fn: Callable[[torch.Tensor], torch.Tensor], device: str | torch.device | None
 ) -> np.ndarray:
-    dev = _resolve_device(device, pred, ref)
-    p = _as_tensor(pred, "pred", dev, torch.float64 if dev.type == "cpu" else None)
-    r = _as_tensor(ref, "ref", dev, p.dtype)
+    dev = resolve_device(device, pred, ref)
+    p = as_tensor(pred, "pred", dev, torch.float64 if dev.type == "cpu" else None)
+    r = as_tensor(ref, "ref", dev, p.dtype)
     if p.shape != r.shape:
         raise ValueError(f"pred and ref must have the same shape, got {tuple(p.shape)} and {tuple(r.shape)}")
     if p.ndim < 2 or p.numel() == 0:
@@ -260,7 +218,7 @@ def psnr(
     ``reduction="mean"`` then returns ``inf`` too (use :func:`per_slice` + a finite cap, or report
     the count of perfect items, if that matters).
     """
-    L = _check_data_range(data_range)
+    L = check_data_range(data_range)
     mse = _mean_error(pred, ref, torch.square, device)
     with np.errstate(divide="ignore"):
         out = np.where(mse > 0, 10.0 * np.log10(L * L / np.where(mse > 0, mse, 1.0)), np.inf)
@@ -309,7 +267,7 @@ def ssim(
     """
     from monai.metrics import SSIMMetric
 
-    L = _check_data_range(data_range)
+    L = check_data_range(data_range)
     p, r, b = _prepare_pair(pred, ref, spatial_dims, device)
     win = _tuple(win_size, spatial_dims, "win_size")
     sig = _tuple(sigma, spatial_dims, "sigma")
@@ -356,7 +314,7 @@ def ms_ssim(
     """
     from monai.metrics import MultiScaleSSIMMetric
 
-    L = _check_data_range(data_range)
+    L = check_data_range(data_range)
     p, r, b = _prepare_pair(pred, ref, 2, device)
     weights = tuple(float(w) for w in weights)
     if len(weights) < 1 or any(w < 0 for w in weights):
@@ -538,7 +496,7 @@ def gr4_ssim(
     thresholds : (TH1, TH2) fractions of ``g_max``.
     weights : four region weights (preserved edge, changed edge, smooth, texture).
     """
-    L = _check_data_range(data_range)
+    L = check_data_range(data_range)
     if variant not in ("4-G-r*", "4-G-SSIM"):
         raise ValueError(f"variant must be '4-G-r*' or '4-G-SSIM', got {variant!r}")
     w = tuple(float(v) for v in weights)

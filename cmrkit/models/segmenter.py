@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..utils import REPO_ROOT, resolve_path
+from ..utils import REPO_ROOT, resolve_device, resolve_path
 
 __all__ = [
     "LABELS",
@@ -586,12 +586,6 @@ def toy_slices(
 # --------------------------------------------------------------------------------------------
 # the segmenter
 # --------------------------------------------------------------------------------------------
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class _SliceSet(torch.utils.data.Dataset):
     """(image (1, S, S) float32, label (1, S, S) int64) pairs already on the network grid."""
 
@@ -792,7 +786,7 @@ class Segmenter:
         """Softmax class probabilities (N, 4, S, S) on the *network grid* of (N, H, W) slices
         (``device="auto"``: CUDA when available; the network is moved back to the CPU)."""
         xt = self._prepare(images)
-        device = _resolve_device(device)
+        device = resolve_device(device)
         net = self.network.to(device).eval()
         bs = int(batch_size or max(self.config.batch_size, 32))
         out = [torch.softmax(net(xt[i : i + bs].to(device)).float(), 1).cpu() for i in range(0, len(xt), bs)]
@@ -1144,7 +1138,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         pixel_mm = a.pixel_mm if a.pixel_mm is not None else float(cfg.phantom.pixel_mm)
         if not 0 <= a.val_fraction < 1:
             raise ValueError(f"--val-fraction must be in [0, 1), got {a.val_fraction}")
-        from ..io.subject import iter_subjects
+        from ..io import iter_subjects
 
         subjects = [s for s in iter_subjects(resolve_path(a.data_dir), a.dataset)]
     except (ConfigError, ValueError, OSError) as exc:

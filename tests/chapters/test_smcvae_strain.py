@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cmrkit import config
-from cmrkit.chapters import ch4
+from cmrkit.chapters import smcvae_strain
 from cmrkit.report import Report
 
 TINY = {
@@ -33,24 +33,24 @@ def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_cohort")
     cfg = config.load("smoke", data_dir=str(out), device="cpu", overrides=TINY)
     ensure_cohort(cfg)
-    return cfg, ch4.load_pairs(cfg)
+    return cfg, smcvae_strain.load_pairs(cfg)
 
 
 def test_phase_frames_closed_form():
-    assert ch4._phase_frames(50, 20).tolist() == [round(i * 2.5) % 50 for i in range(20)]
-    assert ch4._phase_frames(20, 20).tolist() == list(range(20))
+    assert smcvae_strain._phase_frames(50, 20).tolist() == [round(i * 2.5) % 50 for i in range(20)]
+    assert smcvae_strain._phase_frames(20, 20).tolist() == list(range(20))
 
 
 def test_split_by_subject_is_seeded_disjoint_and_validated():
     subjects = [f"S{i}" for i in range(10)]
-    a = ch4.split_by_subject(subjects, [0.6, 0.2, 0.2], seed=1)
-    assert a == ch4.split_by_subject(subjects[::-1], [0.6, 0.2, 0.2], seed=1)
+    a = smcvae_strain.split_by_subject(subjects, [0.6, 0.2, 0.2], seed=1)
+    assert a == smcvae_strain.split_by_subject(subjects[::-1], [0.6, 0.2, 0.2], seed=1)
     assert sorted(a.values()).count("train") == 6 and sorted(a.values()).count("test") == 2
-    assert a != ch4.split_by_subject(subjects, [0.6, 0.2, 0.2], seed=2)
+    assert a != smcvae_strain.split_by_subject(subjects, [0.6, 0.2, 0.2], seed=2)
     with pytest.raises(ValueError, match="three fractions"):
-        ch4.split_by_subject(subjects, [0.5, 0.5], seed=0)
+        smcvae_strain.split_by_subject(subjects, [0.5, 0.5], seed=0)
     with pytest.raises(ValueError, match="at least 3 subjects"):
-        ch4.split_by_subject(["a", "b"], [0.6, 0.2, 0.2], seed=0)
+        smcvae_strain.split_by_subject(["a", "b"], [0.6, 0.2, 0.2], seed=0)
 
 
 def test_pairs_shapes_split_and_truth(tiny):
@@ -82,11 +82,11 @@ def test_true_landmarks_sit_on_the_paired_cine_myocardium(tiny):
 
 def test_tracking_original_tagging_follows_the_truth(tiny):
     _, data = tiny
-    tr = ch4.track_and_strain(data, data.tagging[data.index("test")])
+    tr = smcvae_strain.track_and_strain(data, data.tagging[data.index("test")])
     err_px = tr["landmark_error_mm"]["original"].mean() / data.px_mm
     assert err_px < 1.0, err_px
     es = tr["es"]
-    bias = np.mean(ch4._at_es(tr["Ecc"]["original"], es) - ch4._at_es(tr["Ecc"]["truth"], es))
+    bias = np.mean(smcvae_strain._at_es(tr["Ecc"]["original"], es) - smcvae_strain._at_es(tr["Ecc"]["truth"], es))
     assert abs(bias) < 0.05
     # identical "generated" tagging gives identical strain and the same tag contrast
     np.testing.assert_allclose(tr["Ecc"]["generated"], tr["Ecc"]["original"])
@@ -100,26 +100,26 @@ def test_tracking_original_tagging_follows_the_truth(tiny):
     pk = detect_harmonic_peaks(data.tagging[i, :2])
     blurred = ndimage.gaussian_filter(data.tagging[i], (0, 2.0, 2.0))
     lm0 = data.landmarks[i, 0]
-    assert ch4._tag_contrast(blurred, pk, lm0) < 0.2 * ch4._tag_contrast(data.tagging[i], pk, lm0)
+    assert smcvae_strain._tag_contrast(blurred, pk, lm0) < 0.2 * smcvae_strain._tag_contrast(data.tagging[i], pk, lm0)
 
 
 @pytest.mark.slow
 def test_training_scenarios_and_tables(tiny, tmp_path):
     cfg, data = tiny
     rep = Report.from_config(cfg, notebook="01_smcvae_strain", root=tmp_path, dataset_label="tiny phantom")
-    fit = ch4.train_smcvae(cfg, data)
+    fit = smcvae_strain.train_smcvae(cfg, data)
     assert len(fit.history) == 2
-    outs = ch4.synthesis_scenarios(fit.model, data)
+    outs = smcvae_strain.synthesis_scenarios(fit.model, data)
     n_test = len(data.index("test"))
-    assert set(outs) == {s[0] for s in ch4.SCENARIOS}
+    assert set(outs) == {s[0] for s in smcvae_strain.SCENARIOS}
     for v in outs.values():
         assert v.shape == (n_test, 10, 40, 40) and 0 <= v.min() and v.max() <= 1
-    df = ch4.table_4_1(rep, data, outs)
+    df = smcvae_strain.table_4_1(rep, data, outs)
     assert set(df["metric"]) == {"SSIM", "PSNR", "RMSE", "MAE"}
     assert df["thesis_value"].notna().all()  # every cell has its thesis value beside it
     assert (tmp_path / "tables" / "table_4_1.md").is_file()
     # a second call resumes from the finished checkpoint and gives the same weights
-    again = ch4.train_smcvae(cfg, data)
+    again = smcvae_strain.train_smcvae(cfg, data)
     for a, b in zip(fit.model.state_dict().values(), again.model.state_dict().values()):
         assert np.array_equal(a.numpy(), b.numpy())
 
@@ -127,22 +127,22 @@ def test_training_scenarios_and_tables(tiny, tmp_path):
 def test_parallel_tracking_matches_sequential(tiny):
     _, data = tiny
     gen = data.tagging[data.index("test")]
-    a = ch4.track_and_strain(data, gen, n_jobs=1)
-    b = ch4.track_and_strain(data, gen, n_jobs=2)
+    a = smcvae_strain.track_and_strain(data, gen, n_jobs=1)
+    b = smcvae_strain.track_and_strain(data, gen, n_jobs=2)
     np.testing.assert_array_equal(a["landmarks"]["original"], b["landmarks"]["original"])
 
 
 def test_strain_tables_and_figures(tiny, tmp_path):
     cfg, data = tiny
     rep = Report.from_config(cfg, notebook="01_smcvae_strain", root=tmp_path, dataset_label="tiny phantom")
-    tr = ch4.track_and_strain(data, data.tagging[data.index("test")])
-    tables = ch4.strain_tables(rep, data, tr)
+    tr = smcvae_strain.track_and_strain(data, data.tagging[data.index("test")])
+    tables = smcvae_strain.strain_tables(rep, data, tr)
     t42 = tables["table_4_2"]
     orig = t42[t42["row"].str.endswith("/original")].set_index(["row", "metric"])["value"]
     gen = t42[t42["row"].str.endswith("/generated")].set_index(["row", "metric"])["value"]
     np.testing.assert_allclose(orig.values, gen.values)  # "generated" = original here
     assert t42["thesis_value"].notna().all()
-    ch4.strain_figures(rep, data, tr)
+    smcvae_strain.strain_figures(rep, data, tr)
     for fig_id in ("fig_4_8", "fig_4_9", "fig_4_10", "fig_4_11"):
         assert (tmp_path / "figures" / f"{fig_id}.png").is_file()
 
@@ -153,10 +153,10 @@ def test_tracking_start_without_landmarks_or_labels_is_located_on_the_tagging(ti
     _, data = tiny
     bare = dataclasses.replace(data, landmarks=None, true_strain=None, labelled=np.zeros_like(data.labelled))
     for i in range(len(data)):
-        auto = ch4._init_landmarks(bare, i).reshape(2, 24, 7)
+        auto = smcvae_strain._init_landmarks(bare, i).reshape(2, 24, 7)
         true = data.landmarks[i, 0].reshape(2, 24, 7)
         # same LV centre within a pixel (spokes may be numbered from another angle)
         assert np.hypot(*(auto[:, :, 0].mean(1) - true[:, :, 0].mean(1))) < 1.0
     flat = dataclasses.replace(bare, tagging=np.ones_like(data.tagging))
     with pytest.raises(ValueError, match="could not be located"):
-        ch4._init_landmarks(flat, 0)
+        smcvae_strain._init_landmarks(flat, 0)

@@ -17,7 +17,7 @@ keeps the points whose tags persist, finds the point their systolic displacement
 centre, the first run of persistent, inward-moving tissue: the LV wall (endocardium at the half-level
 of tag persistence, refined, like the epicardium, to the strongest edge of the tag-free ED image).
 Smooth endo- and epicardial radius curves (low-order Fourier series, fitted robustly) give a frame-0
-myocardium mask, from which :func:`cmrkit.tagging.init_landmarks_from_mask` places the 24x7 grid; spoke 0
+myocardium mask, from which :func:`cmrkit.tagging.grid.init_landmarks_from_mask` places the 24x7 grid; spoke 0
 points at the RV (the washed-out blood next to the septum) when it can be found.
 
 Measured on phantom tagging (``benchmarks/tag_localise.py``): see the numbers quoted in
@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .strain import N_LANDMARKS
+from ..strain import N_LANDMARKS
+from .grid import init_landmarks_from_mask
+from .harp import PhaseSampler, detect_harmonic_peaks, harmonic_images, newton_solve
 
 __all__ = ["LVWall", "localise_lv_wall", "auto_init_landmarks"]
 
@@ -49,7 +51,7 @@ class LVWall:
     Attributes
     ----------
     center : (2,) contraction centre, the origin of the rays (the landmark grid is centred on the
-        cavity centroid of ``myo_mask``, :func:`cmrkit.tagging.init_landmarks_from_mask`)
+        cavity centroid of ``myo_mask``, :func:`cmrkit.tagging.grid.init_landmarks_from_mask`)
     r_endo, r_epi : (n_rays,) smooth endo- and epicardial radii on the rays ``theta``
     theta : (n_rays,) ray angles (radians, from +x towards +y)
     myo_mask : (H, W) frame-0 myocardium mask
@@ -87,28 +89,27 @@ def _track_lattice(
 
     Tag jumps are repaired against the median displacement of the 3x3 lattice neighbours.
     """
-    from .tagging import _newton, _Sampler
 
     gh, gw = shape
     n = pts.shape[1]
     xs = np.empty((t_end + 1, 2, n))
     mags = np.empty((t_end + 1, n))
-    st0 = _Sampler(base[0], k)
+    st0 = PhaseSampler(base[0], k)
     target, _, m0 = st0(pts)
     xs[0], mags[0] = pts, m0.mean(0)
     max_step = 0.3 * period
     prev, prev2 = pts, pts
     for t in range(1, t_end + 1):
-        st = _Sampler(base[t], k)
+        st = PhaseSampler(base[t], k)
         start = prev + 0.5 * (prev - prev2)
-        x, _ = _newton(st, start, target, 10, max_step, k)
+        x, _ = newton_solve(st, start, target, 10, max_step, k)
         for _ in range(2):  # jump repair on the lattice
             u = (x - pts).reshape(2, gh, gw)
             med = np.stack([ndimage.median_filter(c, size=3, mode="nearest") for c in u]).reshape(2, -1)
             bad = np.sqrt(((x - pts - med) ** 2).sum(0)) > 0.4 * period
             if not bad.any():
                 break
-            x[:, bad], _ = _newton(st, (pts + med)[:, bad], target[:, bad], 10, max_step, k)
+            x[:, bad], _ = newton_solve(st, (pts + med)[:, bad], target[:, bad], 10, max_step, k)
         _, _, mg = st(x)
         xs[t], mags[t] = x, mg.mean(0)
         prev2, prev = prev, x
@@ -197,7 +198,6 @@ def localise_lv_wall(
         When the sequence has no two tag directions, no systolic contraction, or no ring of
         persistent contracting tissue (the message says which).
     """
-    from .tagging import detect_harmonic_peaks, harmonic_images, init_landmarks_from_mask
 
     im = np.asarray(images, dtype=float)
     if im.ndim != 3 or im.shape[0] < 4:

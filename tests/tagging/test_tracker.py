@@ -11,7 +11,6 @@ from cmrkit.io.ferdian import read_ferdian_h5, write_ferdian_h5
 from cmrkit.strain import green_strain_from_landmarks, ideal_ring_grid
 from cmrkit.tagging import (
     HarmonicPeaks,
-    cli_main,
     detect_harmonic_peaks,
     harp_phase,
     init_landmarks_from_mask,
@@ -20,6 +19,7 @@ from cmrkit.tagging import (
     track_landmarks,
     track_sequences,
 )
+from cmrkit.tagging.cli import cli_main
 
 
 def _affine_spamm(

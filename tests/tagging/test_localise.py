@@ -9,8 +9,9 @@ import pytest
 
 from cmrkit.io.ferdian import write_ferdian_h5
 from cmrkit.strain import green_strain_from_landmarks
-from cmrkit.tag_localise import auto_init_landmarks, localise_lv_wall
-from cmrkit.tagging import cli_main, synthetic_tagged_ring, track_landmarks
+from cmrkit.tagging import synthetic_tagged_ring, track_landmarks
+from cmrkit.tagging.cli import cli_main
+from cmrkit.tagging.localise import auto_init_landmarks, localise_lv_wall
 
 
 def _ring_radii(lm: np.ndarray) -> tuple[np.ndarray, float, float]:

@@ -1,7 +1,7 @@
 """Chapter 4 end to end: smcVAE cine->tagging synthesis, tag tracking, strain, segmentation check.
 
 The steps, in the order ``notebooks/01_smcvae_strain.ipynb`` walks through them (``run_all`` runs
-them all for ``cmrkit run ch4``):
+them all for ``cmrkit run smcvae_strain``):
 
 1. :func:`load_pairs` -- every tagging slice (basal, mid, apical) of every subject is paired with the
    cine slice nearest to its plane through the NIfTI affines (thesis Fig. 4.3,
@@ -25,8 +25,6 @@ All intensities are in [0, 1] for metrics (the model works in [-1, 1]); image ar
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,9 +34,11 @@ import numpy as np
 import pandas as pd
 
 from ..report import Report, TableRow
-from ..utils import REPO_ROOT
+from ..runs import run_dir
 
 __all__ = [
+    "NOTEBOOK",
+    "STEPS",
     "REGIONS",
     "SCENARIOS",
     "PairData",
@@ -49,6 +49,7 @@ __all__ = [
     "table_4_1",
     "track_and_strain",
     "strain_tables",
+    "strain_figures",
     "ablation",
     "segmentation_check",
     "figure_examples",
@@ -56,6 +57,21 @@ __all__ = [
     "run_all",
 ]
 
+NOTEBOOK = "01_smcvae_strain"
+CHAPTER = "smcvae_strain"
+#: the step functions in the order the notebook calls them
+STEPS = (
+    "load_pairs",
+    "train_smcvae",
+    "synthesis_scenarios",
+    "table_4_1",
+    "track_and_strain",
+    "strain_tables",
+    "figure_examples",
+    "strain_figures",
+    "segmentation_check",
+    "ablation",
+)
 REGIONS = ("basal", "mid", "apical")
 #: Table 4.1 scenarios: (name, source channels given to the model, output channel)
 SCENARIOS = (
@@ -310,17 +326,6 @@ def _ground_truth(subj: Any) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------------------------- model
-def _run_dir(cfg: Any, name: str, payload: Mapping[str, Any]) -> Path:
-    """A checkpoint folder keyed by everything that determines the result (resume-safe)."""
-    key = json.dumps(
-        {"payload": payload, "seed": cfg.seed, "dataset": cfg.dataset, "data_dir": cfg.data_dir},
-        sort_keys=True,
-        default=str,
-    )
-    h = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return REPO_ROOT / "runs" / cfg.profile / "ch4" / f"{name}-{h}"
-
-
 def train_smcvae(
     cfg: Any,
     data: PairData,
@@ -352,8 +357,9 @@ def train_smcvae(
     tr, va = data.index("train"), data.index("val")
     ds = lambda idx: PairedSliceDataset({"cine": data.cine[idx], "tagging": data.tagging[idx]})  # noqa: E731
     n_epochs = int(epochs or c.epochs)
-    run = _run_dir(
+    run = run_dir(
         cfg,
+        CHAPTER,
         name,
         {
             "model": mcfg.to_dict(),
@@ -486,7 +492,7 @@ def _init_landmarks(data: PairData, i: int) -> np.ndarray:
 
     if data.labelled[i, 0] and (data.labels[i, 0] == 2).any():
         return init_landmarks_from_mask(data.labels[i, 0], rv_label=3 if (data.labels[i, 0] == 3).any() else None)
-    from ..tag_localise import auto_init_landmarks
+    from ..tagging import auto_init_landmarks
 
     try:
         return auto_init_landmarks(data.tagging[i])
@@ -827,7 +833,7 @@ def segmentation_check(
         return data.cine[idx][ok], data.labels[idx][ok]
 
     x_tr, y_tr = frames(tr)
-    run = _run_dir(cfg, "segmenter", {"seg": seg.config.to_dict(), "n": len(x_tr)})
+    run = run_dir(cfg, CHAPTER, "segmenter", {"seg": seg.config.to_dict(), "n": len(x_tr)})
     seg.fit(
         x_tr,
         y_tr,
@@ -946,8 +952,8 @@ def figure_examples(
 
 
 # --------------------------------------------------------------------------------------------- all
-def run_all(cfg: Any, rep: Report, *, progress: bool = False) -> dict[str, Any]:
-    """Every step of the chapter (what ``cmrkit run ch4`` executes)."""
+def run_all(cfg: Any, rep: Report, *, interactive: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Every step of the chapter (what ``cmrkit run smcvae_strain`` executes)."""
     data = load_pairs(cfg)
     rep.dataset = f"{rep.dataset}, {data.meta['n_subjects']} subjects"
     res = train_smcvae(cfg, data, progress=progress)

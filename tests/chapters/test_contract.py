@@ -1,0 +1,48 @@
+"""The chapter contract (cmrkit.chapters): one module per notebook, same name, same step functions."""
+
+import inspect
+import json
+
+import pytest
+
+from cmrkit.chapters import CHAPTERS, chapter
+from cmrkit.config import ConfigError
+from cmrkit.registry import NOTEBOOKS
+from cmrkit.runner import NOTEBOOK_DIR
+
+
+def test_every_registered_notebook_is_a_chapter_in_order():
+    assert [c.notebook for c in CHAPTERS.values()] == list(NOTEBOOKS)
+    assert [c.name for c in CHAPTERS.values()] == [s.split("_", 1)[1] for s in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("ch", [c for c in CHAPTERS.values() if c.available], ids=lambda c: c.name)
+def test_written_chapters_follow_the_contract(ch):
+    mod = ch.load()
+    assert mod.NOTEBOOK == ch.notebook
+    assert (NOTEBOOK_DIR / f"{ch.notebook}.ipynb").is_file(), "a chapter module needs its notebook"
+    params = inspect.signature(mod.run_all).parameters
+    assert list(params)[:2] == ["cfg", "rep"]
+    assert {"interactive", "progress"} <= set(params)
+    assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in ("interactive", "progress"))
+    assert len(mod.STEPS) >= 3 and len(set(mod.STEPS)) == len(mod.STEPS)
+    for name in mod.STEPS:
+        assert callable(getattr(mod, name)), f"{ch.name}.{name} is listed in STEPS but missing"
+        assert name in mod.__all__
+    # the notebook calls the steps in the listed order (each at least once)
+    nb = json.loads((NOTEBOOK_DIR / f"{ch.notebook}.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    pos = [code.find(f".{name}(") for name in mod.STEPS]
+    assert all(p >= 0 for p in pos), [n for n, p in zip(mod.STEPS, pos) if p < 0]
+    assert pos == sorted(pos), "the notebook calls the steps in another order than STEPS lists them"
+
+
+def test_chapter_lookup():
+    assert chapter("01").name == "smcvae_strain"
+    assert chapter("00_background").name == "background"
+    with pytest.raises(ConfigError, match="unknown chapter 'ch4'"):
+        chapter("ch4")
+    missing = [c for c in CHAPTERS.values() if not c.available]
+    for c in missing:
+        with pytest.raises(ConfigError, match="not written yet"):
+            c.load()
