@@ -1,7 +1,8 @@
 """Clinical indices of the left and right ventricle from label maps.
 
-Definitions (as in ukbb_cardiac ``short_axis/eval_ventricular_volume.py``, Bai et al. 2018;
-Petersen et al. 2017 for the UK Biobank reference ranges; data-and-norms notes §B.5):
+Definitions (as in ukbb_cardiac ``short_axis/eval_ventricular_volume.py``, Bai et al. 2018, which
+also gives the 1.05 g/mL density and ED = frame 0, ES = minimum LV volume; Petersen et al. 2017 for
+the UK Biobank reference ranges):
 
 - volume of a structure = number of its voxels x voxel volume, with the voxel volume
   ``|det(A[:3, :3])|`` from the affine (or ``sx*sy*sz`` from spacings), in mL (1 mL = 1000 mm^3);
@@ -28,11 +29,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from cmrkit.io.nifti import DataError, check_label_values, check_same_geometry, load_nifti, voxel_volume_ml
+from cmrkit.labels import LV_BLOOD, LV_MYO, RV_BLOOD, remap_acdc_labels
 
 __all__ = [
     "MYOCARDIAL_DENSITY_G_PER_ML",
     "PHENOTYPE_KEYS",
     "PHENOTYPE_UNITS",
+    "MEASURED_COLUMNS",
     "LABEL_CONVENTIONS",
     "to_kit_labels",
     "phenotypes",
@@ -57,10 +60,19 @@ PHENOTYPE_UNITS: dict[str, str] = {
     "RVEF": "%",
     "CO": "L/min",
 }
+#: phenotype -> column under which cohort tables store it when measured from label maps (the phantom
+#: manifest's ``*_measured`` columns; :func:`cmrkit.io.cohort.load_cohort` uses them for every data set)
+MEASURED_COLUMNS: dict[str, str] = {
+    "LVEDV": "lvedv_ml_measured",
+    "LVESV": "lvesv_ml_measured",
+    "LVEF": "lvef_pct_measured",
+    "LVM": "lvm_g_measured",
+    "RVEDV": "rvedv_ml_measured",
+    "RVESV": "rvesv_ml_measured",
+    "RVEF": "rvef_pct_measured",
+}
 #: accepted ``labels=`` names; all but ``acdc`` already use the kit convention.
 LABEL_CONVENTIONS: tuple[str, ...] = ("ukbb", "kit", "mnms", "acdc")
-
-LV, MYO, RV = 1, 2, 3
 
 
 def to_kit_labels(label: np.ndarray, labels: str = "ukbb") -> np.ndarray:
@@ -70,8 +82,6 @@ def to_kit_labels(label: np.ndarray, labels: str = "ukbb") -> np.ndarray:
         raise ValueError(f"labels: expected one of {list(LABEL_CONVENTIONS)}, got {labels!r}")
     arr = check_label_values(label, None)
     if conv == "acdc":
-        from cmrkit.io.acdc import remap_acdc_labels
-
         arr = remap_acdc_labels(arr)
     return arr
 
@@ -110,11 +120,11 @@ def phenotypes(
     if ed.shape != es.shape:
         raise ValueError(f"label_es: shape {es.shape} differs from label_ed {ed.shape}")
     v = voxel_volume_ml(spacing_or_affine)
-    lvedv = float(np.count_nonzero(ed == LV)) * v
-    lvesv = float(np.count_nonzero(es == LV)) * v
-    rvedv = float(np.count_nonzero(ed == RV)) * v
-    rvesv = float(np.count_nonzero(es == RV)) * v
-    lvm = float(np.count_nonzero(ed == MYO)) * v * MYOCARDIAL_DENSITY_G_PER_ML
+    lvedv = float(np.count_nonzero(ed == LV_BLOOD)) * v
+    lvesv = float(np.count_nonzero(es == LV_BLOOD)) * v
+    rvedv = float(np.count_nonzero(ed == RV_BLOOD)) * v
+    rvesv = float(np.count_nonzero(es == RV_BLOOD)) * v
+    lvm = float(np.count_nonzero(ed == LV_MYO)) * v * MYOCARDIAL_DENSITY_G_PER_ML
     out = {
         "LVEDV": lvedv,
         "LVESV": lvesv,
@@ -152,7 +162,7 @@ def volume_curve(
     v = voxel_volume_ml(affine)
     out = {
         name: np.sum(lab == k, axis=(0, 1, 2)).astype(np.float64) * v
-        for name, k in (("LV", LV), ("MYO", MYO), ("RV", RV))
+        for name, k in (("LV", LV_BLOOD), ("MYO", LV_MYO), ("RV", RV_BLOOD))
     }
     out["LVM"] = out["MYO"] * MYOCARDIAL_DENSITY_G_PER_ML
     if labelled_frames is not None:
@@ -211,7 +221,7 @@ def wall_thickness(
     total, count = 0.0, 0
     for z in range(lab.shape[2]):
         sl = lab[..., z]
-        myo, cav = sl == MYO, sl == LV
+        myo, cav = sl == LV_MYO, sl == LV_BLOOD
         if not myo.any() or not cav.any():
             continue
         outside = ~(myo | cav)

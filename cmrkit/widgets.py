@@ -1,6 +1,6 @@
 """Interactive viewers for the notebooks: a slice x frame cine viewer (ipywidgets) with a static twin.
 
-Design (notes ``notebook-kit-conventions.md`` §3.2-3.3): every view is a **pure render function**
+Design: every view is a **pure render function**
 returning a matplotlib ``Figure`` (:func:`render_slice_frame`, :func:`slice_montage`); the ipywidgets
 UI (:class:`SliceFrameViewer`) is a thin shell that calls the renderer when a slider changes and is
 only built when asked for (``interactive=True``). Headless runs (papermill, the CLI) get a static

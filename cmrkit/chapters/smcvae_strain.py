@@ -820,12 +820,17 @@ def segmentation_check(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train the kit's segmenter on training cine, compare segmentations of original and reconstructed
-    cine on the test split (Dice, HD95 in mm), and score it on real M&Ms volumes when present."""
+    cine on the test split (Dice, HD95 in mm), and score it on real M&Ms volumes when present.
+
+    The segmenter's sizes come from the profile's ``segmenter:`` section; the M&Ms folder is
+    ``mnms_dir`` or else the run's ``realdata.mnms`` (none configured or absent: no M&Ms rows).
+    """
     from ..figures import segmentation_overlay, show
     from ..metrics.segmentation import segmentation_scores
-    from ..models.segmenter import MNMS_DEFAULT_DIR, Segmenter, evaluate_on_mnms, summarise_mnms
+    from ..models.segmenter import Segmenter, SegmenterConfig
+    from ..segment import evaluate_on_mnms, summarise_mnms
 
-    seg = Segmenter.from_profile(cfg, seed=cfg.seed)
+    seg = Segmenter(SegmenterConfig.from_dict(cfg.segmenter), seed=cfg.seed)
     tr, va, te = data.index("train"), data.index("val"), data.index("test")
 
     def frames(idx):
@@ -877,7 +882,7 @@ def segmentation_check(
                     thesis_key=(metric,) if name == "reconstructed_vs_original" else ("-",),
                 )
             )
-    mn = evaluate_on_mnms(seg, mnms_dir or MNMS_DEFAULT_DIR, device=cfg.device)
+    mn = evaluate_on_mnms(seg, mnms_dir if mnms_dir is not None else cfg.realdata.mnms, device=cfg.device)
     if len(mn):
         s = summarise_mnms(mn)
         for r in s.itertuples(index=False):

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from cmrkit.labels import N_CLASSES
+
 __all__ = [
     "DataError",
     "MissingFileError",
@@ -33,8 +35,8 @@ __all__ = [
     "spacing_from_affine",
 ]
 
-#: label values allowed in a label map after reading (0 background, 1 LV, 2 Myo, 3 RV).
-LABEL_VALUES: tuple[int, ...] = (0, 1, 2, 3)
+#: label values allowed in a label map after reading (the kit convention of :mod:`cmrkit.labels`).
+LABEL_VALUES: tuple[int, ...] = tuple(range(N_CLASSES))
 
 _TIME_UNIT_TO_MS = {"sec": 1000.0, "msec": 1.0, "usec": 1e-3}
 

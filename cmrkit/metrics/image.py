@@ -35,8 +35,9 @@ Definitions (thesis §4.3.5, eqs. 4.3-4.7; §5.3.4, eq. 5.7)
   terms of scales 1..M-1 and the full SSIM of scale M, negative terms clipped at 0 (MONAI's
   :class:`monai.metrics.MultiScaleSSIMMetric`), per 2D slice. The default window is 7 taps
   (sigma 1.5) because an 11-tap window does not fit the coarsest scale of a 128 x 128 slice
-  (anchors-ch5-6-ldm.md §2). The thesis's eq. 5.7 (geometric mean of per-scale SSIM) is a
-  simplification of this standard definition; the standard one is used.
+  (MONAI needs ``H // (M - 1)^2 > kernel_size - 1``: 128 // 16 = 8 > 6). The thesis's eq. 5.7
+  (geometric mean of per-scale SSIM) is a simplification of this standard definition; the
+  standard one is used.
 * ``gr4_ssim``: the "4-G-R SSIM" of Table 5.1/6.1, i.e. the 4-G-r* index of Renieblas et al. 2017
   (J. Med. Imaging 4(3):035501): the structural term r* of Rouse & Hemami 2008 computed between
   Sobel gradient-magnitude images, pooled over the four content regions of Li & Bovik 2010
