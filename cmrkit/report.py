@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 
 from . import __version__
-from .registry import NOTEBOOKS, REGISTRY, Artefact, by_id
+from .registry import NOTEBOOKS, REGISTRY, Artefact, by_id, for_notebook
 from .utils import REPO_ROOT, atomic_path, atomic_write, git_sha, resolve_path
 
 __all__ = [
@@ -244,6 +244,25 @@ class Report:
         with atomic_write(base.with_suffix(".json"), "w") as fh:
             json.dump(meta, fh, indent=2, default=str)
         return df
+
+    # ------------------------------------------------------------------ status
+    def artefact_status(self, *, require: bool = False) -> pd.DataFrame:
+        """Every artefact the registry assigns to this report's notebook and whether it was written.
+
+        Columns ``id, kind, written, title``. With ``require=True`` a missing artefact raises
+        ``RuntimeError`` naming it (the last cell of every notebook checks this).
+        """
+        if self.notebook is None:
+            raise ValueError("artefact_status needs a Report bound to a notebook (Report(..., notebook=...))")
+        rows = [
+            {"id": a.id, "kind": a.kind, "written": _status(self.root, a) == "present", "title": a.title}
+            for a in for_notebook(self.notebook)
+        ]
+        status = pd.DataFrame(rows, columns=["id", "kind", "written", "title"])
+        missing = list(status.loc[~status["written"].astype(bool), "id"])
+        if require and missing:
+            raise RuntimeError(f"{self.notebook}: artefacts not written under {self.root}: {', '.join(missing)}")
+        return status
 
     # ------------------------------------------------------------------ figures
     def save_figure(

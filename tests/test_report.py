@@ -120,6 +120,20 @@ def test_index_reports_missing_honestly(tmp_path):
     assert "<table>" in html and 'href="tables/table_4_1.md"' in html
 
 
+def test_artefact_status_lists_the_notebooks_artefacts(tmp_path):
+    from cmrkit.registry import for_notebook
+
+    rep = Report(profile="smoke", seed=0, dataset="phantom", root=tmp_path, notebook="01_smcvae_strain")
+    rep.save_table("table_4_1", [TableRow("reconstruction_tagging/apical", "SSIM", 0.5)])
+    st = rep.artefact_status()
+    assert list(st["id"]) == [a.id for a in for_notebook("01_smcvae_strain")]
+    assert list(st.loc[st["written"], "id"]) == ["table_4_1"]
+    with pytest.raises(RuntimeError, match="artefacts not written under .*table_4_2"):
+        rep.artefact_status(require=True)
+    with pytest.raises(ValueError, match="bound to a notebook"):
+        Report(profile="smoke", seed=0, dataset="phantom", root=tmp_path).artefact_status()
+
+
 def test_by_id_unknown():
     with pytest.raises(KeyError):
         by_id("fig_9_9")

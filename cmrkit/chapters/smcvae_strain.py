@@ -53,6 +53,8 @@ __all__ = [
     "ablation",
     "segmentation_check",
     "figure_examples",
+    "tracking_without_annotations",
+    "browse_test_set",
     "active_threshold",
     "run_all",
 ]
@@ -69,8 +71,10 @@ STEPS = (
     "strain_tables",
     "figure_examples",
     "strain_figures",
+    "tracking_without_annotations",
     "segmentation_check",
     "ablation",
+    "browse_test_set",
 )
 REGIONS = ("basal", "mid", "apical")
 #: Table 4.1 scenarios: (name, source channels given to the model, output channel)
@@ -485,7 +489,7 @@ def table_4_1(rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], sp
 # --------------------------------------------------------------------------------------------- strain
 def _init_landmarks(data: PairData, i: int) -> np.ndarray:
     """Frame-0 landmarks: ground truth when the data set has it, else from the ED cine segmentation,
-    else located on the original tagging itself (:func:`cmrkit.tag_localise.auto_init_landmarks`)."""
+    else located on the original tagging itself (:func:`cmrkit.tagging.auto_init_landmarks`)."""
     if data.landmarks is not None:
         return data.landmarks[i, 0]
     from ..tagging import init_landmarks_from_mask
@@ -766,6 +770,45 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
         show(fig)
 
 
+def tracking_without_annotations(data: PairData, tr: Mapping[str, Any], j: int = 0) -> tuple[pd.DataFrame, Any]:
+    """Track one test slice from the LV wall located on its tagging alone, beside the start used by
+    :func:`track_and_strain`.
+
+    :func:`cmrkit.tagging.localise_lv_wall` finds the LV myocardium on the original tagging of test
+    slice ``j`` (no landmarks, no labels: blood loses its tags within a few frames while myocardium
+    keeps them, and in systole the wall moves towards one point); HARP tracking
+    (:func:`cmrkit.tagging.track_landmarks`) starts from it. Returns the ES Green strain of that
+    automatic start, of the start used above and, on the phantom, of the truth (rows; columns
+    ``ES E_cc``, ``ES E_rr``), and the landmark overlay of frame 0 and ES (open; show it with
+    :func:`cmrkit.figures.show`).
+    """
+    from ..figures import landmark_overlay
+    from ..strain import green_strain_from_landmarks
+    from ..tagging import localise_lv_wall, track_landmarks
+
+    i = int(tr["idx"][j])
+    wall = localise_lv_wall(data.tagging[i])
+    auto = track_landmarks(data.tagging[i], wall.landmarks)
+    es = int(tr["es"][j])
+    curves = {
+        "automatic start": green_strain_from_landmarks(auto),
+        "start used above": green_strain_from_landmarks(tr["landmarks"]["original"][j]),
+    }
+    summary = {k: {"ES E_cc": float(v.Ecc[es]), "ES E_rr": float(v.Err[es])} for k, v in curves.items()}
+    if data.true_strain is not None:
+        summary["truth"] = {
+            "ES E_cc": float(data.true_strain["Ecc"][i, es]),
+            "ES E_rr": float(data.true_strain["Err"][i, es]),
+        }
+    fig = landmark_overlay(
+        {"automatic start": data.tagging[i]},
+        {"automatic start": auto},
+        [0, es],
+        title=f"{data.subject[i]} {data.region[i]}: LV wall located on the tagging",
+    )
+    return pd.DataFrame(summary).T, fig
+
+
 # --------------------------------------------------------------------------------------------- ablation
 def ablation(cfg: Any, rep: Report, data: PairData, *, progress: bool = False) -> dict[str, pd.DataFrame]:
     """Tables 4.3 (latent dimension) and 4.4 (conv layers): cine->tagging quality on the test split."""
@@ -956,9 +999,51 @@ def figure_examples(
         show(fig)
 
 
+def browse_test_set(
+    data: PairData,
+    outputs: Mapping[str, np.ndarray],
+    *,
+    interactive: bool = False,
+    item: int = 0,
+    frame: int = 0,
+    split: str = "test",
+) -> tuple[Any, Any]:
+    """Cine, tagging and the two cross-syntheses of one slice of ``split`` at one frame.
+
+    Returns ``(figure, viewer_or_None)``: the static panels of slice ``item`` at ``frame`` and, with
+    ``interactive=True``, an ipywidgets viewer whose sliders choose the slice and the frame
+    (:class:`cmrkit.widgets.IndexFrameViewer`; display ``viewer.ui``). ``outputs`` are
+    :func:`synthesis_scenarios`' outputs of the same split.
+    """
+    from ..figures import image_grid
+
+    idx = data.index(split)
+
+    def render(j: int, t: int) -> Any:
+        j = int(j)
+        rows = {
+            "cine": data.cine[idx[j]],
+            "tagging": data.tagging[idx[j]],
+            "tagging from cine": outputs["only_cine_to_tagging"][j],
+            "cine from tagging": outputs["only_tagging_to_cine"][j],
+        }
+        return image_grid(rows, [int(t)], title=f"{data.subject[idx[j]]} {data.region[idx[j]]}")
+
+    viewer = None
+    if interactive:
+        from ..widgets import IndexFrameViewer
+
+        viewer = IndexFrameViewer(
+            render, len(idx), data.cine.shape[1], item=item, frame=frame, labels=(f"{split} slice", "frame")
+        )
+    return render(item, frame), viewer
+
+
 # --------------------------------------------------------------------------------------------- all
 def run_all(cfg: Any, rep: Report, *, interactive: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Every step of the chapter (what ``cmrkit run smcvae_strain`` executes)."""
+    """Every step of the chapter (what ``cmrkit run smcvae_strain`` executes); figures are closed."""
+    import matplotlib.pyplot as plt
+
     data = load_pairs(cfg)
     rep.dataset = f"{rep.dataset}, {data.meta['n_subjects']} subjects"
     res = train_smcvae(cfg, data, progress=progress)
@@ -966,8 +1051,20 @@ def run_all(cfg: Any, rep: Report, *, interactive: bool = False, progress: bool 
     table_4_1(rep, data, outputs)
     tr = track_and_strain(data, outputs["only_cine_to_tagging"], n_jobs=int(cfg.ch4.tracking_jobs))
     strain_tables(rep, data, tr)
-    strain_figures(rep, data, tr)
     figure_examples(rep, data, outputs, tr)
+    strain_figures(rep, data, tr)
+    auto, fig = tracking_without_annotations(data, tr)
+    plt.close(fig)
     seg = segmentation_check(cfg, rep, data, outputs["reconstruction_cine"], progress=progress)
     abl = ablation(cfg, rep, data, progress=progress)
-    return {"data": data, "fit": res, "outputs": outputs, "tracking": tr, "segmentation": seg, "ablation": abl}
+    fig, _ = browse_test_set(data, outputs, interactive=interactive, frame=int(tr["es"][0]))
+    plt.close(fig)
+    return {
+        "data": data,
+        "fit": res,
+        "outputs": outputs,
+        "tracking": tr,
+        "tracking_without_annotations": auto,
+        "segmentation": seg,
+        "ablation": abl,
+    }

@@ -251,5 +251,3 @@ def test_fit_rejects_bad_input():
         seg.fit(np.zeros((4, 32, 32)), np.zeros((4, 32, 31), np.uint8))
     with pytest.raises(ValueError, match="labels must be"):
         seg.fit(np.zeros((4, 32, 32)), np.full((4, 32, 32), 4, np.uint8))
-
-
