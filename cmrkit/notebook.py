@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .config import ConfigError, check_data_dir, load
+from .config import Config, ConfigError, check_data_dir, load
 from .registry import NOTEBOOKS
 from .report import Report
 from .runner import PARAMETERS
@@ -24,7 +24,7 @@ from .runner import PARAMETERS
 __all__ = ["resolve", "dataset_label"]
 
 
-def dataset_label(cfg: Any, n_subjects: int | None = None) -> str:
+def dataset_label(cfg: Config, n_subjects: int | None = None) -> str:
     """Human label of a run's data set for tables, e.g. ``"phantom (smoke, 10 subjects)"``."""
     n = f", {n_subjects} subjects" if n_subjects is not None else ""
     if cfg.dataset == "phantom":
@@ -32,7 +32,7 @@ def dataset_label(cfg: Any, n_subjects: int | None = None) -> str:
     return f"{cfg.dataset} ({cfg.data_dir}{n})"
 
 
-def resolve(notebook: str, namespace: Mapping[str, Any], *, prepare_data: bool = True) -> tuple[Any, Report]:
+def resolve(notebook: str, namespace: Mapping[str, Any], *, prepare_data: bool = True) -> tuple[Config, Report]:
     """Validate the notebook's parameters and return ``(cfg, report)``.
 
     Parameters

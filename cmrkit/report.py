@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from . import __version__
+from .config import Config
 from .registry import NOTEBOOKS, REGISTRY, Artefact, by_id, for_notebook
 from .utils import REPO_ROOT, atomic_path, atomic_write, git_sha, resolve_path
 
@@ -157,7 +158,7 @@ class Report:
 
     @classmethod
     def from_config(
-        cls, cfg: Any, notebook: str | None = None, root: str | Path | None = None, dataset_label: str | None = None
+        cls, cfg: Config, notebook: str | None = None, root: str | Path | None = None, dataset_label: str | None = None
     ) -> Report:
         """Build from a :class:`cmrkit.config.Config`."""
         label = dataset_label or cfg.dataset

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import DATASETS, ConfigError, available_profiles, check_data_dir, load, parse_overrides
+from .config import DATASETS, Config, ConfigError, available_profiles, check_data_dir, load, parse_overrides
 from .report import default_report_dir, write_index
 from .utils import REPO_ROOT, atomic_write, git_sha, resolve_path
 
@@ -97,7 +97,7 @@ def execute_notebook(
     )
 
 
-def _prepare_data(cfg: Any) -> None:
+def _prepare_data(cfg: Config) -> None:
     """Make sure the data set of the run is there; the phantom cohort is generated when missing."""
     if cfg.dataset == "phantom":
         try:

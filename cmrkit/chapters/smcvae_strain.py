@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config import Config
 from ..report import Report, TableRow
 from ..runs import run_dir
 
@@ -152,7 +153,7 @@ def split_by_subject(subjects: Sequence[str], fractions: Sequence[float], seed: 
     return dict(zip(order, names))
 
 
-def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = False) -> PairData:
+def load_pairs(cfg: Config, *, max_subjects: int | None = None, progress: bool = False) -> PairData:
     """Read the data set of ``cfg`` into paired slices (see the module docstring).
 
     Needs subjects with cine and tagging (phantom, UK Biobank layout). Tagging slices without a
@@ -331,7 +332,7 @@ def _ground_truth(subj: Any) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------------------------- model
 def train_smcvae(
-    cfg: Any,
+    cfg: Config,
     data: PairData,
     *,
     latent_dim: int | None = None,
@@ -391,7 +392,7 @@ def train_smcvae(
     )
 
 
-def active_threshold(cfg: Any) -> float | None:
+def active_threshold(cfg: Config) -> float | None:
     """Dropout-rate threshold that selects the active latent dimensions (sparse variant only).
 
     Synthesis uses the full posterior mean by default (the decoders learn to ignore dimensions with a
@@ -810,7 +811,7 @@ def tracking_without_annotations(data: PairData, tr: Mapping[str, Any], j: int =
 
 
 # --------------------------------------------------------------------------------------------- ablation
-def ablation(cfg: Any, rep: Report, data: PairData, *, progress: bool = False) -> dict[str, pd.DataFrame]:
+def ablation(cfg: Config, rep: Report, data: PairData, *, progress: bool = False) -> dict[str, pd.DataFrame]:
     """Tables 4.3 (latent dimension) and 4.4 (conv layers): cine->tagging quality on the test split."""
     c = cfg.ch4
     idx = data.index("test")
@@ -854,7 +855,7 @@ def ablation(cfg: Any, rep: Report, data: PairData, *, progress: bool = False) -
 
 # --------------------------------------------------------------------------------------------- segmentation
 def segmentation_check(
-    cfg: Any,
+    cfg: Config,
     rep: Report,
     data: PairData,
     recon_cine: np.ndarray,
@@ -1040,7 +1041,7 @@ def browse_test_set(
 
 
 # --------------------------------------------------------------------------------------------- all
-def run_all(cfg: Any, rep: Report, *, interactive: bool = False, progress: bool = False) -> dict[str, Any]:
+def run_all(cfg: Config, rep: Report, *, interactive: bool = False, progress: bool = False) -> dict[str, Any]:
     """Every step of the chapter (what ``cmrkit run smcvae_strain`` executes); figures are closed."""
     import matplotlib.pyplot as plt
 

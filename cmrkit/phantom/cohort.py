@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..config import Config
 from ..utils import atomic_write, resolve_path
 from .covariates import MODEL_PATH
 from .geometry import Geometry
@@ -260,7 +261,7 @@ def _geometry_from_section(section: Mapping[str, Any]) -> Geometry:
     return Geometry.from_mapping(section)
 
 
-def ensure_cohort(cfg: Any) -> Path:
+def ensure_cohort(cfg: Config) -> Path:
     """Make sure the phantom cohort of a :class:`cmrkit.config.Config` exists; return its folder.
 
     Uses ``cfg.phantom`` (n_subjects, matrix, pixel_mm, slices, slice_thickness_mm, slice_spacing_mm,
