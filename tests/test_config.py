@@ -39,9 +39,7 @@ def test_paper_profile_carries_thesis_hyperparameters():
 
 
 def test_overrides_apply_and_keep_types():
-    cfg = config.load(
-        "smoke", seed=3, overrides={"ch4.epochs": 2, "phantom.pixel_mm": 2, "segmenter": {"epochs": 1}}
-    )
+    cfg = config.load("smoke", seed=3, overrides={"ch4.epochs": 2, "phantom.pixel_mm": 2, "segmenter": {"epochs": 1}})
     assert cfg.ch4.epochs == 2 and isinstance(cfg.ch4.epochs, int)
     assert cfg.phantom.pixel_mm == 2.0 and isinstance(cfg.phantom.pixel_mm, float)
     assert cfg.segmenter.epochs == 1
