@@ -45,6 +45,7 @@ __all__ = [
     "PairData",
     "load_pairs",
     "split_by_subject",
+    "smcvae_config",
     "train_smcvae",
     "synthesis_scenarios",
     "table_4_1",
@@ -57,6 +58,7 @@ __all__ = [
     "tracking_without_annotations",
     "browse_test_set",
     "active_threshold",
+    "dry_runs",
     "run_all",
 ]
 
@@ -331,6 +333,23 @@ def _ground_truth(subj: Any) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------------------------- model
+def smcvae_config(cfg: Config, *, latent_dim: int | None = None, conv_layers: int | None = None) -> Any:
+    """The :class:`cmrkit.models.smcvae.SMCVAEConfig` of the profile's ``ch4`` section (frames,
+    image size, conv layers L, latent dimension D, base width, variant); ``latent_dim`` /
+    ``conv_layers`` replace D / L (the ablations)."""
+    from ..models.smcvae import SMCVAEConfig
+
+    c = cfg.ch4
+    return SMCVAEConfig(
+        in_frames=int(c.frames),
+        image_size=int(c.image_size),
+        conv_layers=int(conv_layers or c.conv_layers),
+        latent_dim=int(latent_dim or c.latent_dim),
+        base_width=int(c.base_width),
+        variant=str(c.variant),
+    )
+
+
 def train_smcvae(
     cfg: Config,
     data: PairData,
@@ -346,18 +365,11 @@ def train_smcvae(
     Validation-loss model selection on the ``val`` subjects; checkpoints under ``runs/`` so that an
     interrupted run resumes and a finished one is not trained again.
     """
-    from ..models.smcvae import SMCVAE, PairedSliceDataset, SMCVAEConfig, smcvae_loss
+    from ..models.smcvae import SMCVAE, PairedSliceDataset, smcvae_loss
     from ..train import fit
 
     c = cfg.ch4
-    mcfg = SMCVAEConfig(
-        in_frames=int(c.frames),
-        image_size=int(c.image_size),
-        conv_layers=int(conv_layers or c.conv_layers),
-        latent_dim=int(latent_dim or c.latent_dim),
-        base_width=int(c.base_width),
-        variant=str(c.variant),
-    )
+    mcfg = smcvae_config(cfg, latent_dim=latent_dim, conv_layers=conv_layers)
     model = SMCVAE(mcfg, seed=cfg.seed)
     tr, va = data.index("train"), data.index("val")
     ds = lambda idx: PairedSliceDataset({"cine": data.cine[idx], "tagging": data.tagging[idx]})  # noqa: E731
@@ -1038,6 +1050,95 @@ def browse_test_set(
             render, len(idx), data.cine.shape[1], item=item, frame=frame, labels=(f"{split} slice", "frame")
         )
     return render(item, frame), viewer
+
+
+# --------------------------------------------------------------------------------------------- dry run
+def _random_pairs(n: int, frames: int, size: int, seed: int) -> PairData:
+    """``n`` random cine/tagging slice pairs in [0, 1], all in the ``test`` split (dry runs only)."""
+    rng = np.random.default_rng(seed)
+    shape = (n, frames, size, size)
+    return PairData(
+        cine=rng.random(shape, dtype=np.float32),
+        tagging=rng.random(shape, dtype=np.float32),
+        labels=np.zeros(shape, np.uint8),
+        labelled=np.zeros((n, frames), bool),
+        landmarks=None,
+        true_strain=None,
+        region=np.array(["mid"] * n),
+        subject=np.array([f"dry{i}" for i in range(n)]),
+        es_frame=np.full(n, -1),
+        split=np.array(["test"] * n),
+        px_mm=1.0,
+    )
+
+
+def _dry_run_smcvae(cfg: Config, latent_dim: int, conv_layers: int) -> dict[str, np.ndarray]:
+    from ..models.smcvae import SMCVAE, PairedSliceDataset, smcvae_loss
+    from ..train import fit
+
+    mcfg = smcvae_config(cfg, latent_dim=latent_dim, conv_layers=conv_layers)
+    model = SMCVAE(mcfg, seed=cfg.seed)
+    train = _random_pairs(2, mcfg.in_frames, mcfg.image_size, cfg.seed)
+    res = fit(
+        model,
+        PairedSliceDataset({"cine": train.cine, "tagging": train.tagging}),
+        None,
+        loss_fn=smcvae_loss,
+        epochs=1,
+        batch_size=2,
+        lr=float(cfg.ch4.lr),
+        weight_decay=float(cfg.ch4.weight_decay),
+        device="cpu",
+        seed=cfg.seed,
+        amp="none",
+        progress=False,
+    )
+    test = _random_pairs(1, mcfg.in_frames, mcfg.image_size, cfg.seed + 1)
+    generated = _predict(res.model.cpu(), test, test.index("test"), ("cine",), "tagging", batch_size=1)
+    return {"train_loss": np.array([res.history[-1]["train_loss"]]), "only_cine_to_tagging": generated}
+
+
+def _dry_run_segmenter(cfg: Config) -> dict[str, np.ndarray]:
+    from ..models.segmenter import Segmenter, SegmenterConfig, toy_slices
+
+    sc = replace(SegmenterConfig.from_dict(cfg.segmenter), epochs=1, batch_size=2)
+    seg = Segmenter(sc, seed=cfg.seed)
+    x, y = toy_slices(2, int(cfg.ch4.image_size), rng=cfg.seed)  # chapter 4 feeds it slices of its grid
+    res = seg.fit(x, y, val_fraction=0.0, seed=cfg.seed, device="cpu", amp="none", progress=False)
+    return {"train_loss": np.array([res.history[-1]["train_loss"]]), "labels": seg.predict(x[:1], device="cpu")}
+
+
+def dry_runs(cfg: Config) -> list[Any]:
+    """The chapter's models at the sizes of ``cfg``'s profile, for the CPU dry run (see
+    :class:`cmrkit.chapters.DryRun`): the smcVAE with the profile's D and L and with the smallest and
+    largest L of the Table 4.4 ablation (L sets the layer structure: how many of the convolutions
+    down-sample; the Table 4.3 values of D only change the width of the latent layers), each trained
+    one step and synthesising tagging from cine (the chapter's synthesis path), and the segmenter,
+    trained one step on slices of the chapter's grid and predicting one."""
+    import json
+
+    from ..models.segmenter import SegmenterConfig
+    from . import DryRun
+
+    c = cfg.ch4
+    frames, size = int(c.frames), int(c.image_size)
+    images = (1, frames, size, size)
+    layers = [int(L) for L in c.ablation_conv_layers]
+    variants = [(int(c.latent_dim), L) for L in (int(c.conv_layers), min(layers), max(layers))]
+    runs = []
+    for d, L in dict.fromkeys(variants):
+        key = json.dumps(smcvae_config(cfg, latent_dim=d, conv_layers=L).to_dict(), sort_keys=True)
+        expected = {"train_loss": (1,), "only_cine_to_tagging": images}
+        run = lambda d=d, L=L: _dry_run_smcvae(cfg, d, L)  # noqa: E731
+        runs.append(DryRun(CHAPTER, f"smcvae D={d} L={L}", key, expected, run))
+    sc = SegmenterConfig.from_dict(cfg.segmenter)
+    key = json.dumps({"segmenter": sc.to_dict(), "input": size}, sort_keys=True)
+    runs.append(
+        DryRun(
+            CHAPTER, "segmenter", key, {"train_loss": (1,), "labels": (1, size, size)}, lambda: _dry_run_segmenter(cfg)
+        )
+    )
+    return runs
 
 
 # --------------------------------------------------------------------------------------------- all
