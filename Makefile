@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=$(PROFILE) (smoke|demo|paper)  ONLY=01,03  DATASET=phantom|ukbb|acdc|mnms  DATA_DIR=...  SEED=0"
+	@echo "  variables: PROFILE=$(PROFILE) (smoke|cpu|demo|paper)  ONLY=01,03  DATASET=phantom|ukbb|acdc|mnms  DATA_DIR=...  SEED=0"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install the kit with notebook and test extras
 
-reproduce: $(STAMP) ## execute every notebook headless (PROFILE=smoke|demo|paper) into reports/$(PROFILE)/
+reproduce: $(STAMP) ## execute every notebook headless (PROFILE=smoke|cpu|demo|paper) into reports/$(PROFILE)/
 	$(BIN)/cmrkit reproduce --profile $(PROFILE) --dataset $(DATASET) --seed $(SEED) \
 		$(if $(ONLY),--only $(ONLY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
