@@ -163,3 +163,10 @@ def test_summarise_mnms():
     s = summarise_mnms(df).set_index("structure")
     assert s.loc["LV", "dice_mean"] == pytest.approx(0.6) and s.loc["LV", "hd95_mm_mean"] == pytest.approx(15.0)
     assert s.loc["RV", "hd95_mm_mean"] == pytest.approx(8.0) and s.loc["RV", "missed"] == 1
+
+
+def test_segment_is_a_cmrkit_command(capsys):
+    from cmrkit.cli import main
+
+    assert main(["segment", "--data-dir", "nowhere", "--profile", "nosuchprofile"]) == 2
+    assert "cmrkit segment: error: unknown profile 'nosuchprofile'" in capsys.readouterr().err

@@ -722,8 +722,7 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
     """Figs 4.8 (Bland-Altman), 4.9 (violins), 4.10 (curves), 4.11 (against ground truth)."""
     import matplotlib.pyplot as plt
 
-    from ..figures import show, strain_curves
-    from ..stats import bland_altman_plot, violin_plot
+    from ..figures import bland_altman_plot, show, strain_curves, violin_plot
 
     es, regions = tr["es"], data.region[tr["idx"]]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))

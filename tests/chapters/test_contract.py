@@ -29,6 +29,8 @@ def test_written_chapters_follow_the_contract(ch):
     for name in mod.STEPS:
         assert callable(getattr(mod, name)), f"{ch.name}.{name} is listed in STEPS but missing"
         assert name in mod.__all__
+    if hasattr(mod, "dry_runs"):  # a chapter that trains models lists them for the CPU dry run
+        assert "dry_runs" in mod.__all__ and list(inspect.signature(mod.dry_runs).parameters) == ["cfg"]
     # the notebook calls the steps in the listed order (each at least once)
     nb = json.loads((NOTEBOOK_DIR / f"{ch.notebook}.ipynb").read_text())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
