@@ -339,9 +339,11 @@ def cine_viewer(
 
 
 # ================================================================================ 5. realism
-def _real_folder(real_dir: str | Path | None) -> str:
-    """How tables and captions name the real-data folder (``"(none configured)"`` when empty)."""
-    return str(real_dir) if real_dir not in (None, "") else "(none configured: realdata.mnms is empty)"
+def _no_real_data(real_dir: str | Path | None) -> str:
+    """Why there is no real M&Ms data: the configured folder is absent, or none is configured."""
+    if real_dir in (None, ""):
+        return "no real M&Ms folder configured (realdata.mnms is empty)"
+    return f"real M&Ms folder {real_dir} absent"
 
 
 def _ed_measurements(subj: Subject) -> dict[str, float]:
@@ -380,7 +382,6 @@ def real_vs_phantom(
     (``{"real": {...}, "phantom": {...}}``).
     """
     real = list(real) if real is not None else load_real_mnms(real_dir)
-    folder = _real_folder(real_dir)
     pick = cohort.healthy_ids()[:n]
     pick += [i for i in cohort.ids if i not in pick][: n - len(pick)]
     phan = [cohort.subject(i) for i in pick]
@@ -394,10 +395,15 @@ def real_vs_phantom(
             if j >= len(subs):
                 ax.axis("off")
                 if group == "real" and not real and j == 0:
+                    why = (
+                        "no real M&Ms folder configured\n(realdata.mnms is empty)"
+                        if real_dir in (None, "")
+                        else f"real M&Ms data absent\n(expected in {real_dir})"
+                    )
                     ax.text(
                         0.0,
                         0.5,
-                        f"real M&Ms data absent\n(expected in {folder})\nno real-data panel",
+                        f"{why}\nno real-data panel",
                         transform=ax.transAxes,
                         fontsize=8,
                         va="center",
@@ -592,9 +598,8 @@ def realism_table(
     Measurements from :func:`real_vs_phantom` and :func:`measure_cohort_tagging` are reused when
     given; otherwise the real cases are read from ``real_dir`` (the run's ``cfg.realdata.mnms``).
     """
-    folder = _real_folder(real_dir)
     if real_measurements is None:
-        real_measurements = {s.subject_id: _ed_measurements(s) for s in load_real_mnms(folder)}
+        real_measurements = {s.subject_id: _ed_measurements(s) for s in load_real_mnms(real_dir)}
     if phantom_measurements is None:
         phantom_measurements = {i: _ed_measurements(cohort.subject(i)) for i in cohort.measured_ids()}
     rows: list[TableRow] = []
@@ -623,9 +628,7 @@ def realism_table(
     for group, meas in (("M&Ms", real_measurements), ("phantom", phantom_measurements)):
         if not meas:
             rows.append(
-                TableRow(
-                    f"cine/{group}/all", "cases", 0.0, note=f"real M&Ms folder {folder} absent: no real-data comparison"
-                )
+                TableRow(f"cine/{group}/all", "cases", 0.0, note=f"{_no_real_data(real_dir)}: no real-data comparison")
             )
             continue
         for key, name, units in metrics:

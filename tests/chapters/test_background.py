@@ -86,8 +86,8 @@ def test_no_real_data_configured_is_said_not_guessed(tiny_cohort, tmp_path):
     bg.realism_table(cohort, rep, real_dir="", phantom_measurements={})
     table = pd.read_csv(tmp_path / "tables" / "bg_realism.csv")
     note = table.loc[table["row"] == "cine/M&Ms/all", "note"].iloc[0]
-    assert note == "real M&Ms folder (none configured: realdata.mnms is empty) absent: no real-data comparison"
+    assert note == "no real M&Ms folder configured (realdata.mnms is empty): no real-data comparison"
     fig, meas = bg.real_vs_phantom(cohort, None, real_dir="", n=1, n_measure=1)
     assert meas["real"] == {} and list(meas["phantom"]) == cohort.ids[:1]
-    assert any("none configured" in t.get_text() for t in fig.axes[0].texts)
+    assert any("no real M&Ms folder configured" in t.get_text() for t in fig.axes[0].texts)
     plt.close("all")
