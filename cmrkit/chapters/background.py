@@ -677,7 +677,7 @@ def realism_table(
                 realism.UKB_TAG_SPACING_MM,
                 units="mm",
                 note="UK Biobank tag grid spacing 6 mm (thesis §4.3.1); the FFT of Ferdian et al.'s real UK "
-                "Biobank example gives 5.9 mm (notes data-and-norms B.5). No real tagging file is "
+                "Biobank example (EdwardFerdian/mri-tagging-strain) gives 5.9 mm. No real tagging file is "
                 "available here, so fading is compared with the SPAMM relaxation model only.",
             )
         )
