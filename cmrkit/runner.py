@@ -94,7 +94,25 @@ def execute_notebook(
         progress_bar=progress_bar,
         execution_timeout=timeout_s,
         request_save_on_cell_execute=True,
+        **_kernel_transport(),
     )
+
+
+def _kernel_transport() -> dict[str, Any]:
+    """Engine arguments that let the kernel manager give the kernel CurveZMQ keys when both sides
+    support it (jupyter_client >= 8.9 ``transport_encryption="auto"``, a kernelspec that declares
+    ``supported_encryption: curve``, libzmq with CurveZMQ). The kernel then talks to papermill
+    encrypted and does not print ipykernel's "Kernel is running over TCP without encryption"
+    warning into ``cmrkit reproduce``'s output; elsewhere nothing changes."""
+    try:
+        import zmq
+        from jupyter_client.manager import KernelManager
+        from traitlets.config import Config
+    except ImportError:  # pragma: no cover - papermill brings all three
+        return {}
+    if not (KernelManager.class_traits().get("transport_encryption") and zmq.has("curve")):
+        return {}
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
 
 
 def _prepare_data(cfg: Any) -> None:

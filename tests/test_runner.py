@@ -107,3 +107,24 @@ def test_readme_test_command_is_what_ci_runs(repo_root):
     readme = (repo_root / "README.md").read_text()
     assert "make test" in readme
     assert "\nmake test\n" in ci
+
+
+@pytest.mark.slow
+def test_kernel_prints_no_tcp_warning(tmp_path):
+    """``cmrkit reproduce --quiet`` is quiet: the kernel papermill starts gets CurveZMQ keys where
+    jupyter_client and the kernelspec support it, so ipykernel prints no "running over TCP without
+    encryption" warning to the terminal (the kernel inherits our stderr, hence the subprocess)."""
+    import subprocess
+    import sys
+
+    _nb(tmp_path / "00_x.ipynb", "print('cell ran', SEED)")
+    code = (
+        "from pathlib import Path; from cmrkit.runner import execute_notebook; "
+        f"execute_notebook(Path({str(tmp_path / '00_x.ipynb')!r}), Path({str(tmp_path / 'out.ipynb')!r}), "
+        "{'SEED': 3}, timeout_s=120, log_output=False)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "without encryption" not in res.stderr and "IPKernelApp" not in res.stderr, res.stderr
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert "cell ran 3" in out.cells[-1].outputs[0]["text"]
