@@ -94,8 +94,11 @@ def make_shared(path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None) -> Iterator[Any]:
     """Open a temporary sibling of ``path`` for writing and rename it over ``path`` on success.
+
+    Text modes write UTF-8 unless ``encoding`` says otherwise (never the locale's encoding, so a
+    report written under ``LANG=C`` is the same file).
 
     On any exception the temporary file is removed and ``path`` is left untouched.
 
@@ -109,7 +112,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         os.fchmod(fd, shared_mode())  # mkstemp makes 0o600; the artefact gets what open() would give
-        with os.fdopen(fd, mode) as fh:
+        text = "b" not in mode
+        with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if text else None) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -210,6 +210,8 @@ def read_ferdian_h5(
     import h5py
 
     p = Path(path)
+    if p.is_dir():
+        raise FerdianFormatError(f"{p}: is a folder; give a Ferdian-format HDF5 file (.h5)")
     if not p.is_file():
         raise FileNotFoundError(f"Ferdian HDF5 file not found: {p}")
     try:
