@@ -534,9 +534,13 @@ th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums;
 .card .cap{font-size:.85em;margin-top:.4em}.card .id{font-family:monospace;font-size:.85em;color:#55606e}
 .src{font-size:.85em;color:#55606e;margin:.1em 0 .3em}
 ul.notes{font-size:.85em;color:#333;margin:.3em 0 0 1.2em;padding:0}
-details{margin:.3em 0}summary{cursor:pointer}
+details{margin:.3em 0}summary{cursor:pointer}summary h3{display:inline}
 code{background:#eef1f5;padding:0 3px;border-radius:3px}
 """
+
+
+#: tables longer than this start folded in index.html
+_OPEN_ROWS = 30
 
 
 def _e(text: Any) -> str:
@@ -554,7 +558,12 @@ def _table_html(root: Path, art: Artefact) -> str:
     except (OSError, ValueError, KeyError, IndexError) as exc:
         return f"<p class='missing'>{_e(art.id)}: the CSV cannot be read ({_e(exc)})</p>"
     numeric = {i for i, h in enumerate(head) if h.startswith(("this run", "thesis")) or h == "n"}
-    out = [f"<section id='{_e(art.id)}'><h3>{_e(art.title)}</h3>"]
+    # long tables start folded so the page stays scannable; the summary says how long they are
+    fold = "" if len(rows) <= _OPEN_ROWS else f" <span class='muted'>({len(rows)} rows: click to show)</span>"
+    out = [
+        f"<section id='{_e(art.id)}'><details{'' if fold else ' open'}>"
+        f"<summary><h3>{_e(art.title)}{fold}</h3></summary>"
+    ]
     links = " · ".join(f"<a href='tables/{_e(art.id)}.{ext}'>{ext}</a>" for ext in ("csv", "md", "json"))
     out.append(f"<p class='src'>{_e(art.notebook)} · {links}</p><table><tr>")
     out.append("".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
@@ -566,18 +575,23 @@ def _table_html(root: Path, art: Artefact) -> str:
     out.append("</table>")
     if notes:
         out.append("<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
-    out.append("</section>")
+    out.append("</details></section>")
     return "\n".join(out)
 
 
 def _figure_card(root: Path, art: Artefact) -> str:
     png = f"figures/{art.id}.png"
     meta = _read_json(root / "figures" / f"{art.id}.json")
-    cap = meta.get("caption") or ""
+    cap = str(meta.get("caption") or "")
+    if len(cap) > 160:  # a long caption folds behind its first sentence
+        first, _, rest = cap.partition(". ")
+        cap_html = f"<details><summary>{_e(first)}.</summary>{_e(rest)}</details>" if rest else _e(cap)
+    else:
+        cap_html = _e(cap)
     return (
         f"<div class='card' id='{_e(art.id)}'><a href='{_e(png)}'><img src='{_e(png)}' loading='lazy' "
         f"alt='{_e(art.title)}'></a><div class='cap'><b>{_e(art.title)}</b>"
-        + (f"<br>{_e(cap)}" if cap else "")
+        + (f"<br>{cap_html}" if cap else "")
         + f"</div><div class='id'>{_e(art.id)} · {_e(art.notebook)}</div></div>"
     )
 

@@ -128,3 +128,19 @@ def test_kernel_prints_no_tcp_warning(tmp_path):
     assert "without encryption" not in res.stderr and "IPKernelApp" not in res.stderr, res.stderr
     out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert "cell ran 3" in out.cells[-1].outputs[0]["text"]
+
+
+def test_make_lab_as_root_passes_allow_root_with_a_notice(repo_root):
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-n", "lab"], cwd=repo_root, capture_output=True, text=True, timeout=60).stdout
+    lab = [ln for ln in out.splitlines() if "jupyter lab" in ln]
+    assert lab, out
+    if os.geteuid() == 0:
+        assert "--allow-root" in lab[-1] and "running as root" in out
+    else:
+        assert "--allow-root" not in lab[-1]
