@@ -118,6 +118,7 @@ def volume_curves(
         title=title or None,
         xaxis_title=xlabel,
         yaxis_title=f"volume ({units})",
+        yaxis_rangemode="tozero",  # from zero, as the static figure: relative changes read true
         hovermode="x unified",
         template="plotly_white",
         height=380,
@@ -125,7 +126,9 @@ def volume_curves(
         legend={"x": 1.08},
     )
     if has_mass:
-        fig.update_layout(yaxis2={"title": "mass (g)", "overlaying": "y", "side": "right", "showgrid": False})
+        fig.update_layout(
+            yaxis2={"title": "mass (g)", "overlaying": "y", "side": "right", "showgrid": False, "rangemode": "tozero"}
+        )
     return fig
 
 

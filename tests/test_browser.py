@@ -179,8 +179,10 @@ _OUTPUTS_JS = """() => {
     const outs = [];
     for (let j = 0; j < c.model.outputs.length; j++) {
       const o = c.model.outputs.get(j).toJSON();
+      const fig = o.data && o.data['application/vnd.plotly.v1+json'];
       outs.push({type: o.output_type, ename: o.ename || null, evalue: o.evalue || null,
                  mimes: Object.keys(o.data || {}),
+                 gl: !!(fig && (fig.data || []).some(t => ['mesh3d', 'scatter3d', 'surface'].includes(t.type))),
                  text: (o.data && o.data['text/plain']) ? String(o.data['text/plain']).slice(0, 200) : null});
     }
     return {index: i, source: c.model.sharedModel.getSource().slice(0, 80), outputs: outs};
@@ -229,18 +231,27 @@ def test_notebook_in_jupyterlab(stem, lab, browser, tmp_path):
     page = browser.new_page()
     console_errors: list[str] = []
     page.on("pageerror", lambda exc: console_errors.append(str(exc)))
-    page.goto(f"{lab['url']}/lab/tree/{src.name}?token={lab['token']}")
-    page.wait_for_function("() => { const s = " + _STATE_JS + "(); return s && s.kernel === 'idle'; }", timeout=120_000)
+    # a workspace of its own, reset: only this notebook is open and current
+    page.goto(f"{lab['url']}/lab/workspaces/{stem}/tree/{src.name}?reset&token={lab['token']}")
+    page.wait_for_function(
+        "() => { const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        f" const s = ({_STATE_JS})(); return s && s.kernel === 'idle' && nb.context.path === '{src.name}'; }}",
+        timeout=120_000,
+    )
+    t0 = time.monotonic()
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    deadline, settled = time.monotonic() + RUN_TIMEOUT_S, 0
-    state = None
-    while time.monotonic() < deadline:
+    settled, started, state = 0, False, None
+    while time.monotonic() < t0 + RUN_TIMEOUT_S:
         page.wait_for_timeout(1000)
         state = page.evaluate(_STATE_JS)
+        started |= state["executed"] > 0 or state["running"] > 0
+        if not started and time.monotonic() > t0 + 90:
+            raise AssertionError(f"{stem}: 'run all cells' did not start any cell ({state})")
         busy = state["kernel"] != "idle" or state["running"] > 0
         settled = 0 if busy else settled + 1
-        if settled >= 3 and state["executed"] > 0:
+        if started and settled >= 3:
             break
+    print(f"{stem}: all cells run in JupyterLab in {time.monotonic() - t0:.0f} s")
     page.wait_for_timeout(1500)  # let the last widgets and plots render
     page.screenshot(path=str(shots / f"{stem}_top.png"))
     assert settled >= 3, f"{stem}: the notebook did not finish in {RUN_TIMEOUT_S} s ({state})"
@@ -270,8 +281,8 @@ def test_notebook_in_jupyterlab(stem, lab, browser, tmp_path):
     ]
     assert not reprs, f"{stem}: widgets shown as plain text: {reprs}"
     rendered = page.evaluate(
-        """() => [...document.querySelectorAll(
-                 ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.widget-view+json']")]
+        """() => [...document.querySelectorAll('.jp-OutputArea-output')]
+               .filter(el => el.querySelector('.jupyter-widgets') || /widget/i.test(el.innerText.slice(0, 200)))
                .map(el => ({widget: !!el.querySelector('.jupyter-widgets'), text: el.innerText.slice(0, 80)}))"""
     )
     assert len(rendered) == widget_outputs, f"{stem}: {widget_outputs} widget outputs, {len(rendered)} rendered"
@@ -279,8 +290,11 @@ def test_notebook_in_jupyterlab(stem, lab, browser, tmp_path):
 
     # plotly figures are drawn (hover/zoom/rotate views of the INTERACTIVE cells)
     plotly_outputs = sum("application/vnd.plotly.v1+json" in o["mimes"] for c in cells for o in c["outputs"])
-    drawn = page.locator(".jp-OutputArea-output .js-plotly-plot").count()
+    drawn = page.locator(".jp-Notebook .js-plotly-plot").count()
     assert drawn == plotly_outputs, f"{stem}: {plotly_outputs} plotly outputs, {drawn} drawn"
+    views_3d = sum(o["gl"] for c in cells for o in c["outputs"])
+    canvases = page.locator(".jp-Notebook .js-plotly-plot .gl-container canvas").count()
+    assert canvases >= views_3d, f"{stem}: {views_3d} 3D views but {canvases} WebGL canvases"
     assert "WebGL is not supported" not in body
 
     # sliders: keyboard, then drag, each changes the displayed image
@@ -303,6 +317,11 @@ def test_notebook_in_jupyterlab(stem, lab, browser, tmp_path):
     _wait_change(page, handle, after_key, "drag")
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / f"{stem}_viewer_after.png"))
-    page.screenshot(path=str(shots / f"{stem}_full.png"), full_page=True)
-    assert not [e for e in console_errors if "widget" in e.lower()], console_errors
+    plots = page.locator(".jp-Notebook .js-plotly-plot")
+    for k in range(plots.count()):  # what a person sees of each interactive view
+        plots.nth(k).scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / f"{stem}_plotly_{k}.png"))
+    page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")  # free the kernel's memory
     page.close()
+    assert not [e for e in console_errors if "widget" in e.lower()], console_errors
