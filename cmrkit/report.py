@@ -335,13 +335,14 @@ def _mentions(anomaly: str, art: Artefact) -> bool:
 DATASET_FILE = "dataset.json"
 
 
-def claim_report_dir(root: str | Path, dataset: str, data_dir: str | Path) -> Path:
+def claim_report_dir(root: str | Path, dataset: str, data_dir: str | Path, *, write: bool = True) -> Path:
     """Make ``root`` the report folder of a run on ``dataset`` read from ``data_dir``.
 
     A report describes one run: a folder that already holds artefacts of another data set (or the same
     data set read from another folder) is refused with a :class:`cmrkit.config.ConfigError` that names
     both and says how to keep them apart, instead of mixing tables of two data sets under one index.
-    The claim is recorded in ``dataset.json`` (older folders: ``run.json``).
+    The claim is recorded in ``dataset.json`` (older folders: ``run.json``); with ``write=False`` the
+    folder is only checked (before a run has checked its data).
     """
     from .config import ConfigError
 
@@ -366,6 +367,8 @@ def claim_report_dir(root: str | Path, dataset: str, data_dir: str | Path) -> Pa
             f"{want['dataset']} ({want['data_dir']}); a report never mixes data sets: give another folder "
             "(REPORT_DIR in a notebook, --report-dir on the command line) or remove that one"
         )
+    if not write:
+        return root
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

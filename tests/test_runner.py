@@ -100,6 +100,14 @@ def test_cli_errors_are_one_line_and_nonzero(capsys, tmp_path):
     assert "unknown parameter 'ch4.epochz'" in capsys.readouterr().err
     assert cli(["frobnicate"]) == 2
     assert cli([]) == 0 and "reproduce" in capsys.readouterr().out
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for command in (["reproduce"], ["run", "background"]):
+        assert cli([*command, "--report-dir", str(afile)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"report folder {afile} is a file" in err
+    assert cli(["reproduce", "--dataset", "mnms", "--data-dir", str(afile)]) == 2
+    assert f"data folder {afile} for dataset 'mnms' is a file" in capsys.readouterr().err
 
 
 def test_readme_test_command_is_what_ci_runs(repo_root):

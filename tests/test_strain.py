@@ -238,6 +238,8 @@ def test_cli_errors(tmp_path, capsys):
 
     assert cli_main([str(tmp_path / "nope.h5")]) == 2
     assert "nope.h5" in capsys.readouterr().err
+    assert cli_main([str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a folder" in capsys.readouterr().err
     f = tmp_path / "img_only.h5"
     write_ferdian_h5(f, image_seqs=np.zeros((1, 20, 16, 16), np.float32))
     assert cli_main([str(f), "--json"]) == 2
