@@ -27,7 +27,7 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     Tracks the 24x7 landmark grid through every slice of a Ferdian-format HDF5 file with HARP and
     reports per-frame Green strains (``Ecc``, ``Ecc_rings``, ``Err``) and the tracked landmarks.
-    Frame-0 landmarks come from the images alone by default (:mod:`cmrkit.tag_localise`: the LV wall
+    Frame-0 landmarks come from the images alone by default (:mod:`cmrkit.tagging.localise`: the LV wall
     as the ring of tissue that keeps its tags and contracts), from a myocardium mask with ``--mask``,
     or from the file with ``--init-from-file`` (the accurate path when annotations exist); the JSON
     says which under ``init``. With ``--init-from-file`` the
@@ -112,7 +112,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                     init[i] = init_landmarks_from_mask(mk[i])
                 except ValueError as exc:
                     raise ValueError(f"--mask {mp} slice {i}: {exc}") from None
-        else:  # from the tagged images alone: tag persistence + contraction (cmrkit.tag_localise)
+        else:  # from the tagged images alone: tag persistence + contraction (cmrkit.tagging.localise)
             from .localise import auto_init_landmarks
 
             init = np.empty((n, 2, N_LANDMARKS))
