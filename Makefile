@@ -47,8 +47,13 @@ format: $(STAMP) ## ruff: fix what can be fixed and format the tree
 	$(BIN)/ruff check --fix cmrkit tests benchmarks notebooks
 	$(BIN)/ruff format cmrkit tests benchmarks notebooks
 
-lab: $(STAMP) ## start JupyterLab on the notebooks with the kit's environment
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+# JupyterLab refuses to run as root ("Running as root is not recommended"); containers often are root
+ROOT_USER := $(filter 0,$(shell id -u 2>/dev/null))
+LAB_ARGS ?= $(if $(ROOT_USER),--allow-root)
+
+lab: $(STAMP) ## start JupyterLab on the notebooks with the kit's environment (sliders and 3D views on)
+	@$(if $(ROOT_USER),echo "note: running as root (a container?): starting JupyterLab with --allow-root; run as an ordinary user where you can")
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 phantom: $(STAMP) ## generate the phantom cohort of PROFILE under data/phantom/$(PROFILE)
 	$(BIN)/cmrkit phantom --profile $(PROFILE) --seed $(SEED) --out data/phantom/$(PROFILE)

@@ -14,8 +14,10 @@ the UK Biobank reference ranges):
 Labels: kit convention (0 background, 1 LV, 2 Myo, 3 RV; UK Biobank and M&Ms use it);
 ``labels="acdc"`` remaps ACDC's 1 RV / 3 LV first. An EF whose EDV is 0 is NaN (``null`` in JSON).
 
-Command line: ``cmrkit phenotypes --ed LABEL_ED.nii.gz --es LABEL_ES.nii.gz [--labels ukbb|acdc]
-[--heart-rate BPM] [--json]``.
+Command line: ``cmrkit phenotypes --ed LABEL_ED.nii.gz --es LABEL_ES.nii.gz [--labels ukbb|acdc|mnms]
+[--heart-rate BPM] [--json] [--allow-swapped]``. ED is the largest LV volume of the cycle by
+definition, so an ED file whose LV is smaller than the ES file's (ED and ES swapped, or mislabelled
+frames) is refused unless ``--allow-swapped`` (then the numbers are printed as given, with a warning).
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cmrkit.io.nifti import DataError, check_label_values, check_same_geometry, load_nifti, voxel_volume_ml
+from cmrkit.io.nifti import (
+    KIT_LABEL_LEGEND,
+    DataError,
+    check_label_values,
+    check_same_geometry,
+    load_nifti,
+    voxel_volume_ml,
+)
 from cmrkit.labels import LV_BLOOD, LV_MYO, RV_BLOOD, remap_acdc_labels
 
 __all__ = [
@@ -73,6 +82,14 @@ MEASURED_COLUMNS: dict[str, str] = {
 }
 #: accepted ``labels=`` names; all but ``acdc`` already use the kit convention.
 LABEL_CONVENTIONS: tuple[str, ...] = ("ukbb", "kit", "mnms", "acdc")
+
+#: what the label values mean in each convention (quoted when a label file is refused)
+_LEGENDS = {
+    "ukbb": f"UK Biobank convention: {KIT_LABEL_LEGEND}",
+    "kit": f"kit convention: {KIT_LABEL_LEGEND}",
+    "mnms": f"M&Ms convention: {KIT_LABEL_LEGEND}",
+    "acdc": "ACDC convention: 0 background, 1 RV, 2 Myo, 3 LV",
+}
 
 
 def to_kit_labels(label: np.ndarray, labels: str = "ukbb") -> np.ndarray:
@@ -274,15 +291,33 @@ def cli_main(argv: list[str] | None = None) -> int:
         "--heart-rate", type=float, default=None, help="heart rate (bpm): also report cardiac output CO (L/min)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--allow-swapped",
+        action="store_true",
+        help="print the numbers even when the ED file's LV is smaller than the ES file's (with a warning)",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed its message
         return int(exc.code or 0) if exc.code in (0, None) else 2
+    legend = _LEGENDS[args.labels]
     try:
-        ed = load_nifti(args.ed, ndim=3, kind="label")
-        es = load_nifti(args.es, ndim=3, kind="label")
+        ed = load_nifti(args.ed, ndim=3, kind="label", label_legend=legend)
+        es = load_nifti(args.es, ndim=3, kind="label", label_legend=legend)
         check_same_geometry(ed, es)
         res = phenotypes(ed.data, es.data, ed.affine, labels=args.labels, heart_rate=args.heart_rate)
+        swapped = math.isfinite(res["LVEDV"]) and res["LVESV"] > res["LVEDV"]
+        if swapped:
+            msg = (
+                f"the ED file {args.ed} has a smaller LV ({res['LVEDV']:.1f} mL) than the ES file {args.es} "
+                f"({res['LVESV']:.1f} mL): ED and ES look swapped (ED is the largest LV volume of the cycle)"
+            )
+            if not args.allow_swapped:
+                raise ValueError(
+                    f"{msg}; pass them the other way round, or --allow-swapped to print negative SV/EF as they are"
+                )
+            warn = f"cmrkit phenotypes: WARNING: {msg}; numbers below are as given (negative SV and EF)"
+            print(warn, file=sys.stderr)
     except (DataError, ValueError, OSError) as exc:
         msg = " ".join(str(exc).split())
         print(f"cmrkit phenotypes: error: {msg}", file=sys.stderr)

@@ -241,6 +241,8 @@ def resolve_realdata(section: Mapping[str, Any], profile: str = "") -> dict[str,
 def check_data_dir(dataset: str, path: str | Path) -> Path:
     """Check that ``path`` exists and looks like the layout of ``dataset``; return it resolved."""
     path = resolve_path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"data folder {path} for dataset {dataset!r} is a file; give the folder that holds the data")
     if not path.is_dir():
         hint = " (run `cmrkit phantom` or `make reproduce` to create it)" if dataset == "phantom" else ""
         raise ConfigError(f"data folder {path} for dataset {dataset!r} does not exist{hint}")

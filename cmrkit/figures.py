@@ -92,18 +92,32 @@ def image_grid(
 def landmark_overlay(
     sequences: Mapping[str, np.ndarray], landmarks: Mapping[str, np.ndarray], frames: Sequence[int], *, title: str = ""
 ) -> plt.Figure:
-    """Tagged frames with Ferdian landmark grids (frames, 2, 168) drawn on top; endocardial ring in red."""
+    """Tagged frames with Ferdian landmark grids (frames, 2, 168) drawn on top; endocardial ring in red.
+
+    Every panel keeps the extent of its image: landmarks that a tracker moved off the image (common on
+    generated tagging without trackable tags) are clipped, not allowed to widen the axes (which would
+    shrink and shift the image); the panel title counts them.
+    """
     fig, axes = _axes_grid(len(sequences), len(frames), size=2.0)
     for r, (name, seq) in enumerate(sequences.items()):
         lm = np.asarray(landmarks[name])
         for c, f in enumerate(frames):
             ax = axes[r, c]
-            ax.imshow(np.asarray(seq)[f], cmap="gray")
+            img = np.asarray(seq)[f]
+            h, w = img.shape
+            ax.imshow(img, cmap="gray")
             pts = lm[f].reshape(2, 24, 7)
             ax.scatter(pts[0, :, 1:].ravel(), pts[1, :, 1:].ravel(), s=2, c="yellow")
             ax.scatter(pts[0, :, 0], pts[1, :, 0], s=3, c="red")
-            if r == 0:
-                ax.set_title(f"frame {f}", fontsize=8)
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)  # origin at the top left, as imshow draws it
+            x, y = lm[f][0], lm[f][1]
+            outside = int(np.sum(~((x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5))))
+            lines = [f"frame {f}"] if r == 0 else []
+            if outside:
+                lines.append(f"{outside} landmarks off the image")
+            if lines:
+                ax.set_title("\n".join(lines), fontsize=7 if outside else 8)
         axes[r, 0].set_ylabel(name, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -18,8 +18,9 @@ from typing import Any
 
 from .config import Config, ConfigError, check_data_dir, load
 from .registry import NOTEBOOKS
-from .report import Report
+from .report import Report, claim_report_dir, default_report_dir
 from .runner import PARAMETERS
+from .utils import resolve_path
 
 __all__ = ["resolve", "dataset_label"]
 
@@ -63,6 +64,8 @@ def resolve(notebook: str, namespace: Mapping[str, Any], *, prepare_data: bool =
         device=p["DEVICE"],
         overrides=p["OVERRIDES"],
     )
+    root = resolve_path(p["REPORT_DIR"]) if p["REPORT_DIR"] else default_report_dir(cfg.profile, cfg.dataset)
+    claim_report_dir(root, cfg.dataset, cfg.data_dir, write=False)  # a bad REPORT_DIR fails before any data work
     if prepare_data:
         if cfg.dataset == "phantom":
             from .phantom import ensure_cohort

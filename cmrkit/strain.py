@@ -66,6 +66,7 @@ __all__ = [
     "peak_strain",
     "ideal_ring_grid",
     "slice_report",
+    "missing_landmark_warnings",
     "cli_main",
 ]
 
@@ -515,6 +516,31 @@ def _print_table(rep: dict[str, Any], title: str) -> None:
         print(f"{t:5d} {f(ecc)} {f(err)}   " + " ".join(f(v) for v in rings))
 
 
+def missing_landmark_warnings(landmarks: np.ndarray, source: str = "landmarks", limit: int = 10) -> list[str]:
+    """One line per landmark that is NaN/inf in ``(n, T, 2, 168)`` landmarks (naming slice, frame,
+    landmark ``spoke*7 + k``, spoke and point ``k``; 0 = endocardium) and per slice whose frames are
+    zero-filled (Ferdian's padding); at most ``limit`` lines plus a count of the rest. Either makes the
+    strain of that frame NaN (``null`` in JSON)."""
+    lm = np.asarray(landmarks, dtype=float)
+    lines: list[str] = []
+    bad = ~np.isfinite(lm).all(axis=-2)  # (n, T, 168)
+    for i, t in zip(*np.nonzero(bad.any(axis=-1))):
+        ks = np.flatnonzero(bad[i, t])
+        named = ", ".join(
+            f"landmark {k} (spoke {k // N_RINGS}, point {k % N_RINGS} of 0..6, 0 = endocardium)" for k in ks[:3]
+        )
+        more = f" and {len(ks) - 3} more" if len(ks) > 3 else ""
+        verb = "are" if len(ks) > 1 else "is"
+        lines.append(f"{source} slice {i} frame {t}: {named}{more} {verb} NaN; the strain of that frame is NaN")
+    zero = np.all(lm == 0, axis=(-2, -1))  # (n, T)
+    for i in np.flatnonzero(zero.any(axis=1)):
+        frames = ", ".join(map(str, np.flatnonzero(zero[i])))
+        lines.append(f"{source} slice {i}: frame(s) {frames} have no landmarks (all zeros); their strain is NaN")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more missing landmarks or frames"]
+    return lines
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     """``cmrkit strain FILE.h5 [--json] [--slice I] [--linear]``.
 
@@ -548,6 +574,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"cmrkit strain: error: {exc}", file=sys.stderr)
         return 2
+    for line in missing_landmark_warnings(data.landmark_coords, str(args.file)):
+        print(f"cmrkit strain: warning: {line}", file=sys.stderr)
     slices = []
     for i in range(n):
         r = StrainResult(res.Ecc[i], res.Ecc_rings[i], res.Err[i], kind)

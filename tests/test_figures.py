@@ -123,3 +123,20 @@ def test_violin_and_box_plots():
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="mix"):
         figures.box_plot({"a": [1, 2], "b": {"x": [1, 2]}})
+
+
+def test_landmark_overlay_keeps_the_image_extent_when_landmarks_leave_it():
+    """Landmarks far off the image (a tracker lost on generated tagging) must not widen the axes."""
+    lm = np.stack([ideal_ring_grid((20.0, 15.0), 5.0, 9.0)] * 2)
+    lost = lm.copy()
+    lost[1, 0, :10] = 400.0  # 10 landmarks far to the right of a 40-pixel-wide image
+    lost[1, 1, 10:15] = -250.0  # 5 far above it
+    fig = figures.landmark_overlay(
+        {"orig": np.zeros((2, 32, 40)), "gen": np.zeros((2, 32, 40))}, {"orig": lm, "gen": lost}, [0, 1]
+    )
+    for ax in fig.axes:
+        assert ax.get_xlim() == (-0.5, 39.5)
+        assert ax.get_ylim() == (31.5, -0.5)  # top-left origin kept
+    assert "15 landmarks off the image" in fig.axes[3].get_title()
+    assert "off the image" not in fig.axes[2].get_title()
+    plt.close(fig)

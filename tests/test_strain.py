@@ -244,6 +244,8 @@ def test_cli_errors(tmp_path, capsys):
 
     assert cli_main([str(tmp_path / "nope.h5")]) == 2
     assert "nope.h5" in capsys.readouterr().err
+    assert cli_main([str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a folder" in capsys.readouterr().err
     f = tmp_path / "img_only.h5"
     write_ferdian_h5(f, image_seqs=np.zeros((1, 20, 16, 16), np.float32))
     assert cli_main([str(f), "--json"]) == 2
@@ -333,3 +335,23 @@ def test_regional_peak_ecc_of_a_uniform_contraction():
     np.testing.assert_allclose(list(out.values()), (0.85**2 - 1) / 2, rtol=1e-9)
     out4 = regional_peak_ecc(lm, "apical", seg_angles)
     assert sorted(out4) == [13, 14, 15, 16]
+
+
+def test_cli_warns_about_nan_landmarks_naming_frame_and_landmark(tmp_path, capsys):
+    from cmrkit.io.ferdian import write_ferdian_h5
+
+    g0 = ideal_ring_grid((64, 64), 20, 30)
+    seqs = np.stack([np.stack([_scaled(g0, s) for s in np.linspace(1, 0.8, 6)])] * 2)
+    seqs[1, 4, 1, 23] = np.nan  # slice 1, frame 4, landmark 23 = spoke 3, point 2
+    seqs[0, 5] = 0.0  # slice 0, frame 5 zero-filled (Ferdian's padding)
+    f = tmp_path / "nan.h5"
+    write_ferdian_h5(f, landmark_coords=seqs)
+    assert cli_main([str(f), "--json"]) == 0
+    cap = capsys.readouterr()
+    out = json.loads(cap.out)  # still valid JSON on stdout, NaN as null
+    assert out["slices"][1]["Ecc"][4] is None and out["slices"][1]["Ecc"][3] is not None
+    warnings = cap.err.strip().splitlines()
+    assert len(warnings) == 2
+    assert "slice 1 frame 4: landmark 23 (spoke 3, point 2" in warnings[0] and "nan.h5" in warnings[0]
+    assert "slice 0: frame(s) 5 have no landmarks" in warnings[1]
+    assert cli_main([str(f)]) == 0 and "warning" in capsys.readouterr().err  # table output warns too

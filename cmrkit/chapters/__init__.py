@@ -146,6 +146,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from ..notebook import resolve
     from ..report import write_index
+    from ..runner import HEADLESS
 
     try:
         ch = chapter(args.chapter)
@@ -157,8 +158,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
             "SEED": args.seed,
             "DEVICE": args.device,
             "REPORT_DIR": args.report_dir or "",
-            "INTERACTIVE": False,
             "OVERRIDES": parse_overrides(args.overrides),
+            **HEADLESS,
         }
         cfg, rep = resolve(ch.notebook, ns)
     except ConfigError as exc:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import Config
-from ..utils import atomic_write, resolve_path
+from ..utils import atomic_write, make_shared, resolve_path
 from .covariates import MODEL_PATH
 from .geometry import Geometry
 from .subject import SubjectParams, generate_subject, sample_subject_params, subject_id
@@ -130,6 +130,7 @@ def _generate_one(
     out = Path(out_dir)
     final = out / subject_id(index)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=out))
+    make_shared(tmp)  # mkdtemp makes 0o700: the subject folder gets what mkdir would give under the umask
     try:
         write_subject(subj, tmp)
         meta_path = tmp / "subject.json"

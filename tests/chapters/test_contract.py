@@ -48,3 +48,23 @@ def test_chapter_lookup():
     for c in missing:
         with pytest.raises(ConfigError, match="not written yet"):
             c.load()
+
+
+def test_run_with_a_missing_gpu_fails_in_one_line_before_any_data(tmp_path, capsys, monkeypatch):
+    """``cmrkit run smcvae_strain --device cuda`` on a machine without CUDA: one line, exit 2, and
+    neither the phantom cohort nor the report folder is touched."""
+    import torch
+
+    from cmrkit.chapters import cli_main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def no_data(*_a, **_k):
+        raise AssertionError("data prepared before the device was checked")
+
+    monkeypatch.setattr("cmrkit.phantom.ensure_cohort", no_data)
+    report = tmp_path / "rep"
+    assert cli_main(["smcvae_strain", "--device", "cuda", "--report-dir", str(report)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no CUDA GPU" in err and err.startswith("cmrkit run: error:")
+    assert not report.exists()
