@@ -14,13 +14,24 @@ between consecutive slice positions, ``affine[:3, 3]`` = IPP of the first slice;
 RAS by negating the first two rows. Slices are ordered by increasing position along the normal.
 ``SliceLocation`` is not used (it is vendor-defined and often inconsistent with IPP).
 
-Also :func:`read_contour_txt` / :func:`contour_mask` for Sunnybrook-style manual contours
-(one ``x y`` pixel pair per line; Radau et al. 2009).
+Manual contours become labels (:func:`contour_labels`): Sunnybrook-style files
+``IM-SSSS-NNNN-icontour-manual.txt`` (LV endocardium) and ``...-ocontour-manual.txt`` (LV
+epicardium), one ``x y`` pixel pair per line (Radau et al. 2009), where ``NNNN`` is the
+``InstanceNumber`` of the image they outline. The endocardial polygon is the LV blood pool (label 1),
+the epicardial minus the endocardial polygon the LV myocardium (label 2); papillary-muscle contours
+(``p1``, ``p2``) are not used and there is no RV (Sunnybrook has no RV contours), which the subject
+records in ``meta["labelled_structures"]`` so that no RV volume of 0 mL is ever reported.
+:func:`find_contours` looks for a series' contours in ``<series>/contours/`` (or loose in the series
+folder), else in ``contours/<name>/`` or ``contourfiles/<name>/`` beside the series folder or one
+level up, where ``<name>`` is the folder name or the original id a ``patient_id,original_id`` CSV
+there maps it to (the layout of the Sunnybrook release: ``dicoms/SCD0000301/`` with
+``contourfiles/SC-HF-I-4/{i,o}-contours/`` and ``link.csv``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +51,9 @@ __all__ = [
     "iter_dicom_subjects",
     "read_contour_txt",
     "contour_mask",
+    "CONTOUR_FILE_PATTERN",
+    "find_contours",
+    "contour_labels",
 ]
 
 #: tags every image of a cine series must carry.
@@ -70,6 +84,8 @@ class DicomSeries:
         ``(Z, T)`` TriggerTime (NaN where absent).
     slice_positions_mm : numpy.ndarray
         ``(Z,)`` position of each slice along the normal.
+    instance_numbers : numpy.ndarray
+        ``(Z, T)`` InstanceNumber of each image (-1 where absent).
     meta : dict
         Series UID(s), description, manufacturer, heart rate, RR interval, frame duration, ...
     """
@@ -80,6 +96,7 @@ class DicomSeries:
     trigger_times_ms: np.ndarray
     slice_positions_mm: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    instance_numbers: np.ndarray | None = None
 
 
 def _float_list(ds: Any, tag: str, n: int, path: Path) -> np.ndarray:
@@ -278,6 +295,7 @@ def read_dicom_series(
     data = np.zeros((shape0[1], shape0[0], Z, T), dtype=np.float32)
     files = np.empty((Z, T), dtype=object)
     ttimes = np.full((Z, T), np.nan)
+    instances = np.full((Z, T), -1, dtype=np.int64)
     for z, s in enumerate(slices):
         for t, i in enumerate(s):
             p = items[i][0]
@@ -295,6 +313,7 @@ def read_dicom_series(
             data[:, :, z, t] = px.T.astype(np.float32) * slope + inter
             files[z, t] = p
             ttimes[z, t] = times[i]
+            instances[z, t] = -1 if inst[i] is None else inst[i]
     if not np.all(np.isfinite(data)):
         raise DataError(folder, "pixel data contain NaN/inf values")
     meta: dict[str, Any] = {
@@ -323,6 +342,7 @@ def read_dicom_series(
         trigger_times_ms=ttimes,
         slice_positions_mm=positions_a[[s[0] for s in slices]],
         meta=meta,
+        instance_numbers=instances,
     )
 
 
@@ -343,15 +363,34 @@ def _covariates(ds: Any) -> dict[str, Any]:
     return out
 
 
-def load_dicom_subject(folder: str | os.PathLike[str], subject_id: str | None = None, **kwargs: Any) -> Subject:
+def load_dicom_subject(
+    folder: str | os.PathLike[str],
+    subject_id: str | None = None,
+    *,
+    contours: bool | str | os.PathLike[str] = True,
+    **kwargs: Any,
+) -> Subject:
     """Read a cine series folder (see :func:`read_dicom_series`, which gets ``**kwargs``) as a Subject.
 
-    The cine has no labels. ED is frame 0 (an ECG-triggered cine starts at the R wave); ES is
-    unknown (None) until labels are available. Covariates ``sex`` ("M"/"F"), ``age`` (years),
-    ``height_cm`` and ``weight_kg`` come from the patient tags when present.
+    Parameters
+    ----------
+    folder : path-like
+        The series folder.
+    subject_id : str, optional
+        Default: the folder name.
+    contours : bool or path-like
+        ``True`` (default): manual contours found by :func:`find_contours` become the labels
+        (:func:`contour_labels`); a folder: read the contours there; ``False``: no labels.
+
+    Without contours the cine has no labels, ED is frame 0 (an ECG-triggered cine starts at the R
+    wave) and ES is unknown (None). With contours on two or more phases, ED and ES are the contoured
+    phases of the largest and the smallest LV blood pool (``meta["ed_es_source"]`` says so), and
+    ``meta["labelled_structures"]`` lists what each contoured phase delineates. Covariates ``sex``
+    ("M"/"F"), ``age`` (years), ``height_cm`` and ``weight_kg`` come from the patient tags when present.
     """
     import pydicom
 
+    folder = Path(folder)
     series = read_dicom_series(folder, **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -360,31 +399,168 @@ def load_dicom_subject(folder: str | os.PathLike[str], subject_id: str | None = 
     meta["ed_es_source"] = {"ed": "ECG-triggered cine: frame 0 at the R wave", "es": None}
     meta["trigger_times_ms"] = series.trigger_times_ms
     meta["frames"] = "full cycle"
+    sources: dict[str, Path] = {"dicom_folder": folder}
+    labels = labelled = None
+    ed, es = 0, None
+    files = find_contours(folder) if contours is True else (_contour_files(Path(contours)) if contours else [])
+    if files:
+        labels, labelled, structures = contour_labels(series, files)
+        sources["contours"] = Path(os.path.commonpath([f.parent for f in files]))
+        meta["contour_files"] = len(files)
+        meta["labelled_structures"] = structures
+        with_lv = [t for t, names in structures.items() if "LV" in names]
+        if len(with_lv) >= 2:
+            lv = np.sum(labels[..., with_lv] == 1, axis=(0, 1, 2))
+            ed, es = with_lv[int(np.argmax(lv))], with_lv[int(np.argmin(lv))]
+            src = "manual contours: the contoured phases with the largest (ED) and smallest (ES) LV blood pool"
+            meta["ed_es_source"] = {"ed": src, "es": src}
     return Subject(
-        subject_id=subject_id or Path(folder).name,
+        subject_id=subject_id or folder.name,
         dataset="dicom",
         cine=series.data,
-        cine_labels=None,
-        labelled_frames=None,
+        cine_labels=labels,
+        labelled_frames=labelled,
         affine=series.affine,
-        ed_frame=0,
-        es_frame=None,
+        ed_frame=ed,
+        es_frame=es,
         covariates=_covariates(ds0),
         meta=meta,
-        sources={"dicom_folder": Path(folder)},
+        sources=sources,
     ).validate()
 
 
+def _holds_dicom(folder: Path) -> bool:
+    """Whether ``folder`` itself holds a DICOM file (``.dcm``, or the ``DICM`` mark at byte 128)."""
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if p.suffix.lower() == ".dcm":
+            return True
+        try:
+            with p.open("rb") as fh:
+                fh.seek(128)
+                if fh.read(4) == b"DICM":
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def iter_dicom_subjects(data_dir: str | os.PathLike[str], **kwargs: Any) -> Iterator[Subject]:
-    """Yield one Subject per sub-folder of ``data_dir`` (each one cine series), sorted by name."""
+    """Yield one Subject per cine series under ``data_dir``, sorted by folder name.
+
+    ``data_dir`` is one series folder (it holds DICOM files itself) or a folder of series folders;
+    its sub-folders without DICOM files (``contours/``, ``contourfiles/``, notes) are not series and
+    are passed over. ``**kwargs`` go to :func:`load_dicom_subject`.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise MissingFileError(data_dir, "DICOM data folder not found")
-    subs = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if _holds_dicom(data_dir):
+        yield load_dicom_subject(data_dir, **kwargs)
+        return
+    subs = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and _holds_dicom(p))
     if not subs:
-        raise DataError(data_dir, "no sub-folders (one per cine series) found")
+        raise DataError(data_dir, "no DICOM files in it or in its sub-folders (one sub-folder per cine series)")
     for s in subs:
         yield load_dicom_subject(s, **kwargs)
+
+
+#: a Sunnybrook manual contour file: ``IM-SSSS-NNNN-<kind>contour-manual.txt`` (kind ``i``
+#: endocardium, ``o`` epicardium, ``p1``/``p2`` papillary muscles), NNNN the image's InstanceNumber
+CONTOUR_FILE_PATTERN = re.compile(r"^IM-\d+-(?P<number>\d+)-(?P<kind>[a-z]\d*)contour-manual\.txt$", re.IGNORECASE)
+
+
+def _contour_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*.txt") if p.is_file() and CONTOUR_FILE_PATTERN.match(p.name))
+
+
+def _original_ids(root: Path, name: str) -> list[str]:
+    """Ids ``name`` is mapped to by a ``patient_id,original_id`` CSV in ``root`` (e.g. Sunnybrook's
+    ``link.csv``: SCD0000301 -> SC-HF-I-4)."""
+    import csv
+
+    out = []
+    for f in sorted(root.glob("*.csv")):
+        try:
+            with f.open(newline="", errors="replace") as fh:
+                rows = list(csv.DictReader(fh))
+        except (OSError, csv.Error):
+            continue
+        norm = lambda k: re.sub(r"[^a-z]", "", str(k).lower())  # noqa: E731 - PatientID == patient_id
+        for r in rows:
+            d = {norm(k): (v or "").strip() for k, v in r.items() if k is not None}
+            if d.get("patientid") == name and d.get("originalid"):
+                out.append(d["originalid"])
+    return out
+
+
+def find_contours(series_folder: str | os.PathLike[str]) -> list[Path]:
+    """The manual contour files of a series folder (see the module docstring for where they are
+    looked for); ``[]`` when there are none."""
+    series_folder = Path(series_folder)
+    own = _contour_files(series_folder / "contours") or [
+        p for p in sorted(series_folder.glob("*.txt")) if CONTOUR_FILE_PATTERN.match(p.name)
+    ]
+    if own:
+        return own
+    for root in (series_folder.parent, series_folder.parent.parent):
+        for name in (series_folder.name, *_original_ids(root, series_folder.name)):
+            for sub in ("contours", "contourfiles"):
+                found = _contour_files(root / sub / name)
+                if found:
+                    return found
+    return []
+
+
+def contour_labels(series: DicomSeries, files: list[Path]) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[str, ...]]]:
+    """Labels ``uint8 (X, Y, Z, T)`` from manual contours of ``series``.
+
+    Each file outlines the image whose ``InstanceNumber`` is its ``NNNN``. Endocardium (``i``) ->
+    LV blood pool (1); epicardium (``o``) minus endocardium -> LV myocardium (2); ``p*`` files are
+    not used. Returns the labels, ``labelled_frames`` (phases with any contour) and, per labelled
+    phase, the structures it delineates: ``"LV"``, plus ``"MYO"`` when every slice with an
+    endocardial contour there also has an epicardial one.
+
+    Raises
+    ------
+    DataError
+        A contour file whose number matches no image of the series (naming the file), or an
+        epicardial contour without the endocardial one of the same image.
+    """
+    X, Y, Z, T = series.data.shape
+    if series.instance_numbers is None:
+        raise DataError(series.files[0, 0], "the series was read without instance numbers")
+    where = {int(n): (z, t) for (z, t), n in np.ndenumerate(series.instance_numbers) if n >= 0}
+    by_image: dict[tuple[int, int], dict[str, Path]] = {}
+    for f in files:
+        m = CONTOUR_FILE_PATTERN.match(f.name)
+        if m is None:
+            raise DataError(f, "not a contour file name IM-SSSS-NNNN-<i|o>contour-manual.txt")
+        kind = m.group("kind").lower()
+        if kind not in ("i", "o"):
+            continue  # papillary muscles: inside the blood pool of the endocardial contour
+        n = int(m.group("number"))
+        if n not in where:
+            raise DataError(f, f"no image with InstanceNumber {n} in the series ({series.files[0, 0].parent})")
+        by_image.setdefault(where[n], {})[kind] = f
+    labels = np.zeros((X, Y, Z, T), np.uint8)
+    for (z, t), kinds in sorted(by_image.items()):
+        if "i" not in kinds:
+            raise DataError(kinds["o"], "epicardial contour without the endocardial contour of the same image")
+        endo = contour_mask(read_contour_txt(kinds["i"]), (X, Y))
+        if "o" in kinds:
+            labels[:, :, z, t][contour_mask(read_contour_txt(kinds["o"]), (X, Y)) & ~endo] = 2
+        labels[:, :, z, t][endo] = 1
+    labelled = np.zeros(T, bool)
+    structures: dict[int, tuple[str, ...]] = {}
+    for t in sorted({t for _, t in by_image}):
+        labelled[t] = True
+        slices = [kinds for (_, tt), kinds in by_image.items() if tt == t]
+        structures[t] = ("LV", "MYO") if all("o" in k for k in slices) else ("LV",)
+    return labels, labelled, structures
 
 
 def read_contour_txt(path: str | os.PathLike[str]) -> np.ndarray:

@@ -17,6 +17,10 @@ Conventions
   ``meta["frames"] == "ED/ES only"``.
 - ``ed_frame`` / ``es_frame`` are 0-based indices into the T axis; ``meta["ed_es_source"]`` says
   where they came from.
+- A labelled frame delineates the LV blood pool, the LV myocardium and the RV blood pool unless the
+  source labels fewer: ``meta["labelled_structures"]`` then maps the frame to the names it has
+  (Sunnybrook contours: ``{ED: ("LV", "MYO"), ES: ("LV",)}``, no RV); see
+  :meth:`Subject.labelled_structures`. Background there means "not delineated", not "absent".
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import numpy as np
 
 from cmrkit.io.nifti import spacing_from_affine
 
-__all__ = ["TAG_SLICE_NAMES", "TaggingSlice", "Subject", "lv_volume_per_frame"]
+__all__ = ["TAG_SLICE_NAMES", "STRUCTURES", "TaggingSlice", "Subject", "lv_volume_per_frame"]
 
 #: names of the three UK Biobank tagging slices ``tag_1..3`` (Ferdian et al. 2020).
 TAG_SLICE_NAMES: tuple[str, ...] = ("basal", "mid", "apical")
+#: the structures of the label convention: LV blood pool (1), LV myocardium (2), RV blood pool (3)
+STRUCTURES: tuple[str, ...] = ("LV", "MYO", "RV")
 
 
 @dataclass(eq=False)
@@ -162,6 +168,17 @@ class Subject:
             labelled = np.flatnonzero(self.labelled_frames).tolist()
             raise ValueError(f"subject {self.subject_id}: frame {t} is not labelled (labelled: {labelled})")
         return self.cine_labels[..., int(t)]
+
+    def labelled_structures(self, t: int | None) -> tuple[str, ...]:
+        """The structures (of :data:`STRUCTURES`) delineated in frame ``t``: all three in a labelled
+        frame unless ``meta["labelled_structures"]`` lists fewer for it; ``()`` in an unlabelled frame,
+        for ``t=None`` and without labels."""
+        if t is None or self.labelled_frames is None or not self.labelled_frames[int(t)]:
+            return ()
+        partial = self.meta.get("labelled_structures")
+        if partial is None:
+            return STRUCTURES
+        return tuple(s for s in STRUCTURES if s in partial.get(int(t), ()))
 
     @property
     def label_ed(self) -> np.ndarray:

@@ -71,11 +71,11 @@ def test_fixture_contours_outline_the_bright_blood_pool_and_es_is_smaller():
         for t in (1, 2):  # phase 6 (ES) and phase 19 (ED) carry contours
             n = int(s.files[z, t].stem)
             endo = contour_mask(
-                read_contour_txt(FIXTURE / "contours" / f"IM-0001-{n:04d}-icontour-manual.txt"), (112, 112)
+                read_contour_txt(SERIES / "contours" / f"IM-0001-{n:04d}-icontour-manual.txt"), (112, 112)
             )
             img = s.data[:, :, z, t]
             areas[(z, t)] = endo.sum()
-            epi_path = FIXTURE / "contours" / f"IM-0001-{n:04d}-ocontour-manual.txt"
+            epi_path = SERIES / "contours" / f"IM-0001-{n:04d}-ocontour-manual.txt"
             if epi_path.exists():
                 ring = contour_mask(read_contour_txt(epi_path), (112, 112)) & ~endo
                 assert img[endo].mean() > 2.0 * img[ring].mean()  # SSFP: bright blood, dark myocardium
@@ -84,7 +84,7 @@ def test_fixture_contours_outline_the_bright_blood_pool_and_es_is_smaller():
 
 
 def test_load_subject_dicom():
-    s = load_subject(SERIES, dataset="dicom")
+    s = load_subject(SERIES, dataset="dicom", contours=False)
     assert s.dataset == "dicom" and s.cine.shape == (112, 112, 2, 3)
     assert s.ed_frame == 0 and s.es_frame is None and s.cine_labels is None
     assert s.meta["frame_duration_ms"] == pytest.approx(438.0)  # only 3 of the 20 phases are in the fixture

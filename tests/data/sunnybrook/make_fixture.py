@@ -40,7 +40,7 @@ def main() -> None:
             if tag in ds:
                 delattr(ds, tag)
         ds.save_as(out / f"{n}.dcm", enforce_file_format=True)
-    cdir = HERE / "contours"
+    cdir = out / "contours"  # beside the images, where cmrkit.io.dicom.find_contours looks first
     cdir.mkdir(exist_ok=True)
     for kind in ("i", "o"):
         for n in FILES:
