@@ -48,9 +48,12 @@ LABEL_CMAP = ListedColormap([(0, 0, 0, 0)] + [to_rgba(c, 0.45) for _, c in sorte
 ArrayLike = Any
 
 
-def show(fig: plt.Figure) -> None:
+def show(fig: plt.Figure | None) -> None:
     """Display a figure in the notebook outputs when running in a kernel (papermill included), then
-    close it; outside IPython (CLI runs) it only closes it."""
+    close it; outside IPython (CLI runs) it only closes it. ``None`` (a figure the run's data set
+    could not give, see :meth:`cmrkit.report.Report.skip`) shows nothing."""
+    if fig is None:
+        return
     try:
         from IPython import get_ipython
 

@@ -4,9 +4,17 @@ Layout of a report folder (``reports/<profile>/`` unless the run says otherwise)
 
     tables/<id>.csv  tables/<id>.md  tables/<id>.json   one row per (row, metric) cell
     figures/<id>.png figures/<id>.json                   PNG at fixed dpi + provenance sidecar
+    skipped/<id>.json                                    an artefact left out, and why (Report.skip)
     notebooks/<NN_name>.ipynb                            executed notebooks (runner)
     run.json                                             per-notebook status and wall time (runner)
     index.md  index.html                                 every registered artefact with its status
+
+An artefact that cannot be made from the run's data set (tagging-based tables on a data set without
+tagging, a comparison by sex on a cohort without a sex covariate) is *left out* with
+:meth:`Report.skip`, which records the reason; the index lists it as "left out: <reason>", apart from
+the artefacts that are missing because their notebook did not run or failed. Subjects or panels left
+out of an artefact that was made are named in its notes or caption (``left_out=`` of
+:meth:`Report.save_table` / :meth:`Report.save_figure`).
 
 Every table cell carries this run's value (mean and sd when it is a summary), the thesis value and
 sd transcribed in ``cmrkit/reference/thesis.yaml`` (measured on UK Biobank), the data set of this
@@ -45,6 +53,10 @@ __all__ = [
     "claim_report_dir",
     "md_cell",
     "DATASET_FILE",
+    "SKIPPED_DIR",
+    "NOT_APPLICABLE",
+    "skip_reason",
+    "left_out_note",
     "FIGURE_DPI",
     "THESIS_DATASET",
 ]
@@ -244,10 +256,19 @@ class Report:
         *,
         notes: Sequence[str] = (),
         extra: Mapping[str, Any] | None = None,
+        left_out: Mapping[str, str] | None = None,
     ) -> pd.DataFrame:
-        """Write ``tables/<id>.csv``, ``.md`` and ``.json`` atomically and return the frame."""
+        """Write ``tables/<id>.csv``, ``.md`` and ``.json`` atomically and return the frame.
+
+        ``left_out`` maps subjects (or parts) of the data set that the table could not use to the
+        reason; they are named in a last note, stored in the sidecar and printed (the notebook's
+        output says it too).
+        """
         art = self._artefact(artefact_id, "table")
         df = self.table_frame(artefact_id, rows)
+        left = dict(left_out or {})
+        if left:
+            notes = [*notes, left_out_note(left)]
         base = self.root / "tables" / artefact_id
         with atomic_write(base.with_suffix(".csv"), "w") as fh:
             df.to_csv(fh, index=False, float_format="%.6g")
@@ -255,42 +276,98 @@ class Report:
             fh.write(_table_markdown(art, df, self.dataset, notes))
         meta = self._meta(art, extra)
         meta["notes"] = list(notes)
+        meta["left_out"] = left
         with atomic_write(base.with_suffix(".json"), "w") as fh:
             json.dump(meta, fh, indent=2, default=str)
+        self._written(art, left)
         return df
+
+    # ------------------------------------------------------------------ left out
+    def skip(self, artefact_id: str, reason: str) -> Path:
+        """Record that this run leaves ``artefact_id`` out, and why (e.g. ``"needs tagging; this data
+        set has none"``).
+
+        Writes ``skipped/<id>.json`` (the reason with the run's provenance) and removes the artefact's
+        files of an earlier run into this folder, so the index describes this run: the artefact is
+        listed as "left out: <reason>", not as missing. Saving the artefact later removes the record.
+        The reason is printed, so the notebook's output says it where the artefact would have been.
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError(f"skip({artefact_id!r}): give the reason the artefact is left out")
+        art = self._artefact(artefact_id, by_id(artefact_id).kind)
+        for f in _artefact_files(self.root, art):
+            f.unlink(missing_ok=True)
+        meta = self._meta(art, None)
+        meta["reason"] = " ".join(reason.split())
+        path = self.root / SKIPPED_DIR / f"{art.id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "w") as fh:
+            json.dump(meta, fh, indent=2, default=str)
+        print(f"{art.id} left out: {meta['reason']}")
+        return path
+
+    def skipped(self) -> dict[str, str]:
+        """``{artefact id: reason}`` of every artefact of this report's notebook (all notebooks when
+        it is not bound to one) recorded as left out in the report folder."""
+        return {
+            a.id: reason
+            for a in (for_notebook(self.notebook) if self.notebook else REGISTRY)
+            if (reason := skip_reason(self.root, a)) is not None
+        }
+
+    def _written(self, art: Artefact, left_out: Mapping[str, str]) -> None:
+        """An artefact was saved: drop a stale 'left out' record, say what was left out of it."""
+        (self.root / SKIPPED_DIR / f"{art.id}.json").unlink(missing_ok=True)
+        if left_out:
+            print(f"{art.id}: {left_out_note(left_out)}")
 
     # ------------------------------------------------------------------ status
     def artefact_status(self, *, require: bool = False) -> pd.DataFrame:
         """Every artefact the registry assigns to this report's notebook and whether it was written.
 
-        Columns ``id, kind, written, title``. With ``require=True`` a missing artefact raises
-        ``RuntimeError`` naming it (the last cell of every notebook checks this).
+        Columns ``id, kind, written, status, title``; ``status`` is ``written``, ``left out: <reason>``
+        (:meth:`skip`) or ``missing``. With ``require=True`` a missing artefact raises ``RuntimeError``
+        naming it (the last cell of every notebook checks this); one left out for a stated reason does not.
         """
         if self.notebook is None:
             raise ValueError("artefact_status needs a Report bound to a notebook (Report(..., notebook=...))")
-        rows = [
-            {"id": a.id, "kind": a.kind, "written": _status(self.root, a) == "present", "title": a.title}
-            for a in for_notebook(self.notebook)
-        ]
-        status = pd.DataFrame(rows, columns=["id", "kind", "written", "title"])
-        missing = list(status.loc[~status["written"].astype(bool), "id"])
+        rows = []
+        for a in for_notebook(self.notebook):
+            st = _status(self.root, a)
+            text = {"present": "written", "missing": "missing"}.get(st) or f"left out: {skip_reason(self.root, a)}"
+            rows.append({"id": a.id, "kind": a.kind, "written": st == "present", "status": text, "title": a.title})
+        status = pd.DataFrame(rows, columns=["id", "kind", "written", "status", "title"])
+        missing = list(status.loc[status["status"] == "missing", "id"])
         if require and missing:
             raise RuntimeError(f"{self.notebook}: artefacts not written under {self.root}: {', '.join(missing)}")
         return status
 
     # ------------------------------------------------------------------ figures
     def save_figure(
-        self, fig: Any, artefact_id: str, *, caption: str = "", extra: Mapping[str, Any] | None = None
+        self,
+        fig: Any,
+        artefact_id: str,
+        *,
+        caption: str = "",
+        extra: Mapping[str, Any] | None = None,
+        left_out: Mapping[str, str] | None = None,
     ) -> Path:
-        """Write ``figures/<id>.png`` (matplotlib figure, fixed dpi, no timestamps) and its JSON sidecar."""
+        """Write ``figures/<id>.png`` (matplotlib figure, fixed dpi, no timestamps) and its JSON sidecar.
+
+        ``left_out`` maps subjects or panels the figure could not show to the reason (stored in the
+        sidecar, shown under the figure in the index, and printed).
+        """
         art = self._artefact(artefact_id, "figure")
+        left = dict(left_out or {})
         png = self.root / "figures" / f"{artefact_id}.png"
         with atomic_path(png) as tmp:
             fig.savefig(tmp, dpi=FIGURE_DPI, bbox_inches="tight", metadata={"Software": None}, format="png")
         meta = self._meta(art, extra)
         meta["caption"] = caption
+        meta["left_out"] = left
         with atomic_write(png.with_suffix(".json"), "w") as fh:
             json.dump(meta, fh, indent=2, default=str)
+        self._written(art, left)
         return png
 
 
@@ -400,15 +477,41 @@ def claim_report_dir(root: str | Path, dataset: str, data_dir: str | Path, *, wr
 
 
 # ---------------------------------------------------------------------- index
+#: folder of a report holding one ``<id>.json`` per artefact left out of the run (:meth:`Report.skip`)
+SKIPPED_DIR = "skipped"
+#: ``run.json`` status of a notebook that found the data set lacks what it needs (its artefacts left out)
+NOT_APPLICABLE = "not applicable"
+
+
+def left_out_note(left_out: Mapping[str, str]) -> str:
+    """``"Left out: A (reason a); B (reason b)"``: the subjects or parts an artefact could not use."""
+    return "Left out: " + "; ".join(f"{k} ({v})" for k, v in left_out.items())
+
+
+def _artefact_files(root: Path, art: Artefact) -> list[Path]:
+    folder, exts = ("tables", (".csv", ".md", ".json")) if art.kind == "table" else ("figures", (".png", ".json"))
+    return [root / folder / f"{art.id}{ext}" for ext in exts]
+
+
+def skip_reason(root: str | Path, art: Artefact) -> str | None:
+    """Why the run in ``root`` left ``art`` out (:meth:`Report.skip`), or None."""
+    meta = _read_json(resolve_path(root) / SKIPPED_DIR / f"{art.id}.json")
+    return str(meta["reason"]) if meta.get("reason") else None
+
+
 def _status(root: Path, art: Artefact) -> str:
+    """``present``, ``skipped`` (left out for a recorded reason) or ``missing``."""
     folder, suffix = ("tables", ".csv") if art.kind == "table" else ("figures", ".png")
-    return "present" if (root / folder / f"{art.id}{suffix}").is_file() else "missing"
+    if (root / folder / f"{art.id}{suffix}").is_file():
+        return "present"
+    return "skipped" if skip_reason(root, art) is not None else "missing"
 
 
 def coverage(root: str | Path) -> dict[str, tuple[int, int]]:
-    """Counts ``{"tables": (present, expected), "figures": ..., "kit": ...}`` over the registry."""
+    """Counts ``{"tables": (present, expected), "figures": ..., "kit": ..., "left_out": (left out, all)}``
+    over the registry, for the one run whose report is ``root``."""
     root = resolve_path(root)
-    out = {}
+    out = {"left_out": (sum(_status(root, a) == "skipped" for a in REGISTRY), len(REGISTRY))}
     for name, sel in (
         ("tables", lambda a: a.thesis_item and a.kind == "table"),
         ("figures", lambda a: a.thesis_item and a.kind == "figure"),
@@ -420,13 +523,15 @@ def coverage(root: str | Path) -> dict[str, tuple[int, int]]:
 
 
 def coverage_line(root: str | Path) -> str:
-    """``Coverage: thesis tables 2/10, thesis figures 8/16, kit artefacts 11/11``."""
+    """``Coverage: thesis tables 2/10, thesis figures 8/16, kit artefacts 11/11`` (with ``, left out for
+    this data set N`` when the run left artefacts out for a stated reason)."""
     cov = coverage(root)
-    return (
+    line = (
         f"Coverage: thesis tables {cov['tables'][0]}/{cov['tables'][1]}, "
         f"thesis figures {cov['figures'][0]}/{cov['figures'][1]}, "
         f"kit artefacts {cov['kit'][0]}/{cov['kit'][1]}"
     )
+    return line + (f", left out for this data set {cov['left_out'][0]}" if cov["left_out"][0] else "")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -520,13 +625,19 @@ def _index_markdown(root: Path, profile: str, run: Mapping[str, Any], claimed: M
         link = f"[{stem}]({page or raw})" if (page or raw) else stem
         if page and raw:
             link += f" ([ipynb]({raw}))"
+        if status == NOT_APPLICABLE and st.get("reason"):
+            status = f"{status}: {st['reason']}"
         lines.append(f"| {link} | {md_cell(purpose)} | {md_cell(status)} | {'' if wall is None else f'{wall:.1f}'} |")
     for kind, folder, suffix in (("table", "tables", ".md"), ("figure", "figures", ".png")):
         lines += ["", f"## {kind.capitalize()}s", "", "| id | title | notebook | status |", "|---|---|---|---|"]
         for art in (a for a in REGISTRY if a.kind == kind):
             st = _status(root, art)
             link = f"[{art.id}]({folder}/{art.id}{suffix})" if st == "present" else art.id
-            lines.append(f"| {link} | {md_cell(art.title)} | {art.notebook} | {st} |")
+            text = f"left out: {skip_reason(root, art)}" if st == "skipped" else st
+            left = _read_json(root / folder / f"{art.id}.json").get("left_out") if st == "present" else None
+            if left:  # subjects or panels the artefact could not use
+                text += f"; {left_out_note(left)[0].lower()}{left_out_note(left)[1:]}"
+            lines.append(f"| {link} | {md_cell(art.title)} | {art.notebook} | {md_cell(text)} |")
     stray = _stray(root)
     if stray:
         lines += ["", "Unregistered files (not part of the registry): " + ", ".join(stray)]
@@ -551,6 +662,7 @@ td,th{border:1px solid #cfd6df;padding:3px 8px;text-align:left;vertical-align:to
 th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .status-ok,.present{color:#1a7f37;font-weight:600}.status-failed{color:#b42318;font-weight:600}
 .muted,.missing{color:#8a94a3}
+.left-out{color:#8a5a00;font-size:.85em}td.left-out{font-size:1em}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:14px}
 .card{background:#fff;border:1px solid #d8dee6;border-radius:6px;padding:8px}
 .card img{width:100%;height:190px;object-fit:contain;background:#fafbfc;display:block}
@@ -611,11 +723,13 @@ def _figure_card(root: Path, art: Artefact) -> str:
         cap_html = f"<details><summary>{_e(first)}.</summary>{_e(rest)}</details>" if rest else _e(cap)
     else:
         cap_html = _e(cap)
+    left = meta.get("left_out") or {}
+    left_html = f"<div class='left-out'>{_e(left_out_note(left))}</div>" if left else ""
     return (
         f"<div class='card' id='{_e(art.id)}'><a href='{_e(png)}'><img src='{_e(png)}' loading='lazy' "
         f"alt='{_e(art.title)}'></a><div class='cap'><b>{_e(art.title)}</b>"
         + (f"<br>{cap_html}" if cap else "")
-        + f"</div><div class='id'>{_e(art.id)} · {_e(art.notebook)}</div></div>"
+        + f"</div>{left_html}<div class='id'>{_e(art.id)} · {_e(art.notebook)}</div></div>"
     )
 
 
@@ -630,7 +744,7 @@ def _index_html(root: Path, profile: str, run: Mapping[str, Any], claimed: Mappi
         f"<div class='coverage'>{_e(coverage_line(root))}</div>",
         "</header>",
         "<nav><a href='#notebooks'>Notebooks</a><a href='#figures'>Figures</a><a href='#tables'>Tables</a>"
-        "<a href='#missing'>Missing</a><a href='index.md'>index.md</a></nav><main>",
+        "<a href='#left-out'>Left out</a><a href='#missing'>Missing</a><a href='index.md'>index.md</a></nav><main>",
         "<h2 id='notebooks'>Notebooks</h2><table><tr><th>notebook</th><th>purpose</th><th>status</th>"
         "<th>wall time (s)</th></tr>",
     ]
@@ -646,6 +760,8 @@ def _index_html(root: Path, profile: str, run: Mapping[str, Any], claimed: Mappi
             name += f" <span class='muted'>(<a href='{_e(raw)}'>ipynb</a>)</span>"
         err = f"<br><span class='status-failed'>{_e(st['error'])}</span>" if st.get("error") else ""
         cls = {"ok": "status-ok", "failed": "status-failed"}.get(status, "muted")
+        if status == NOT_APPLICABLE and st.get("reason"):
+            err = f"<br><span class='muted'>{_e(st['reason'])}</span>"
         body.append(
             f"<tr><td>{name}</td><td>{_e(purpose)}</td><td class='{cls}'>{_e(status)}{err}</td>"
             f"<td class='num'>{'' if wall is None else f'{wall:.1f}'}</td></tr>"
@@ -660,6 +776,19 @@ def _index_html(root: Path, profile: str, run: Mapping[str, Any], claimed: Mappi
     body.append("</div>")
     body.append(f"<h2 id='tables'>Tables ({len(present_t)} of {len(tabs)})</h2>")
     body += [_table_html(root, a) for a in present_t]
+    skipped = [a for a in REGISTRY if _status(root, a) == "skipped"]
+    if skipped:
+        body.append(
+            f"<h2 id='left-out'>Left out for this data set ({len(skipped)})</h2><p>These need something the run's "
+            "data set does not have; the notebook ran and says so where each would have been.</p>"
+        )
+        body.append("<table><tr><th>id</th><th>title</th><th>notebook</th><th>why</th></tr>")
+        body += [
+            f"<tr><td>{_e(a.id)}</td><td>{_e(a.title)}</td><td>{_e(a.notebook)}</td>"
+            f"<td class='left-out'>{_e(skip_reason(root, a))}</td></tr>"
+            for a in skipped
+        ]
+        body.append("</table>")
     missing = [a for a in REGISTRY if _status(root, a) == "missing"]
     body.append(f"<h2 id='missing'>Missing artefacts ({len(missing)})</h2>")
     if missing:

@@ -5,7 +5,9 @@ the data set is there (the phantom cohort of the profile is generated when missi
 notebook in ``notebooks/`` in order with the papermill Python API, keeps each executed notebook under
 ``reports/<profile>/notebooks/`` (also when a cell fails, with the error in it), records status and
 wall time in ``run.json`` and writes ``index.md``/``index.html``. The exit code is non-zero when any
-notebook failed.
+notebook failed. A notebook that stops with :class:`cmrkit.chapters.NotApplicable` (the data set lacks
+what it needs, e.g. tagging for chapter 4; its artefacts are recorded as left out) is marked "not
+applicable" with the reason, not failed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from . import __version__
 from .config import DATASETS, Config, ConfigError, available_profiles, check_data_dir, load, parse_overrides
-from .report import claim_report_dir, coverage_line, default_report_dir, write_index
+from .report import NOT_APPLICABLE, claim_report_dir, coverage_line, default_report_dir, write_index
 from .utils import REPO_ROOT, atomic_write, git_sha, resolve_path
 
 __all__ = [
@@ -198,7 +200,7 @@ def reproduce(
     for i, nb in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {nb.stem} (profile {profile}) ...", flush=True)
         t0 = time.perf_counter()
-        status, error = "ok", None
+        status, error, reason = "ok", None, None
         try:
             execute_notebook(
                 nb,
@@ -211,17 +213,23 @@ def reproduce(
         except ConfigError:
             raise
         except Exception as exc:  # papermill execution errors, kernel deaths, timeouts
-            failures += 1
-            status, error = (
-                "failed",
-                f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
-            )
+            if getattr(exc, "ename", None) == "NotApplicable":  # cmrkit.chapters.NotApplicable in the kernel
+                status = NOT_APPLICABLE
+                reason = str(getattr(exc, "evalue", "")).strip().removeprefix(f"{nb.stem} ")
+            else:
+                failures += 1
+                status, error = (
+                    "failed",
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
+                )
         wall = time.perf_counter() - t0
         run["notebooks"][nb.stem] = {"status": status, "wall_s": round(wall, 2), "error": error}
+        if reason:
+            run["notebooks"][nb.stem]["reason"] = reason
         with atomic_write(run_file, "w") as fh:
             json.dump(run, fh, indent=2)
         page = export_html(root / "notebooks" / nb.name)
-        msg = f"[{i}/{len(books)}] {nb.stem}: {status} in {wall:.1f} s"
+        msg = f"[{i}/{len(books)}] {nb.stem}: {status} in {wall:.1f} s" + (f" ({reason})" if reason else "")
         shown = page or root / "notebooks" / nb.name
         print(msg + (f" -> {error}\n    executed notebook with the error: {shown}" if error else ""), flush=True)
     index = write_index(root, profile)

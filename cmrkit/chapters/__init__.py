@@ -8,6 +8,14 @@ The chapter contract, written once here and checked by ``tests/chapters/test_con
   functions in the order the notebook calls them) and ``run_all(cfg, rep, *, interactive=False,
   progress=False) -> dict`` which runs every step and writes the notebook's registered artefacts;
 - chapters exchange models and samples only through :mod:`cmrkit.runs`;
+- a chapter declares what its artefacts need from the run's data set in ``NEEDS``: artefact id ->
+  names of :data:`cmrkit.io.cohort.FEATURES` (``{"table_4_1": ("cine", "tagging"), ...}``). When the
+  data set lacks a need, the artefact is left out with the reason (:func:`leave_out`, which calls
+  :meth:`cmrkit.report.Report.skip`: "needs tagging; this data set has none") and the index lists it
+  so, instead of as missing. A chapter none of whose artefacts can be made raises
+  :class:`NotApplicable` after recording them; ``cmrkit reproduce`` then marks the notebook "not
+  applicable" (not failed) and ``cmrkit run`` says why in one line. Parts of an artefact (subjects,
+  panels) that a data set cannot provide are named in its notes or caption (``left_out=``);
 - a chapter that trains models defines ``dry_runs(cfg: Config) -> list[DryRun]``: one
   :class:`DryRun` per model it trains, built at the sizes of ``cfg``'s profile. Each ``run()`` builds
   the model on the CPU, takes one training step and one synthesis/prediction step with a batch of
@@ -28,17 +36,66 @@ import argparse
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from ..config import DATASETS, ConfigError, available_profiles, load, parse_overrides
-from ..registry import NOTEBOOKS
+from ..io.cohort import FEATURES, needs_reason
+from ..registry import NOTEBOOKS, for_notebook
 from ..utils import DEVICES
 
-__all__ = ["Chapter", "CHAPTERS", "chapter", "DryRun", "dry_runs", "cli_main"]
+__all__ = [
+    "Chapter",
+    "CHAPTERS",
+    "chapter",
+    "DryRun",
+    "dry_runs",
+    "NotApplicable",
+    "check_needs",
+    "leave_out",
+    "cli_main",
+]
+
+
+class NotApplicable(RuntimeError):
+    """The run's data set lacks what every artefact of a chapter needs (e.g. tagging for chapter 4).
+
+    Raised after the artefacts were recorded as left out (:func:`leave_out`); ``reason`` is the
+    report's wording ("needs tagging; this data set has none"). The runner marks the notebook "not
+    applicable" instead of failed.
+    """
+
+    def __init__(self, notebook: str, reason: str, detail: str = "") -> None:
+        self.notebook, self.reason = notebook, reason
+        super().__init__(f"{notebook} {reason}" + (f" ({detail})" if detail else ""))
+
+
+def check_needs(notebook: str, needs: Mapping[str, Sequence[str]]) -> None:
+    """Check a chapter's ``NEEDS``: artefacts of ``notebook`` mapped to :data:`FEATURES` names."""
+    own = {a.id for a in for_notebook(notebook)}
+    for art, feats in needs.items():
+        if art not in own:
+            raise ValueError(f"NEEDS of {notebook}: {art!r} is not one of its registered artefacts")
+        unknown = [f for f in feats if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"NEEDS of {notebook}: {art!r} needs {unknown}; known: {list(FEATURES)}")
+
+
+def leave_out(rep: Any, needs: Mapping[str, Sequence[str]], provides: Collection[str]) -> dict[str, str]:
+    """Record every artefact whose ``needs`` the data set does not meet as left out
+    (:meth:`cmrkit.report.Report.skip`, with :func:`cmrkit.io.cohort.needs_reason`'s wording) and
+    return ``{artefact id: reason}``; ``provides`` are the :data:`FEATURES` the data set has."""
+    out = {}
+    for art, feats in needs.items():
+        missing = [f for f in feats if f not in provides]
+        if missing:
+            out[art] = needs_reason(missing)
+            rep.skip(art, out[art])
+    return out
 
 
 @dataclass(frozen=True)
@@ -165,7 +222,12 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cmrkit run: error: {exc}", file=sys.stderr)
         return 2
-    module.run_all(cfg, rep, progress=args.progress)
+    try:
+        module.run_all(cfg, rep, progress=args.progress)
+    except NotApplicable as exc:
+        write_index(rep.root, cfg.profile)
+        print(f"cmrkit run: {exc}; its artefacts are listed as left out in {rep.root}", file=sys.stderr)
+        return 3
     write_index(rep.root, cfg.profile)
     print(f"artefacts written under {rep.root}")
     return 0
