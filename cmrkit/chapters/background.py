@@ -28,6 +28,14 @@ and returns what the notebook displays (figures are returned open; show them wit
 
 Image arrays of :class:`cmrkit.io.Subject` are ``(X, Y, Z, T)``; figures show ``image[x, y].T`` (row = y,
 column = x), the landmark convention of :mod:`cmrkit.strain`.
+
+On a real data set (``DATASET = "mnms"``, ``"dicom"``, ...) every step uses the subjects that have
+what it needs (:meth:`cmrkit.io.cohort.Cohort.select`) and names the others, with the reason, in the
+artefact's notes or caption and in the notebook's output (``left_out=`` of the report). What the
+whole data set lacks is declared in :data:`NEEDS`: an artefact whose needs it does not meet is left
+out with the reason (:meth:`cmrkit.report.Report.skip`, e.g. the comparison by sex on a folder
+without covariates). Panels that need the phantom's ground truth (tag deformation, true strain,
+bullseyes) are replaced by the parts that do not, and the caption says so.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..clinical import MEASURED_COLUMNS
+from ..clinical import MEASURED_COLUMNS, MYOCARDIAL_DENSITY_G_PER_ML
 from ..config import Config
 from ..figures import bullseye_plot, label_contours
 from ..io import Subject, TaggingSlice
@@ -53,9 +61,11 @@ from ..strain import regional_peak_ecc, spoke_segment_angles
 __all__ = [
     "NOTEBOOK",
     "STEPS",
+    "NEEDS",
     "PHENOTYPE_COMPARISON_COLUMNS",
     "load_cohort",
     "cardiac_cycle",
+    "cycle_summary",
     "indices_table",
     "cine_viewer",
     "real_vs_phantom",
@@ -85,6 +95,21 @@ STEPS = (
     "strain_summary",
     "phenotype_distributions",
 )
+#: what each artefact needs from the run's data set (:data:`cmrkit.io.cohort.FEATURES`); the figures of
+#: tagging physics and strain need nothing: without ground truth they keep the panels that need none
+NEEDS: dict[str, tuple[str, ...]] = {
+    "bg_cardiac_cycle": ("cine", "labels"),
+    "bg_indices": ("labels",),
+    "bg_cine_viewer": ("cine",),
+    "bg_real_vs_phantom": ("cine", "labels"),
+    "bg_realism": ("cine", "labels"),
+    "bg_phenotypes_vs_reference": ("labels", "sex"),
+    "bg_phenotype_distributions": ("labels",),
+}
+#: names of the data sets in figure labels
+_DATASET_NAMES = {"phantom": "phantom", "ukbb": "UK Biobank", "acdc": "ACDC", "mnms": "M&Ms", "dicom": "DICOM"}
+#: why a panel that needs the phantom's ground truth is left out
+_NO_TRUTH = "no ground truth in this data set; only the phantom has it"
 #: columns of :func:`phenotype_distributions`' comparison table that the notebook shows
 PHENOTYPE_COMPARISON_COLUMNS = (
     "phenotype",
@@ -107,9 +132,25 @@ def _frame_ms(subject: Subject) -> float | None:
     return float(v) if v else None
 
 
-def _pick_subject(cohort: Cohort, healthy: bool = True) -> Subject:
-    ids = cohort.healthy_ids() if healthy else cohort.pathological_ids()
-    return cohort.subject(ids[0] if ids else cohort.ids[0])
+def _pick_subject(cohort: Cohort, healthy: bool = True, among: Sequence[str] | None = None) -> Subject:
+    """The first healthy (or pathological) subject of ``among`` (default: every subject), else the first."""
+    among = list(cohort.ids if among is None else among)
+    ids = [i for i in (cohort.healthy_ids() if healthy else cohort.pathological_ids()) if i in among]
+    return cohort.subject(ids[0] if ids else among[0])
+
+
+def _name(cohort: Cohort) -> str:
+    """The run's data set in figure labels (``"phantom"``, ``"M&Ms"``, ``"DICOM"``, ...)."""
+    return _DATASET_NAMES.get(cohort.dataset, cohort.dataset)
+
+
+def _unmet(cohort: Cohort, rep: Report | None, artefact: str) -> str | None:
+    """The reason ``artefact`` is left out when the data set lacks what :data:`NEEDS` says it needs
+    (recorded in the report), else None."""
+    why = cohort.unmet(NEEDS[artefact])
+    if why is not None and rep is not None:
+        rep.skip(artefact, why)
+    return why
 
 
 def _display(img_xy: np.ndarray) -> np.ndarray:
@@ -143,48 +184,85 @@ def _panel_letter(ax: Any, letter: str) -> None:
 # ================================================================================ 2. cardiac cycle
 def cardiac_cycle(
     cohort: Cohort, rep: Report | None = None, subject_id: str | None = None
-) -> tuple[plt.Figure, dict[str, Any]]:
+) -> tuple[plt.Figure | None, dict[str, Any]]:
     """Volume curves of one subject over the cycle with ED/ES, systole and diastole marked.
 
-    Returns the figure and ``{"subject", "ed", "es", "frame_ms", "volumes"}`` (volumes from
-    :func:`cmrkit.clinical.volume_curve`). Needs a full-cycle cine with labels on every frame
-    (phantom, or UK Biobank with ``label_sa.nii.gz``).
+    Returns the figure and ``{"subject", "ed", "es", "frame_ms", "volumes", "left_out"}`` (volumes
+    from :func:`cmrkit.clinical.volume_curve`, NaN in frames without labels and for structures the
+    source did not delineate). Uses the first subject (a healthy one when known) with a cine and
+    labels at ED and ES; subjects without them are named in ``left_out`` and the caption. A data set
+    with a full-cycle cine labelled in every frame (phantom, UK Biobank with ``label_sa.nii.gz``)
+    gives the whole curve; one labelled at ED and ES only gives those two points. Without any such
+    subject the figure is left out (``(None, {"left_out": reason, ...})``).
     """
     from ..clinical import volume_curve
 
-    subj = cohort.subject(subject_id) if subject_id else _pick_subject(cohort)
-    if subj.cine_labels is None or subj.labelled_frames is None or subj.cine is None:
-        raise ValueError(f"subject {subj.subject_id}: the cardiac cycle needs a cine with labels")
+    why = _unmet(cohort, rep, "bg_cardiac_cycle")
+    if why is not None:
+        return None, {"subject": None, "left_out": why}
+    ok, skipped = cohort.select("cine", "labels")
+    if subject_id is not None:
+        if subject_id not in ok:
+            raise ValueError(
+                f"subject {subject_id}: the cardiac cycle needs a cine with labels at ED and ES "
+                f"({skipped.get(subject_id, 'not in the cohort')})"
+            )
+        subj = cohort.subject(subject_id)
+    else:
+        subj = _pick_subject(cohort, among=ok)
     vol = volume_curve(subj.cine_labels, subj.affine, labelled_frames=subj.labelled_frames)
-    ed = int(subj.ed_frame or 0)
-    es = int(subj.es_frame) if subj.es_frame is not None else int(np.argmin(vol["LV"]))
-    fms = _frame_ms(subj)
     T = len(vol["LV"])
+    for key in ("LV", "MYO", "RV"):  # frames where the source did not delineate the structure
+        for t in range(T):
+            if key not in subj.labelled_structures(t):
+                vol[key][t] = np.nan
+    vol["LVM"] = vol["MYO"] * MYOCARDIAL_DENSITY_G_PER_ML
+    ed = int(subj.ed_frame or 0)
+    es = int(subj.es_frame) if subj.es_frame is not None else int(np.nanargmin(vol["LV"]))
+    fms = _frame_ms(subj)
+    labelled = int(np.sum(np.isfinite(vol["LV"])))
+    two_phase = subj.meta.get("frames") == "ED/ES only"
+    # the cycle starts at ED: a source whose ED is a late phase (Sunnybrook: phase 19 of 20) is rolled
+    order = (np.arange(T) + ed) % T
+    es_r = (es - ed) % T
     t = np.arange(T + 1) * (fms or 1.0)
-    wrap = lambda v: np.append(v, v[0])  # noqa: E731 - one cycle closes on the next ED
+    wrap = lambda v: np.append(v[order], v[ed])  # noqa: E731 - one cycle closes on the next ED
+    left_out = {sid: why for sid, why in skipped.items()}
     fig = plt.figure(figsize=(9.2, 3.6))
     gs = fig.add_gridspec(2, 3, width_ratios=[2.6, 1, 1], wspace=0.08, hspace=0.12)
     ax = fig.add_subplot(gs[:, 0])
-    ax.axvspan(t[ed], t[es], color="0.92", zorder=0)
+    ax.axvspan(t[0], t[es_r], color="0.92", zorder=0)
     ax.text(
-        (t[ed] + t[es]) / 2, 0.02, "systole", transform=ax.get_xaxis_transform(), ha="center", fontsize=8, color="0.35"
+        (t[0] + t[es_r]) / 2, 0.02, "systole", transform=ax.get_xaxis_transform(), ha="center", fontsize=8, color="0.35"
     )
     ax.text(
-        (t[es] + t[-1]) / 2, 0.02, "diastole", transform=ax.get_xaxis_transform(), ha="center", fontsize=8, color="0.35"
+        (t[es_r] + t[-1]) / 2,
+        0.02,
+        "diastole",
+        transform=ax.get_xaxis_transform(),
+        ha="center",
+        fontsize=8,
+        color="0.35",
     )
+    sparse = labelled < 4
     for key, name, col in (
         ("LV", LABEL_NAMES[LV_BLOOD], LABEL_COLOURS[LV_BLOOD]),
         ("RV", LABEL_NAMES[RV_BLOOD], LABEL_COLOURS[RV_BLOOD]),
         ("MYO", LABEL_NAMES[LV_MYO], LABEL_COLOURS[LV_MYO]),
     ):
-        ax.plot(t, wrap(vol[key]), marker=".", ms=4, color=col, label=name, lw=1.4)
+        if not np.isfinite(vol[key]).any():
+            left_out[f"{name} curve"] = f"not delineated in the labels of {subj.subject_id}"
+            continue
+        # a few labelled frames are points (a line between ED and ES would invent the frames in between)
+        style = dict(marker="o", ms=5, ls="none") if sparse else dict(marker=".", ms=4, lw=1.4)
+        ax.plot(t, wrap(vol[key]), color=col, label=name, **style)
     lvedv, lvesv = float(vol["LV"][ed]), float(vol["LV"][es])
-    for fr, name in ((ed, "ED"), (es, "ES")):
+    for fr, name in ((0, "ED"), (es_r, "ES")):
         ax.axvline(t[fr], color="k", ls="--" if name == "ED" else ":", lw=0.8)
         ax.text(t[fr], 1.01, name, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
-    x_sv = t[es] + 0.35 * (t[-1] - t[es])
+    x_sv = t[es_r] + 0.35 * (t[-1] - t[es_r])
     ax.annotate("", xy=(x_sv, lvesv), xytext=(x_sv, lvedv), arrowprops=dict(arrowstyle="<->", color="0.2", lw=0.8))
-    ax.hlines([lvedv, lvesv], t[ed], x_sv, colors="0.5", lw=0.5, linestyles="-")
+    ax.hlines([lvedv, lvesv], t[0], x_sv, colors="0.5", lw=0.5, linestyles="-")
     ax.text(
         x_sv,
         (lvedv + lvesv) / 2,
@@ -192,12 +270,23 @@ def cardiac_cycle(
         va="center",
         fontsize=8,
     )
-    ax.set_xlabel("time after the R wave (ms)" if fms else "frame")
+    if two_phase:
+        ax.set_xticks(t, ["ED", "ES", "ED"])
+        ax.set_xlabel("phase (this data set has the ED and ES frames only)")
+    elif fms:
+        ax.set_xlabel("time after the R wave (ms)" if ed == 0 else f"time after ED (frame {ed}) (ms)")
+    else:
+        ax.set_xlabel("frame" if ed == 0 else f"frames after ED (frame {ed})")
     ax.set_ylabel("volume (mL)")
     ax.set_xlim(t[0], t[-1])
     ax.set_ylim(0, float(np.nanmax(np.concatenate([vol["RV"], vol["LV"]]))) * 1.12)
     ax.legend(fontsize=7, loc="lower right", frameon=False, ncol=1, bbox_to_anchor=(1.0, 0.07))
-    ax.set_title(f"(a) volumes over one cycle, {subj.subject_id}", fontsize=9, loc="left", pad=14)
+    what = (
+        "volumes at ED and ES"
+        if two_phase
+        else ("volumes over one cycle" if labelled == T else f"volumes in the {labelled} labelled frames of {T}")
+    )
+    ax.set_title(f"(a) {what}, {subj.subject_id}", fontsize=9, loc="left", pad=14)
     z = mid_slice(subj.cine_labels[..., ed])
     zs = [max(z - 2, 0), z]
     window = np.percentile(subj.cine[..., ed], [0.5, 99.5])
@@ -214,17 +303,47 @@ def cardiac_cycle(
             if j == 0:
                 a.set_ylabel(f"slice {zz}", fontsize=7)
     fig.subplots_adjust(left=0.07, right=0.99, top=0.9, bottom=0.13)
+    src = (subj.meta.get("ed_es_source") or {}).get("es") if cohort.dataset != "phantom" else None
+    es_how = "minimum LV volume" if not src else str(src).split(":")[0]
     if rep is not None:
         rep.save_figure(
             fig,
             "bg_cardiac_cycle",
             caption=f"LV, RV and myocardial volume of {subj.subject_id} over one cardiac cycle from its label "
-            f"maps (cmrkit.clinical.volume_curve); ED (frame {ed}) and ES (frame {es}, minimum LV "
-            "volume) marked. The myocardial volume stays nearly constant (the wall is incompressible; what "
+            f"maps (cmrkit.clinical.volume_curve); ED (frame {ed}) and ES (frame {es}, {es_how}) marked. "
+            + (
+                f"Only {labelled} of the {T} frames are labelled, so the curve has {labelled} points. "
+                if labelled < T
+                else ""
+            )
+            + "The myocardial volume stays nearly constant (the wall is incompressible; what "
             "changes is through-plane motion and partial volume in the slice stack). Right: "
             "basal and mid-ventricular slices at ED and ES with the labels.",
+            left_out=left_out,
         )
-    return fig, {"subject": subj.subject_id, "ed": ed, "es": es, "frame_ms": fms, "volumes": vol}
+    return fig, {
+        "subject": subj.subject_id,
+        "ed": ed,
+        "es": es,
+        "frame_ms": fms,
+        "volumes": vol,
+        "left_out": left_out,
+    }
+
+
+def cycle_summary(cycle: Mapping[str, Any]) -> str:
+    """What :func:`cardiac_cycle` measured, as the notebook prints it (or why it was left out)."""
+    if cycle.get("subject") is None:
+        return f"bg_cardiac_cycle left out: {cycle.get('left_out')}"
+    v = cycle["volumes"]
+    myo = v["MYO"][np.isfinite(v["MYO"])]
+    text = (
+        f"{cycle['subject']}: ED frame {cycle['ed']}, ES frame {cycle['es']}, "
+        f"LVEDV {v['LV'][cycle['ed']]:.1f} mL, LVESV {v['LV'][cycle['es']]:.1f} mL"
+    )
+    if myo.size > 1:
+        text += f", myocardial volume {myo.min():.1f}-{myo.max():.1f} mL over the labelled frames"
+    return text
 
 
 # ================================================================================ 3. indices
@@ -258,23 +377,35 @@ def indices_table(cohort: Cohort, rep: Report | None = None, n: int = 4) -> pd.D
     EDV/ESV/SV/EF of both ventricles, LV mass (1.05 g/mL), cardiac output (heart rate x SV) and the
     mean ED wall thickness, all from the label maps with :mod:`cmrkit.clinical`; for the phantom the
     manifest's target values are listed beside them. Returns a wide table (one row per subject).
+    Subjects without labels at ED and ES are left out (named in the table's notes); indices of a
+    structure the source did not delineate (no RV contours, say) are left out of the table and NaN
+    in the returned frame. Without any labelled subject the table is left out (an empty frame).
     """
-    from ..clinical import phenotypes, wall_thickness
+    from ..clinical import wall_thickness
 
-    ids = cohort.healthy_ids()[: max(n - 1, 1)] + cohort.pathological_ids()[:1]
-    ids = (ids + [i for i in cohort.ids if i not in ids])[:n]
+    if _unmet(cohort, rep, "bg_indices") is not None:
+        return pd.DataFrame()
+    ok, left_out = cohort.select("labels")
+    ids = [i for i in cohort.healthy_ids() if i in ok][: max(n - 1, 1)]
+    ids += [i for i in cohort.pathological_ids() if i in ok][:1]
+    ids = (ids + [i for i in ok if i not in ids])[:n]
     rows: list[TableRow] = []
     wide = []
     for sid in ids:
         s = cohort.subject(sid)
-        if s.cine_labels is None:
-            continue
-        ph = phenotypes(s.label_ed, s.label_es, s.affine, heart_rate=s.heart_rate_bpm)
-        ph["WT"] = float(wall_thickness(s.label_ed, s.affine))
+        ph = cohort.phenotypes(sid)
+        undelineated = cohort.undelineated(sid)
+        if "MYO" not in undelineated and "MYO at ED" not in undelineated:
+            ph["WT"] = float(wall_thickness(s.label_ed, s.affine))
+        if undelineated:
+            left_out[f"{sid} " + ", ".join(k for k, v in ph.items() if not np.isfinite(v))] = (
+                "not delineated in its labels: " + ", ".join(undelineated)
+            )
         patho = cohort.pathology(sid)
         rec: dict[str, Any] = {"subject": sid, "pathology": patho}
         for k, v in ph.items():
-            rows.append(TableRow(sid, k, v, units=_INDEX_UNITS.get(k, "")))
+            if np.isfinite(v):
+                rows.append(TableRow(sid, k, v, units=_INDEX_UNITS.get(k, "")))
             rec[k] = v
         if cohort.dataset == "phantom":
             tr = cohort.table.loc[cohort.table["subject_id"] == sid].iloc[0]
@@ -283,39 +414,52 @@ def indices_table(cohort: Cohort, rep: Report | None = None, n: int = 4) -> pd.D
                 rec[f"{k} target"] = float(tr[col])
         wide.append(rec)
     if rep is not None:
-        rep.save_table(
-            "bg_indices",
-            rows,
-            notes=[
-                "Measured from the ED/ES label maps with cmrkit.clinical (voxel count x voxel volume; LV mass = "
-                "myocardial volume x 1.05 g/mL; CO = heart rate x LVSV; WT = mean ED wall thickness).",
+        notes = [
+            "Measured from the ED/ES label maps with cmrkit.clinical (voxel count x voxel volume; LV mass = "
+            "myocardial volume x 1.05 g/mL; CO = heart rate x LVSV; WT = mean ED wall thickness).",
+        ]
+        if cohort.dataset == "phantom":
+            notes.append(
                 "Rows '<subject>/target' are the phantom's covariate-model targets (manifest.csv) the anatomy was "
-                "built to.",
-                "Pathology: " + "; ".join(f"{r['subject']}: {r['pathology']}" for r in wide),
-            ],
-        )
+                "built to."
+            )
+        elif not any("CO" in r for r in wide):
+            notes.append("CO is not given: the data set records no heart rate.")
+        notes.append("Pathology: " + "; ".join(f"{r['subject']}: {r['pathology']}" for r in wide))
+        rep.save_table("bg_indices", rows, notes=notes, left_out=left_out)
     return pd.DataFrame(wide)
 
 
 # ================================================================================ 4. cine viewer
+def _cycle_frames(ed: int, es: int, T: int) -> tuple[list[int], list[str]]:
+    """ED, mid-systole, ES and mid-diastole (counted around the cycle from ED), or ED and ES when the
+    cine has too few frames for four distinct ones."""
+    frames = [ed, (ed + ((es - ed) % T) // 2) % T, es, (es + ((ed - es) % T) // 2) % T]
+    if len(set(frames)) < 4:
+        return [ed, es], ["ED", "ES"]
+    return frames, ["ED", "mid-systole", "ES", "mid-diastole"]
+
+
 def cine_viewer(
     cohort: Cohort, rep: Report | None = None, *, interactive: bool = False, subject_id: str | None = None
-) -> tuple[plt.Figure, Any]:
+) -> tuple[plt.Figure | None, Any]:
     """Slice x frame montage of one cine (ED, mid-systole, ES, mid-diastole) and, with
     ``interactive=True``, the ipywidgets viewer (:func:`cmrkit.widgets.slice_frame_viewer`).
 
-    Returns ``(figure, viewer_or_None)``; the figure is the static view saved as ``bg_cine_viewer``.
+    Uses the first subject with a cine (a healthy one when known; labels are overlaid where there
+    are any). Returns ``(figure, viewer_or_None)``; the figure is the static view saved as
+    ``bg_cine_viewer`` (``None`` when the data set has no cine image).
     """
     from ..widgets import slice_frame_viewer
 
-    subj = cohort.subject(subject_id) if subject_id else _pick_subject(cohort)
+    if _unmet(cohort, rep, "bg_cine_viewer") is not None:
+        return None, None
+    ok, left_out = cohort.select("cine")
+    subj = cohort.subject(subject_id) if subject_id else _pick_subject(cohort, among=ok)
     T = subj.n_frames
     ed = int(subj.ed_frame or 0)
     es = int(subj.es_frame) if subj.es_frame is not None else T // 3
-    frames = [ed, (ed + es) // 2, es, (es + T) // 2]
-    names = ["ED", "mid-systole", "ES", "mid-diastole"]
-    if len(set(frames)) < 4:
-        frames, names = [ed, es], ["ED", "ES"]
+    frames, names = _cycle_frames(ed, es, T)
     fig = slice_frame_viewer(
         subj.cine,
         subj.cine_labels,
@@ -332,8 +476,9 @@ def cine_viewer(
             fig,
             "bg_cine_viewer",
             caption=f"Static view of the slice x frame viewer: {subj.subject_id}, six short-axis slices from "
-            f"base to apex at ED, mid-systole, ES and mid-diastole (frames {frames}), labels overlaid "
+            f"base to apex at {', '.join(names)} (frames {frames}), labels overlaid "
             "(LV red, myocardium green, RV blue). Set INTERACTIVE = True for sliders.",
+            left_out=left_out,
         )
     return fig, viewer
 
@@ -372,22 +517,29 @@ def real_vs_phantom(
     fov_mm: float = 150.0,
     n_measure: int = N_MEASURE,
 ) -> tuple[plt.Figure, dict[str, Any]]:
-    """Mid-ventricular ED slices of real M&Ms cases (top) and phantom subjects (bottom) at one
-    physical scale (``fov_mm`` square around the LV), labels as contours, and per-slice contrast and
-    SNR of both (right; the first ``n_measure`` subjects of the cohort). With no real data the top
-    row says so.
+    """Mid-ventricular ED slices of real M&Ms cases (top) and subjects of the run's data set (bottom;
+    the phantom by default) at one physical scale (``fov_mm`` square around the LV), labels as
+    contours, and per-slice contrast and SNR of both (right; the first ``n_measure`` subjects of the
+    cohort with a cine and labels). With no real data the top row says so.
 
     The real cases are ``real`` or else read from ``real_dir`` (the run's ``cfg.realdata.mnms``;
     ``None``/``""`` = no real data). Returns the figure and the per-subject measurements
-    (``{"real": {...}, "phantom": {...}}``).
+    (``{"real": {...}, "phantom": {...}}``; ``"phantom"`` holds the run's data set, whichever it is).
+    Subjects of the run without a cine and labels at ED are left out and named in the caption; without
+    any, the figure is left out (``None``).
     """
+    meas: dict[str, dict[str, Any]] = {"real": {}, "phantom": {}}
+    if _unmet(cohort, rep, "bg_real_vs_phantom") is not None:
+        return None, meas
     real = list(real) if real is not None else load_real_mnms(real_dir)
-    pick = cohort.healthy_ids()[:n]
-    pick += [i for i in cohort.ids if i not in pick][: n - len(pick)]
+    ok, left_out = cohort.select("cine", "labels")
+    pick = [i for i in cohort.healthy_ids() if i in ok][:n]
+    pick += [i for i in ok if i not in pick][: n - len(pick)]
     phan = [cohort.subject(i) for i in pick]
+    name = _name(cohort)
+    same = real_dir not in (None, "") and Path(cohort.data_dir).resolve() == Path(real_dir).resolve()
     fig = plt.figure(figsize=(10.0, 5.2))
     gs = fig.add_gridspec(2, n + 1, width_ratios=[1] * n + [1.35], wspace=0.06, hspace=0.3)
-    meas: dict[str, dict[str, Any]] = {"real": {}, "phantom": {}}
     for row, (group, subs) in enumerate((("real", real[:n]), ("phantom", phan))):
         for j in range(n):
             ax = fig.add_subplot(gs[row, j])
@@ -433,13 +585,13 @@ def real_vs_phantom(
             ax.set_xlim(0, fov_mm)
             ax.set_ylim(fov_mm, 0)
             vendor = s.covariates.get("vendor")
-            name = s.subject_id.replace("better_", "").replace("worse_", "")
+            sid = s.subject_id.replace("better_", "").replace("worse_", "")
             ax.set_title(
-                f"{'M&Ms' if group == 'real' else 'phantom'} {name}" + (f" (vendor {vendor})" if vendor else ""),
+                f"{'M&Ms' if group == 'real' else name} {sid}" + (f" (vendor {vendor})" if vendor else ""),
                 fontsize=8,
             )
             if j == 0:
-                ax.set_ylabel("real (M&Ms)" if group == "real" else "phantom", fontsize=9)
+                ax.set_ylabel("real (M&Ms)" if group == "real" else name, fontsize=9)
                 ax.plot([8, 58], [fov_mm - 8] * 2, color="w", lw=2)
                 ax.text(33, fov_mm - 12, "50 mm", color="w", ha="center", fontsize=7)
     for s in real:
@@ -466,7 +618,7 @@ def real_vs_phantom(
             [0, 1],
             [
                 f"M&Ms\n({len(real)} cases)",
-                f"{'phantom' if cohort.dataset == 'phantom' else cohort.dataset}\n({len(meas['phantom'])})",
+                f"{name}\n({len(meas['phantom'])})",
             ],
             fontsize=7,
         )
@@ -482,10 +634,14 @@ def real_vs_phantom(
             fig,
             "bg_real_vs_phantom",
             caption="Mid-ventricular end-diastolic short-axis slices of real M&Ms cases (top; Campello et al. 2021) "
-            f"and phantom subjects (bottom), each a {fov_mm:.0f} mm square around the LV, with the "
+            f"and {'phantom' if cohort.dataset == 'phantom' else name} subjects (bottom), each a {fov_mm:.0f} mm "
+            "square around the LV, with the "
             "labels (LV red, myocardium green, RV blue). Right: blood/myocardium intensity ratio and "
             "myocardial SNR per ED slice (cmrkit.metrics.realism; residual noise estimator, which overestimates "
-            "the SNR of interpolated real images)." + ("" if real else " Real data absent: top row empty."),
+            "the SNR of interpolated real images)."
+            + ("" if real else " Real data absent: top row empty.")
+            + (" The run's data set is the real M&Ms folder itself, so both rows show the same cases." if same else ""),
+            left_out=left_out,
         )
     return fig, meas
 
@@ -597,7 +753,14 @@ def realism_table(
 
     Measurements from :func:`real_vs_phantom` and :func:`measure_cohort_tagging` are reused when
     given; otherwise the real cases are read from ``real_dir`` (the run's ``cfg.realdata.mnms``).
+    On another data set than the phantom its subjects take the phantom's rows, and the tagging rows
+    (which need the phantom's ground truth) are left out with a note.
     """
+    if _unmet(cohort, rep, "bg_realism") is not None:
+        return pd.DataFrame(columns=["row", "metric", "value", "sd", "n", "units"])
+    _, left_out = cohort.select("cine", "labels")
+    if not tagging and not cohort.has_ground_truth:
+        left_out["tagging rows"] = _NO_TRUTH
     if real_measurements is None:
         real_measurements = {s.subject_id: _ed_measurements(s) for s in load_real_mnms(real_dir)}
     if phantom_measurements is None:
@@ -625,7 +788,7 @@ def realism_table(
                     ),
                 )
             )
-    for group, meas in (("M&Ms", real_measurements), ("phantom", phantom_measurements)):
+    for group, meas in (("M&Ms", real_measurements), (_name(cohort), phantom_measurements)):
         if not meas:
             rows.append(
                 TableRow(f"cine/{group}/all", "cases", 0.0, note=f"{_no_real_data(real_dir)}: no real-data comparison")
@@ -722,6 +885,7 @@ def realism_table(
                 "(cubic) at the ground-truth positions of the ED pixels, ED mask, so only relaxation (and slight "
                 "interpolation blur) remains.",
             ],
+            left_out=left_out,
         )
     return pd.DataFrame([r.__dict__ for r in rows])[["row", "metric", "value", "sd", "n", "units"]]
 
@@ -740,7 +904,7 @@ def tagging_physics(
     measurements of the chosen subject (:func:`measure_tagging`).
     """
     if not cohort.has_ground_truth:
-        return _physics_without_truth(rep, "bg_tagging_physics"), []
+        return _physics_without_truth(rep, "bg_tagging_physics", dataset=_name(cohort)), []
     subj = cohort.subject(subject_id) if subject_id else _pick_subject(cohort)
     if len(subj.tagging) < 2:
         raise ValueError(f"subject {subj.subject_id} has no tagging slices")
@@ -873,7 +1037,9 @@ def tagging_physics(
     return fig, recs
 
 
-def _physics_without_truth(rep: Report | None, artefact: str, example: Mapping[str, float] | None = None) -> plt.Figure:
+def _physics_without_truth(
+    rep: Report | None, artefact: str, example: Mapping[str, float] | None = None, *, dataset: str = ""
+) -> plt.Figure:
     """The parts of the tagging / strain figures that need no ground truth, and a panel saying what is missing."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(8.0, 3.2))
     if example is None:
@@ -897,19 +1063,26 @@ def _physics_without_truth(rep: Report | None, artefact: str, example: Mapping[s
     b.text(
         0.5,
         0.5,
-        "This panel needs ground-truth motion (landmarks,\ndisplacements): run with DATASET = 'phantom'.",
+        f"Left out: this data set{f' ({dataset})' if dataset else ''} has no ground-truth\nmotion "
+        "(landmarks, displacements; only the phantom has it).\nRun with DATASET = 'phantom' to see these panels.",
         ha="center",
         va="center",
         fontsize=8,
         transform=b.transAxes,
     )
     fig.tight_layout()
+    parts = (
+        "tagged frames, spectrum, fading and strain of the phantom's tagging"
+        if example is None
+        else "strain of a slice from true landmarks, AHA bullseyes"
+    )
     if rep is not None:
         rep.save_figure(
             fig,
             artefact,
             caption="Only the parts without ground truth: this data set has no phantom ground "
             "truth (landmarks, displacements).",
+            left_out={parts: _NO_TRUTH},
         )
     return fig
 
@@ -959,7 +1132,8 @@ def strain_bullseye(
 
     ex = green_lagrange_example(*example)
     if not cohort.has_ground_truth:
-        return _physics_without_truth(rep, "bg_strain_bullseye", ex), {"example": ex, "slice": None, "bullseye": {}}
+        fig = _physics_without_truth(rep, "bg_strain_bullseye", ex, dataset=_name(cohort))
+        return fig, {"example": ex, "slice": None, "bullseye": {}}
     healthy = _pick_subject(cohort, healthy=True)
     sick_ids = cohort.pathological_ids()
     sick = cohort.subject(sick_ids[0]) if sick_ids else None
@@ -1118,75 +1292,149 @@ def _phenotype_values(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def phenotype_distributions(cohort: Cohort, rep: Report | None = None) -> tuple[plt.Figure, pd.DataFrame]:
+def _compared_subjects(cohort: Cohort) -> tuple[np.ndarray, dict[str, str], str]:
+    """Mask of the subjects compared with the (healthy) reference cohorts, who was left out and why,
+    and a sentence saying which were compared."""
+    table = cohort.table
+    ok, left_out = cohort.select("labels")
+    labelled = table["subject_id"].astype(str).isin(ok).to_numpy()
+    patho = table["pathology"].astype(str) if "pathology" in table.columns else pd.Series(["unknown"] * len(table))
+    known = (patho != "unknown").to_numpy()
+    healthy = (patho == "none").to_numpy()
+    if cohort.dataset == "phantom" or known.any():
+        for sid, p in zip(table["subject_id"].astype(str), patho):
+            if cohort.dataset != "phantom" and sid in ok and p not in ("none", "unknown"):
+                left_out[sid] = f"pathology {p} (the reference cohorts are healthy)"
+        mask = labelled & (healthy | ~known)
+        what = "without a recorded pathology" if cohort.dataset != "phantom" else "without regional dysfunction"
+    else:
+        mask = labelled
+        what = "with labels (no diagnosis recorded, so all are compared)"
+    return mask, left_out, what
+
+
+def _reference_values(table: pd.DataFrame, sexes: pd.Series | None) -> tuple[list[Any], dict[str, str]]:
+    """The reference values this cohort can be compared with: phenotypes it has values for (for that
+    sex), LV mass index only with height and weight (or a BSA column)."""
+    vals = _phenotype_values(table)
+    refs, left_out = [], {}
+    for r in realism.UKB_REFERENCE:
+        col = vals[r.phenotype] if r.phenotype in vals.columns else pd.Series(np.nan, index=vals.index)
+        sel = col[sexes == r.sex] if sexes is not None else col
+        if np.isfinite(sel.to_numpy(float)).any():
+            refs.append(r)
+        elif np.isfinite(col.to_numpy(float)).any():
+            left_out[f"{r.phenotype} ({r.sex})"] = f"no {r.sex} subject with a value"
+        elif r.phenotype == "LVMi":
+            left_out["LVMi"] = "needs height and weight (or a BSA column); no compared subject has them"
+        else:
+            left_out[r.phenotype] = "not delineated in the labels of any compared subject"
+    return refs, left_out
+
+
+def phenotype_distributions(cohort: Cohort, rep: Report | None = None) -> tuple[plt.Figure | None, pd.DataFrame]:
     """Cohort phenotypes by sex against the reference values (:data:`cmrkit.metrics.realism.UKB_REFERENCE`).
 
-    Subjects with regional dysfunction are left out (the reference cohorts are healthy). Writes the
-    table ``bg_phenotypes_vs_reference`` and the figure ``bg_phenotype_distributions``; returns the
-    figure and :func:`cmrkit.metrics.realism.phenotype_comparison`'s table.
+    Subjects with regional dysfunction (or a recorded diagnosis) are left out (the reference cohorts are
+    healthy). Writes the table ``bg_phenotypes_vs_reference`` and the figure ``bg_phenotype_distributions``;
+    returns the figure and :func:`cmrkit.metrics.realism.phenotype_comparison`'s table.
+
+    On a data set without a ``sex`` covariate (a folder without covariates) the comparison table is
+    left out (:data:`NEEDS`) and the figure shows the phenotypes of all compared subjects together
+    beside the reference ranges of both sexes; subjects without a sex, phenotypes without values
+    (a structure not delineated, LV mass index without height and weight) are named in the notes.
     """
     table = cohort.table
-    if "sex" not in table.columns:
-        raise ValueError("the cohort table has no 'sex' column; phenotypes are compared by sex")
-    healthy = (table["pathology"].astype(str) == "none") if "pathology" in table.columns else np.ones(len(table), bool)
-    if cohort.dataset != "phantom" and not np.any(healthy):
-        healthy = np.ones(len(table), bool)
-    cmp = realism.phenotype_comparison(table, subset=np.asarray(healthy))
-    rows: list[TableRow] = []
-    for r in cmp.itertuples(index=False):
-        src = "Petersen 2017" if r.source.startswith("Petersen") else "Hudsmith 2005"
-        kind = " range" if r.status == "loose" or "range" in r.source else ""
-        row = f"{r.phenotype}/{r.sex}/{src}{kind}"
-        rows.append(
-            TableRow(
-                row, "cohort", r.cohort_mean, sd=None if np.isnan(r.cohort_sd) else r.cohort_sd, n=r.n, units=r.units
-            )
-        )
-        if r.ref_mean is not None and not pd.isna(r.ref_mean):
+    empty = pd.DataFrame(columns=list(PHENOTYPE_COMPARISON_COLUMNS))
+    if _unmet(cohort, rep, "bg_phenotype_distributions") is not None:
+        _unmet(cohort, rep, "bg_phenotypes_vs_reference")
+        return None, empty
+    mask, left_out, compared = _compared_subjects(cohort)
+    no_sex = _unmet(cohort, rep, "bg_phenotypes_vs_reference")
+    by_sex = no_sex is None
+    fig_left = dict(left_out)
+    if by_sex:
+        has_sex = table["sex"].map(lambda v: v is not None and not pd.isna(v) and str(v).strip() != "").to_numpy()
+        for sid in table.loc[mask & ~has_sex, "subject_id"].astype(str):
+            left_out[sid] = "no 'sex' covariate"
+        mask = mask & has_sex
+    sub = table.loc[mask].reset_index(drop=True)
+    sexes = realism.sex_labels(sub["sex"]) if by_sex else None
+    name = _name(cohort)
+    n_h = int(mask.sum())
+    cmp = empty
+    if by_sex:
+        refs, ref_left = _reference_values(sub, sexes)
+        left_out.update(ref_left)
+        cmp = realism.phenotype_comparison(sub, refs) if refs else empty
+        rows: list[TableRow] = []
+        for r in cmp.itertuples(index=False):
+            src = "Petersen 2017" if r.source.startswith("Petersen") else "Hudsmith 2005"
+            kind = " range" if r.status == "loose" or "range" in r.source else ""
+            row = f"{r.phenotype}/{r.sex}/{src}{kind}"
             rows.append(
                 TableRow(
                     row,
-                    "reference",
-                    r.ref_mean,
-                    sd=r.ref_sd,
+                    "cohort",
+                    r.cohort_mean,
+                    sd=None if np.isnan(r.cohort_sd) else r.cohort_sd,
+                    n=r.n,
                     units=r.units,
-                    note=f"{r.source} [{r.status}]" if r.status != "verified" else "",
                 )
             )
-            rows.append(TableRow(row, "standardised difference", r.std_diff, units="sd"))
-        else:
-            rows.append(
-                TableRow(row, "reference range low", r.range_lo, units=r.units, note=f"{r.source} [{r.status}]")
+            if r.ref_mean is not None and not pd.isna(r.ref_mean):
+                rows.append(
+                    TableRow(
+                        row,
+                        "reference",
+                        r.ref_mean,
+                        sd=r.ref_sd,
+                        units=r.units,
+                        note=f"{r.source} [{r.status}]" if r.status != "verified" else "",
+                    )
+                )
+                rows.append(TableRow(row, "standardised difference", r.std_diff, units="sd"))
+            else:
+                rows.append(
+                    TableRow(row, "reference range low", r.range_lo, units=r.units, note=f"{r.source} [{r.status}]")
+                )
+                rows.append(TableRow(row, "reference range high", r.range_hi, units=r.units))
+            rows.append(TableRow(row, "fraction within reference range", r.frac_in_range))
+        if rep is not None and rows:
+            measured = (
+                "phenotypes measured from the phantom's label maps (manifest *_measured columns)"
+                if cohort.dataset == "phantom"
+                else "phenotypes measured from the ED/ES labels with cmrkit.clinical"
             )
-            rows.append(TableRow(row, "reference range high", r.range_hi, units=r.units))
-        rows.append(TableRow(row, "fraction within reference range", r.frac_in_range))
-    n_h = int(np.sum(healthy))
-    if rep is not None:
-        rep.save_table(
-            "bg_phenotypes_vs_reference",
-            rows,
-            notes=[
-                f"Cohort: {n_h} of {len(table)} subjects without regional dysfunction, phenotypes measured from the "
-                "phantom's label maps (manifest *_measured columns); LVSV = EDV − ESV, LVMi = LVM / BSA (Mosteller).",
-                "References: Petersen et al. 2017 UK Biobank reference ranges (healthy "
-                "Caucasians 45-74 y; LVEF and LVM/BSA verified, LVSV and the female 95 % ranges third-party "
-                "transcriptions); "
-                "Petersen's LVEDV/LVESV/RV mean ± sd could not be read, so Hudsmith et al. 2005 (SSFP, Oxford, not UK "
-                "Biobank) stands in; RVEDV normal-zone limits are loose sanity bounds.",
-                "Reference range: the published range where given, else mean ± 1.96 sd. Standardised difference = "
-                "(cohort mean − reference mean) / reference sd.",
-                "The reference cohorts exclude smokers, hypertension and BMI ≥ 30, the phantom cohort does not.",
-            ],
-        )
-    vals = _phenotype_values(table.loc[np.asarray(healthy)].reset_index(drop=True))
-    sexes = realism.sex_labels(table.loc[np.asarray(healthy), "sex"].reset_index(drop=True))
+            rep.save_table(
+                "bg_phenotypes_vs_reference",
+                rows,
+                notes=[
+                    f"Cohort: {n_h} of {len(table)} subjects {compared}, {measured}; LVSV = EDV − ESV, "
+                    "LVMi = LVM / BSA (Mosteller).",
+                    "References: Petersen et al. 2017 UK Biobank reference ranges (healthy "
+                    "Caucasians 45-74 y; LVEF and LVM/BSA verified, LVSV and the female 95 % ranges third-party "
+                    "transcriptions); "
+                    "Petersen's LVEDV/LVESV/RV mean ± sd could not be read, so Hudsmith et al. 2005 (SSFP, Oxford, not "
+                    "UK Biobank) stands in; RVEDV normal-zone limits are loose sanity bounds.",
+                    "Reference range: the published range where given, else mean ± 1.96 sd. Standardised difference = "
+                    "(cohort mean − reference mean) / reference sd.",
+                    "The reference cohorts exclude smokers, hypertension and BMI ≥ 30, the "
+                    + ("phantom cohort does not." if cohort.dataset == "phantom" else "run's cohort may not."),
+                ],
+                left_out=left_out,
+            )
+        elif rep is not None:
+            rep.skip("bg_phenotypes_vs_reference", "no compared subject has a phenotype with a reference value")
+    vals = _phenotype_values(sub)
+    groups = [("female", "women", "C3"), ("male", "men", "C0")] if by_sex else [(None, "all", "0.3")]
     fig, axes = plt.subplots(2, 3, figsize=(9.6, 5.6))
     rng = np.random.default_rng(0)
-    for ax, (ph, name) in zip(axes.ravel(), _DIST_PANELS):
-        for i, sex in enumerate(("female", "male")):
+    for ax, (ph, label) in zip(axes.ravel(), _DIST_PANELS):
+        for i, (sex, _, col) in enumerate(groups):
             x0 = 2.0 * i
-            v = vals.loc[sexes == sex, ph].dropna().to_numpy(float) if ph in vals.columns else np.array([])
-            col = "C3" if sex == "female" else "C0"
+            sel = (sexes == sex).to_numpy() if sex is not None else np.ones(len(vals), bool)
+            v = vals.loc[sel, ph].dropna().to_numpy(float) if ph in vals.columns else np.array([])
             if v.size:
                 ax.scatter(
                     x0 + rng.uniform(-0.18, 0.18, v.size), v, s=12, color=col, alpha=0.8, zorder=3, edgecolor="none"
@@ -1194,7 +1442,11 @@ def phenotype_distributions(cohort: Cohort, rep: Report | None = None) -> tuple[
                 if v.size >= 3:
                     bp = ax.boxplot([v], positions=[x0], widths=0.5, showfliers=False, patch_artist=True)
                     bp["boxes"][0].set_facecolor("none")
-            refs = [r for r in realism.UKB_REFERENCE if r.phenotype == ph and r.sex == sex]
+            elif i == 0 and not (ph in vals.columns and np.isfinite(vals[ph].to_numpy(float)).any()):
+                why = "needs height and weight" if ph == "LVMi" else "not delineated in the labels"
+                ax.text(0.03, 0.97, f"no values: {why}", transform=ax.transAxes, va="top", fontsize=7, color="0.35")
+            ref_sexes = (sex,) if sex is not None else ("female", "male")
+            refs = [r for r in realism.UKB_REFERENCE if r.phenotype == ph and r.sex in ref_sexes]
             for jj, r in enumerate(refs):
                 xr = x0 + 0.55 + 0.22 * jj
                 rg = r.range
@@ -1203,42 +1455,48 @@ def phenotype_distributions(cohort: Cohort, rep: Report | None = None) -> tuple[
                     ax.plot([xr, xr], rg, color=style, lw=2.2 if r.status != "loose" else 1.2, solid_capstyle="butt")
                 if r.mean is not None:
                     ax.plot([xr - 0.08, xr + 0.08], [r.mean] * 2, color=style, lw=2)
+                tag = "P" if r.source.startswith("Petersen") else "H"
                 ax.text(
                     xr,
                     rg[1] if rg else (r.mean or 0),
-                    "P" if r.source.startswith("Petersen") else "H",
+                    tag if sex is not None else f"{tag}{'♀' if r.sex == 'female' else '♂'}",
                     fontsize=6,
                     ha="center",
                     va="bottom",
                     color=style,
                 )
-        ax.set_xticks([0.2, 2.2], ["women", "men"], fontsize=8)
-        ax.set_xlim(-0.7, 3.3)
-        ax.set_title(name, fontsize=9)
+        ax.set_xticks([2.0 * i + 0.2 for i in range(len(groups))], [g[1] for g in groups], fontsize=8)
+        ax.set_xlim(-0.7, 3.3 if by_sex else 1.7)
+        ax.set_title(label, fontsize=9)
         ax.tick_params(labelsize=7)
     from matplotlib.lines import Line2D
 
-    handles = [
-        Line2D([], [], color="C3", marker="o", ls="none", ms=4, label="phantom, women"),
-        Line2D([], [], color="C0", marker="o", ls="none", ms=4, label="phantom, men"),
+    handles = [Line2D([], [], color=col, marker="o", ls="none", ms=4, label=f"{name}, {g}") for _, g, col in groups]
+    handles += [
         Line2D([], [], color="k", lw=2, label="reference 95 % range (verified)"),
         Line2D([], [], color="0.45", lw=2, label="(transcribed)"),
         Line2D([], [], color="0.7", lw=1.2, label="(normal zone, loose)"),
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
     fig.suptitle(
-        f"Phantom phenotypes ({n_h} subjects without regional dysfunction) vs reference values "
+        f"{name[0].upper()}{name[1:]} phenotypes ({n_h} subjects {compared.split(' (')[0]}) vs reference values "
         "(P: Petersen 2017 UK Biobank; H: Hudsmith 2005)",
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    if not by_sex:
+        fig_left["split by sex"] = no_sex or ""
     if rep is not None:
         rep.save_figure(
             fig,
             "bg_phenotype_distributions",
-            caption="Phenotypes of the phantom cohort (subjects without regional dysfunction, measured from "
-            "the label maps) by sex, against reference ranges (bars: mean ± 1.96 sd or the published "
-            "range; tick: mean) from Petersen et al. 2017 (UK Biobank) and Hudsmith et al. 2005.",
+            caption=f"Phenotypes of the {name} cohort (subjects {compared}, measured from "
+            "the label maps) "
+            + ("by sex, " if by_sex else "of both sexes together (the data set records no sex), ")
+            + "against reference ranges (bars: mean ± 1.96 sd or the published "
+            "range; tick: mean) from Petersen et al. 2017 (UK Biobank) and Hudsmith et al. 2005"
+            + ("." if by_sex else " for women (♀) and men (♂)."),
+            left_out=fig_left,
         )
     return fig, cmp
 
@@ -1278,5 +1536,7 @@ def run_all(cfg: Config, rep: Report, *, interactive: bool = False, progress: bo
     f, out["phenotypes"] = phenotype_distributions(cohort, rep)
     figs.append(f)
     for f in figs:
-        plt.close(f)
+        if f is not None:
+            plt.close(f)
+    out["left_out"] = rep.skipped()
     return out
