@@ -60,7 +60,7 @@ def _f(id, nb, title, thesis_item=True):
 
 REGISTRY: tuple[Artefact, ...] = (
     # background notebook (the kit's own)
-    _t("bg_indices", "00_background", "Functional indices of a few phantom subjects (clinical.py)", thesis_item=False),
+    _t("bg_indices", "00_background", "Functional indices of a few subjects (clinical.py)", thesis_item=False),
     _t(
         "bg_phenotypes_vs_reference",
         "00_background",
@@ -70,18 +70,21 @@ REGISTRY: tuple[Artefact, ...] = (
     _t(
         "bg_realism",
         "00_background",
-        "Phantom realism: contrast, SNR, tag period and fading vs real data",
+        "Realism of the run's images: contrast, SNR, tag period and fading vs real data",
         thesis_item=False,
     ),
-    _f("bg_cardiac_cycle", "00_background", "Volume curve of a phantom subject with ED/ES marked", thesis_item=False),
+    _f("bg_cardiac_cycle", "00_background", "Volume curve of one subject with ED/ES marked", thesis_item=False),
     _f(
         "bg_cine_viewer",
         "00_background",
-        "Slice x frame montage of a phantom cine (static view of the viewer)",
+        "Slice x frame montage of one cine (static view of the viewer)",
         thesis_item=False,
     ),
     _f(
-        "bg_real_vs_phantom", "00_background", "Real M&Ms and phantom short-axis slices side by side", thesis_item=False
+        "bg_real_vs_phantom",
+        "00_background",
+        "Short-axis slices of real M&Ms beside the run's data set (the phantom by default)",
+        thesis_item=False,
     ),
     _f(
         "bg_tagging_physics",

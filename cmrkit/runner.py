@@ -215,7 +215,7 @@ def reproduce(
         except Exception as exc:  # papermill execution errors, kernel deaths, timeouts
             if getattr(exc, "ename", None) == "NotApplicable":  # cmrkit.chapters.NotApplicable in the kernel
                 status = NOT_APPLICABLE
-                reason = str(getattr(exc, "evalue", "")).strip().removeprefix(f"{nb.stem} ")
+                reason = str(getattr(exc, "evalue", "")).strip().splitlines()[0].removeprefix(f"{nb.stem} ")
             else:
                 failures += 1
                 status, error = (

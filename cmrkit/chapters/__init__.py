@@ -71,7 +71,7 @@ class NotApplicable(RuntimeError):
 
     def __init__(self, notebook: str, reason: str, detail: str = "") -> None:
         self.notebook, self.reason = notebook, reason
-        super().__init__(f"{notebook} {reason}" + (f" ({detail})" if detail else ""))
+        super().__init__(f"{notebook} {reason}" + (f"\n{detail}" if detail else ""))
 
 
 def check_needs(notebook: str, needs: Mapping[str, Sequence[str]]) -> None:
@@ -226,7 +226,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         module.run_all(cfg, rep, progress=args.progress)
     except NotApplicable as exc:
         write_index(rep.root, cfg.profile)
-        print(f"cmrkit run: {exc}; its artefacts are listed as left out in {rep.root}", file=sys.stderr)
+        print(f"cmrkit run: {ch.notebook} {exc.reason}; its artefacts are listed as left out in {rep.root}", file=sys.stderr)
         return 3
     write_index(rep.root, cfg.profile)
     print(f"artefacts written under {rep.root}")

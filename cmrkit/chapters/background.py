@@ -77,6 +77,7 @@ __all__ = [
     "strain_bullseye",
     "strain_summary",
     "phenotype_distributions",
+    "phenotype_explorer",
     "run_all",
 ]
 
@@ -142,6 +143,11 @@ def _pick_subject(cohort: Cohort, healthy: bool = True, among: Sequence[str] | N
 def _name(cohort: Cohort) -> str:
     """The run's data set in figure labels (``"phantom"``, ``"M&Ms"``, ``"DICOM"``, ...)."""
     return _DATASET_NAMES.get(cohort.dataset, cohort.dataset)
+
+
+def _run_group(cohort: Cohort) -> str:
+    """The run's data set beside the real M&Ms reference cases: ``"phantom"``, ``"M&Ms (this run)"``."""
+    return "phantom" if cohort.dataset == "phantom" else f"{_name(cohort)} (this run)"
 
 
 def _unmet(cohort: Cohort, rep: Report | None, artefact: str) -> str | None:
@@ -618,7 +624,7 @@ def real_vs_phantom(
             [0, 1],
             [
                 f"M&Ms\n({len(real)} cases)",
-                f"{name}\n({len(meas['phantom'])})",
+                f"{_run_group(cohort)}\n({len(meas['phantom'])})".replace(" (this run)", "\nthis run"),
             ],
             fontsize=7,
         )
@@ -788,7 +794,7 @@ def realism_table(
                     ),
                 )
             )
-    for group, meas in (("M&Ms", real_measurements), (_name(cohort), phantom_measurements)):
+    for group, meas in (("M&Ms", real_measurements), (_run_group(cohort), phantom_measurements)):
         if not meas:
             rows.append(
                 TableRow(f"cine/{group}/all", "cases", 0.0, note=f"{_no_real_data(real_dir)}: no real-data comparison")
@@ -1499,6 +1505,25 @@ def phenotype_distributions(cohort: Cohort, rep: Report | None = None) -> tuple[
             left_out=fig_left,
         )
     return fig, cmp
+
+
+def phenotype_explorer(cohort: Cohort, comparison: pd.DataFrame | None = None) -> Any:
+    """The interactive view of :func:`phenotype_distributions`: every labelled subject (hover: which)
+    by sex when the cohort records it (else all together), beside the reference ranges of
+    ``comparison`` (a plotly figure, :func:`cmrkit.interactive.phenotype_distributions`)."""
+    from ..interactive import phenotype_distributions as explorer
+
+    ok, _ = cohort.select("labels")
+    table = cohort.table.loc[cohort.table["subject_id"].astype(str).isin(ok)].reset_index(drop=True)
+    values = _phenotype_values(table)
+    by = None
+    if "sex" in table.columns and table["sex"].notna().any():
+        values["sex"] = realism.sex_labels(table["sex"]).fillna("sex unknown")
+        by = "sex"
+    cols = [c for c in ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "LVMi", "RVEDV", "RVESV", "RVEF") if c in values]
+    cols = [c for c in cols if np.isfinite(values[c].to_numpy(float)).any()]
+    ref = comparison if comparison is not None and len(comparison) and by is not None else None
+    return explorer(values, cols, by=by, reference=ref, title=f"{_name(cohort)} phenotypes")
 
 
 # ================================================================================ all

@@ -34,12 +34,16 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
+from ..io.cohort import needs_reason
+from ..registry import for_notebook
 from ..report import Report, TableRow
 from ..runs import run_dir
+from . import NotApplicable, leave_out
 
 __all__ = [
     "NOTEBOOK",
     "STEPS",
+    "NEEDS",
     "REGIONS",
     "SCENARIOS",
     "PairData",
@@ -79,6 +83,12 @@ STEPS = (
     "ablation",
     "browse_test_set",
 )
+#: what the artefacts need from the data set (the chapter contract): paired cine and tagging, and for
+#: the comparison with the true strain (Fig 4.11, kit version) the phantom's ground truth
+NEEDS: dict[str, tuple[str, ...]] = {
+    **{a.id: ("cine", "tagging") for a in for_notebook(NOTEBOOK)},
+    "fig_4_11": ("cine", "tagging", "ground_truth"),
+}
 REGIONS = ("basal", "mid", "apical")
 #: Table 4.1 scenarios: (name, source channels given to the model, output channel)
 SCENARIOS = (
@@ -155,11 +165,16 @@ def split_by_subject(subjects: Sequence[str], fractions: Sequence[float], seed: 
     return dict(zip(order, names))
 
 
-def load_pairs(cfg: Config, *, max_subjects: int | None = None, progress: bool = False) -> PairData:
+def load_pairs(
+    cfg: Config, *, max_subjects: int | None = None, progress: bool = False, rep: Report | None = None
+) -> PairData:
     """Read the data set of ``cfg`` into paired slices (see the module docstring).
 
     Needs subjects with cine and tagging (phantom, UK Biobank layout). Tagging slices without a
-    cine slice within half a slice spacing of their plane are dropped (reported in ``meta``).
+    cine slice within half a slice spacing of their plane are dropped (reported in ``meta``). A data
+    set without cine or without any tagging (M&Ms, ACDC, DICOM cine) raises
+    :class:`cmrkit.chapters.NotApplicable` ("needs tagging; this data set has none") after recording
+    every artefact of the chapter as left out in ``rep``.
     """
     from ..io import iter_subjects
     from ..preprocess import matching_cine_slice, prepare_subject, resample_inplane
@@ -188,9 +203,11 @@ def load_pairs(cfg: Config, *, max_subjects: int | None = None, progress: bool =
     }
     dropped: list[str] = []
     has_truth = True
+    provides: set[str] = set()
     for i, subj in enumerate(iter_subjects(cfg.data_dir, cfg.dataset)):
         if max_subjects is not None and i >= max_subjects:
             break
+        provides |= {f for f, ok in (("cine", subj.cine is not None), ("tagging", bool(subj.tagging))) if ok}
         if subj.cine is None or not subj.tagging:
             dropped.append(f"{subj.subject_id}: no cine or no tagging")
             continue
@@ -248,6 +265,11 @@ def load_pairs(cfg: Config, *, max_subjects: int | None = None, progress: bool =
                     es = truth["es_tag"]
             rows["es"].append(-1 if es is None else int(es))
     if not rows["cine"]:
+        lacks = [f for f in ("cine", "tagging") if f not in provides]
+        if lacks:
+            if rep is not None:
+                leave_out(rep, NEEDS, provides)
+            raise NotApplicable(NOTEBOOK, needs_reason(lacks), f"{cfg.data_dir}: {'; '.join(dropped[:3])}")
         raise ValueError(f"no cine/tagging pairs found in {cfg.data_dir} ({cfg.dataset}); dropped: {dropped[:5]}")
     split_of = split_by_subject(rows["subject"], c.split, cfg.seed)
     truth_ok = has_truth and len(rows["landmarks"]) == len(rows["cine"])
@@ -780,6 +802,8 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
             "(the kit's replacement for the thesis' UK Biobank reference comparison)",
         )
         show(fig)
+    else:
+        rep.skip("fig_4_11", needs_reason(["ground_truth"]))
 
 
 def tracking_without_annotations(data: PairData, tr: Mapping[str, Any], j: int = 0) -> tuple[pd.DataFrame, Any]:
@@ -1145,7 +1169,7 @@ def run_all(cfg: Config, rep: Report, *, interactive: bool = False, progress: bo
     """Every step of the chapter (what ``cmrkit run smcvae_strain`` executes); figures are closed."""
     import matplotlib.pyplot as plt
 
-    data = load_pairs(cfg)
+    data = load_pairs(cfg, rep=rep)
     rep.dataset = f"{rep.dataset}, {data.meta['n_subjects']} subjects"
     res = train_smcvae(cfg, data, progress=progress)
     outputs = synthesis_scenarios(res.model, data)
