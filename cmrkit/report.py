@@ -590,6 +590,17 @@ def _notebook_links(root: Path, stem: str) -> tuple[str | None, str | None]:
     return page, raw
 
 
+def _sub_reports(root: Path) -> list[tuple[str, str]]:
+    """Report folders of runs on other data sets inside ``root`` (``reports/<profile>/<dataset>/``):
+    ``(folder name, data set)``, so the phantom report links them without counting their artefacts."""
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        claim = _read_json(d / DATASET_FILE)
+        if claim.get("dataset"):
+            out.append((d.name, f"{claim['dataset']} ({claim.get('data_dir', '')})"))
+    return out
+
+
 def _stray(root: Path) -> list[str]:
     known = {a.id for a in REGISTRY}
     return sorted(
@@ -608,6 +619,12 @@ def _index_markdown(root: Path, profile: str, run: Mapping[str, Any], claimed: M
     info = _run_line(run, claimed)
     if info:
         lines += [info, ""]
+    others = _sub_reports(root)
+    if others:
+        lines += [
+            "Runs on other data sets, reported apart: " + ", ".join(f"[{d}]({n}/index.md)" for n, d in others),
+            "",
+        ]
     lines += [
         "Thesis values were measured on UK Biobank; this run's values come from the data set named in each table.",
         "Read this report as a web page: index.html.",
@@ -742,6 +759,13 @@ def _index_html(root: Path, profile: str, run: Mapping[str, Any], claimed: Mappi
         "<p>Thesis values were measured on UK Biobank; this run's values come from the data set named in each "
         "table.</p>",
         f"<div class='coverage'>{_e(coverage_line(root))}</div>",
+        (
+            "<p>Runs on other data sets, reported apart: "
+            + ", ".join(f"<a href='{_e(n)}/index.html'>{_e(d)}</a>" for n, d in _sub_reports(root))
+            + "</p>"
+        )
+        if _sub_reports(root)
+        else "",
         "</header>",
         "<nav><a href='#notebooks'>Notebooks</a><a href='#figures'>Figures</a><a href='#tables'>Tables</a>"
         "<a href='#left-out'>Left out</a><a href='#missing'>Missing</a><a href='index.md'>index.md</a></nav><main>",

@@ -228,3 +228,126 @@ def test_by_id_unknown():
 
 def test_fmt_handles_inf_and_nan():
     assert report._fmt(math.inf) == "inf" and report._fmt(float("nan")) == "-"
+
+
+# ---------------------------------------------------------------------- artefacts left out for a reason
+def test_skip_records_the_reason_and_the_index_lists_it_apart_from_missing(tmp_path, capsys):
+    from cmrkit.registry import for_notebook
+
+    rep = _report(tmp_path)
+    rep.save_table("table_4_1", [TableRow("reconstruction_tagging/apical", "SSIM", 0.5)])  # an earlier run's
+    rep.skip("table_4_1", "needs tagging; this data set has none")
+    assert capsys.readouterr().out.strip() == "table_4_1 left out: needs tagging; this data set has none"
+    # the stale files of the earlier run are gone: the index describes this run
+    assert not any((tmp_path / "tables").glob("table_4_1.*"))
+    rec = json.loads((tmp_path / report.SKIPPED_DIR / "table_4_1.json").read_text())
+    assert rec["reason"] == "needs tagging; this data set has none" and rec["notebook"] == "01_smcvae_strain"
+    assert rec["dataset"] == "phantom (test)" and "git_sha" in rec
+    for a in for_notebook("01_smcvae_strain"):
+        if a.id not in ("table_4_1", "fig_4_4"):
+            rep.skip(a.id, "needs tagging; this data set has none")
+    fig, _ = plt.subplots()
+    rep.save_figure(fig, "fig_4_4")
+    plt.close(fig)
+    assert rep.skipped()["table_4_2"] == "needs tagging; this data set has none" and "fig_4_4" not in rep.skipped()
+    st = rep.artefact_status(require=True)  # left out for a reason: not an error
+    assert st.set_index("id").loc["table_4_1", "status"] == "left out: needs tagging; this data set has none"
+    assert st.set_index("id").loc["fig_4_4", "status"] == "written"
+    n_left = len(for_notebook("01_smcvae_strain")) - 1
+    cov = report.coverage(tmp_path)
+    assert cov["left_out"][0] == n_left and cov["figures"][0] == 1 and cov["tables"][0] == 0
+    assert report.coverage_line(tmp_path).endswith(f", left out for this data set {n_left}")
+    md = write_index(tmp_path, "smoke").read_text()
+    assert (
+        "| table_4_1 | Table 4.1: reconstruction and cross-synthesis quality by region | 01_smcvae_strain | "
+        "left out: needs tagging; this data set has none |" in md
+    )
+    assert "| table_5_1 | Table 5.1: 3D generation fidelity and diversity | 04_baselines | missing |" in md
+    html = (tmp_path / "index.html").read_text()
+    left = html.split(f"<h2 id='left-out'>Left out for this data set ({n_left})</h2>")[1].split("<h2")[0]
+    assert "<td>table_4_1</td>" in left and "<td class='left-out'>needs tagging; this data set has none</td>" in left
+    missing = html.split("<h2 id='missing'>")[1]
+    assert "table_4_1" not in missing and "table_5_1" in missing
+    # saving the artefact later (e.g. the data set gained tagging) drops the record
+    rep.save_table("table_4_1", [TableRow("reconstruction_tagging/apical", "SSIM", 0.5)])
+    assert not (tmp_path / report.SKIPPED_DIR / "table_4_1.json").exists() and "table_4_1" not in rep.skipped()
+
+
+def test_skip_needs_a_reason_and_the_notebooks_own_artefact(tmp_path):
+    rep = _report(tmp_path)
+    with pytest.raises(ValueError, match="give the reason"):
+        rep.skip("table_4_1", "  ")
+    with pytest.raises(ValueError, match="belongs to notebook '00_background'"):
+        rep.skip("bg_indices", "needs labels")
+    with pytest.raises(KeyError, match="not in cmrkit.registry.REGISTRY"):
+        rep.skip("table_9_9", "x")
+
+
+def test_left_out_subjects_are_named_in_notes_caption_and_index(tmp_path, capsys):
+    rep = _report(tmp_path, notebook="00_background")
+    rep.save_table(
+        "bg_indices", [TableRow("B", "LVEDV", 150.0)], notes=["n1"], left_out={"A": "no labels at ED and ES"}
+    )
+    fig, _ = plt.subplots()
+    rep.save_figure(fig, "bg_cine_viewer", caption="cap", left_out={"A": "no cine image"})
+    plt.close(fig)
+    out = capsys.readouterr().out
+    assert (
+        "bg_indices: Left out: A (no labels at ED and ES)" in out
+        and "bg_cine_viewer: Left out: A (no cine image)" in out
+    )
+    md = (tmp_path / "tables" / "bg_indices.md").read_text()
+    assert "- n1\n- Left out: A (no labels at ED and ES)" in md
+    assert json.loads((tmp_path / "tables" / "bg_indices.json").read_text())["left_out"] == {
+        "A": "no labels at ED and ES"
+    }
+    assert json.loads((tmp_path / "figures" / "bg_cine_viewer.json").read_text())["left_out"] == {"A": "no cine image"}
+    index = write_index(tmp_path, "smoke").read_text()
+    assert "| present; left out: A (no cine image) |" in index
+    html = (tmp_path / "index.html").read_text()
+    assert "<div class='left-out'>Left out: A (no cine image)</div>" in html
+    assert "<li>Left out: A (no labels at ED and ES)</li>" in html
+
+
+def test_a_run_on_another_data_set_never_counts_the_phantom_run(tmp_path, monkeypatch):
+    """reports/<profile>/ holds the phantom run, reports/<profile>/<dataset>/ a run on real data: the
+    coverage line and the index of the latter describe that run only."""
+    monkeypatch.setattr(report, "REPO_ROOT", tmp_path)
+    phantom = Report(
+        profile="smoke",
+        seed=0,
+        dataset="phantom",
+        notebook="00_background",
+        parameters={"dataset": "phantom", "data_dir": str(tmp_path / "ph")},
+    )
+    assert phantom.root == tmp_path / "reports" / "smoke"
+    for art in ("bg_indices", "bg_realism"):
+        phantom.save_table(art, [TableRow("x", "y", 1.0)])
+    fig, _ = plt.subplots()
+    phantom.save_figure(fig, "bg_cine_viewer")
+    plt.close(fig)
+    mnms = Report(
+        profile="smoke",
+        seed=0,
+        dataset="mnms",
+        notebook="00_background",
+        parameters={"dataset": "mnms", "data_dir": str(tmp_path / "mm")},
+    )
+    assert mnms.root == tmp_path / "reports" / "smoke" / "mnms"
+    mnms.save_table("bg_indices", [TableRow("x", "y", 2.0)])
+    mnms.skip("bg_phenotypes_vs_reference", "needs a 'sex' covariate; this data set has none")
+    write_index(phantom.root, "smoke")
+    write_index(mnms.root, "smoke")
+    assert report.coverage_line(mnms.root) == (
+        "Coverage: thesis tables 0/10, thesis figures 0/16, kit artefacts 1/11, left out for this data set 1"
+    )
+    assert report.coverage_line(phantom.root) == "Coverage: thesis tables 0/10, thesis figures 0/16, kit artefacts 3/11"
+    md = (mnms.root / "index.md").read_text()
+    assert "data set mnms" in md and "[bg_indices]" in md and "[bg_realism]" not in md and "[bg_cine_viewer]" not in md
+    html = (mnms.root / "index.html").read_text()
+    assert "bg_realism.csv" not in html and "figures/bg_cine_viewer.png" not in html
+    assert "needs a &#x27;sex&#x27; covariate" in html
+    ph_md = (phantom.root / "index.md").read_text()
+    assert "left out" not in ph_md  # the phantom run is untouched, and links the other run
+    assert f"Runs on other data sets, reported apart: [mnms ({tmp_path / 'mm'})](mnms/index.md)" in ph_md
+    assert "<a href='mnms/index.html'>" in (phantom.root / "index.html").read_text()

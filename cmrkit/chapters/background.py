@@ -1310,7 +1310,7 @@ def _compared_subjects(cohort: Cohort) -> tuple[np.ndarray, dict[str, str], str]
     if cohort.dataset == "phantom" or known.any():
         for sid, p in zip(table["subject_id"].astype(str), patho):
             if cohort.dataset != "phantom" and sid in ok and p not in ("none", "unknown"):
-                left_out[sid] = f"pathology {p} (the reference cohorts are healthy)"
+                left_out[sid] = f"pathology {p}; the reference cohorts are healthy"
         mask = labelled & (healthy | ~known)
         what = "without a recorded pathology" if cohort.dataset != "phantom" else "without regional dysfunction"
     else:

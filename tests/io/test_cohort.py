@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from cmrkit.clinical import MEASURED_COLUMNS
-from cmrkit.io.cohort import Cohort, load_cohort, load_real_mnms, mid_slice
+from cmrkit.io.cohort import FEATURES, Cohort, load_cohort, load_real_mnms, mid_slice, needs_reason
+from cmrkit.utils import REPO_ROOT
 
-from .test_mnms import write_derived
+from .test_mnms import write_byod_mnms, write_derived
 from .test_ukbb import SHAPE, make_cohort_subject, write_manifest
 
 
@@ -100,3 +101,72 @@ def test_load_real_mnms_skips_labels_only_cases_and_absent_folders(tmp_path):
     cases = load_real_mnms(tmp_path)
     assert [s.subject_id for s in cases] == ["better_AAA111"]
     assert cases[0].cine is not None and cases[0].cine_labels is not None
+
+
+# ----------------------------------------------------------------------------- heterogeneous real folders
+def test_needs_reason_wording():
+    assert needs_reason(["tagging"]) == "needs tagging; this data set has none"
+    assert needs_reason(["cine", "tagging"]) == "needs cine images and tagging; this data set has neither"
+    assert needs_reason(["cine", "tagging", "sex"]).endswith("; this data set has none of them")
+    with pytest.raises(ValueError, match="expected names from"):
+        needs_reason(["covariates"])
+    with pytest.raises(ValueError):
+        needs_reason([])
+
+
+def test_folder_without_covariates_and_a_labels_only_subject(tmp_path):
+    written = write_byod_mnms(tmp_path)
+    c = load_cohort(tmp_path, "mnms")
+    assert c.ids == ["AAA000", "BBB111", "CCC222", "DDD333"]
+    ok, skipped = c.select("cine", "labels")
+    assert ok == ["BBB111", "CCC222", "DDD333"] and skipped == {"AAA000": "no cine image"}
+    assert c.select("labels") == (c.ids, {})  # the labels-only case has labels
+    assert c.select("cine", "sex")[1]["AAA000"] == "no cine image, no 'sex' covariate"
+    assert c.provides() == {"cine", "labels"}
+    assert c.unmet(["cine", "labels"]) is None
+    assert c.unmet(["labels", "sex"]) == "needs a 'sex' covariate; this data set has none"
+    assert c.unmet(["tagging"]) == "needs tagging; this data set has none"
+    assert c.measured_ids() == ok
+    assert list(c.table["pathology"]) == ["unknown"] * 4 and "sex" not in c.table.columns
+    # the labels-only case's phenotypes are measured from its labels (independent voxel count)
+    vox_ml = 1.6 * 1.6 * 8.0 / 1000.0
+    row = c.table.set_index("subject_id").loc["AAA000"]
+    assert row["lvedv_ml_measured"] == pytest.approx((written["AAA000"]["ED"] == 1).sum() * vox_ml)
+    text = c.describe()
+    assert "4 subjects (mnms): 3 with a cine and labels at ED and ES" in text and "AAA000: no cine image" in text
+    assert "a 'sex' covariate: 0 of 4 subjects" in text and "tagging: 0 of 4 subjects" in text
+
+
+def test_metadata_csv_gives_sex_age_size_and_diagnosis(tmp_path):
+    write_byod_mnms(tmp_path, covariates=True)
+    c = load_cohort(tmp_path, "mnms")
+    t = c.table.set_index("subject_id")
+    assert list(t["sex"]) == ["M", "F", "M", "F"] and list(t["age"]) == [60, 45, 52, 70]
+    assert t.loc["CCC222", "height_cm"] == 180.0 and np.isnan(t.loc["DDD333", "weight_kg"])
+    # the release's diagnosis: NOR is a normal heart ("none", as in the phantom manifest), the rest kept
+    assert list(t["pathology"]) == ["DCM", "none", "none", "none"]
+    assert c.healthy_ids() == ["BBB111", "CCC222", "DDD333"] and c.pathological_ids() == ["AAA000"]
+    assert c.provides() == {"cine", "labels", "sex", "height_weight"}
+    assert c.select("height_weight") == (["AAA000", "BBB111", "CCC222"], {"DDD333": "no height and weight"})
+
+
+def test_phantom_cohort_provides_everything_without_reading_subjects(tmp_path):
+    _phantom_cohort(tmp_path)
+    c = load_cohort(tmp_path, "phantom")
+    c.subject = None  # any read would fail
+    # this manifest records sex but not height and weight: covariates come from the table
+    assert c.provides() == set(FEATURES) - {"height_weight"}
+    assert c.select("cine", "tagging", "ground_truth", "sex") == (c.ids, {})
+
+
+def test_undelineated_structures_are_nan_not_zero():
+    """Sunnybrook contours delineate the LV (and the myocardium at ED only), no RV: its RV volumes are
+    unknown, not 0 mL, and the LV phenotypes are measured."""
+    c = load_cohort(REPO_ROOT / "tests" / "data" / "sunnybrook", "dicom")
+    row = c.table.iloc[0]
+    assert np.isnan(row["rvedv_ml_measured"]) and np.isnan(row["rvef_pct_measured"])
+    assert row["lvedv_ml_measured"] > row["lvesv_ml_measured"] > 0 and row["lvm_g_measured"] > 0
+    assert c.undelineated("SCD0000301") == ["MYO at ES", "RV"]
+    ph = c.phenotypes("SCD0000301")
+    assert np.isnan(ph["RVEDV"]) and ph["LVEDV"] == pytest.approx(row["lvedv_ml_measured"])
+    assert "not delineated in the labels: MYO at ES, RV" in c.describe()

@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from cmrkit.io import DataError, MissingFileError, load_subject
+from cmrkit.io import DataError, MissingFileError, iter_subjects, load_subject
 from cmrkit.io.dicom import contour_mask, read_contour_txt, read_dicom_series
 from cmrkit.utils import REPO_ROOT
 
@@ -171,3 +171,97 @@ def test_full_sunnybrook_series_matches_fixture(realdata):
     for zf, zs in zip(z_full, range(2)):
         np.testing.assert_array_equal(fix.data[:, :, zs, :], full.data[72:184, 68:180, zf][..., [0, 6, 19]])
         np.testing.assert_allclose(fix.affine @ [0, 0, zs, 1], full.affine @ [72, 68, zf, 1], atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- contours as labels
+def _shoelace_px(points: np.ndarray) -> float:
+    """Area of a closed polygon (pixels²), independent of the rasterisation."""
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def test_contours_become_labels_and_set_ed_es():
+    s = load_subject(SERIES, dataset="dicom")
+    assert s.cine_labels.shape == s.cine.shape and s.cine_labels.dtype == np.uint8
+    # contours on phases 6 (t=1) and 19 (t=2); the larger LV blood pool is ED
+    assert s.labelled_frames.tolist() == [False, True, True] and (s.ed_frame, s.es_frame) == (2, 1)
+    assert "largest" in s.meta["ed_es_source"]["ed"]
+    assert s.meta["labelled_structures"] == {1: ("LV",), 2: ("LV", "MYO")}  # epicardium at ED only, no RV
+    assert s.labelled_structures(2) == ("LV", "MYO") and s.labelled_structures(0) == ()
+    assert not (s.cine_labels == 3).any() and not (s.cine_labels[..., 0] != 0).any()
+    for z in range(2):
+        for t in (1, 2):
+            n = int(read_dicom_series(SERIES).instance_numbers[z, t])
+            endo_pts = read_contour_txt(SERIES / "contours" / f"IM-0001-{n:04d}-icontour-manual.txt")
+            lab = s.cine_labels[:, :, z, t]
+            np.testing.assert_array_equal(lab == 1, contour_mask(endo_pts, (112, 112)))
+            assert (lab == 1).sum() == pytest.approx(_shoelace_px(endo_pts), rel=0.08)
+            epi = SERIES / "contours" / f"IM-0001-{n:04d}-ocontour-manual.txt"
+            if epi.exists():
+                ring = contour_mask(read_contour_txt(epi), (112, 112)) & ~(lab == 1)
+                np.testing.assert_array_equal(lab == 2, ring)
+            else:
+                assert not (lab == 2).any()
+
+
+def test_contours_in_the_sunnybrook_release_layout(tmp_path):
+    """dicoms/<patient>/ beside contourfiles/<original id>/{i,o}-contours/ and link.csv, as released."""
+    root = tmp_path / "final_data"
+    shutil.copytree(SERIES, root / "dicoms" / "SCD0000301", ignore=shutil.ignore_patterns("contours"))
+    for kind in ("i", "o"):
+        dst = root / "contourfiles" / "SC-HF-I-4" / f"{kind}-contours"
+        dst.mkdir(parents=True)
+        for f in (SERIES / "contours").glob(f"*-{kind}contour-manual.txt"):
+            shutil.copy(f, dst / f.name)
+    (root / "link.csv").write_text("patient_id,original_id\nSCD0000101,SC-HF-I-1\nSCD0000301,SC-HF-I-4\n")
+    subs = list(iter_subjects(root / "dicoms", "dicom"))
+    assert [s.subject_id for s in subs] == ["SCD0000301"]
+    np.testing.assert_array_equal(subs[0].cine_labels, load_subject(SERIES, dataset="dicom").cine_labels)
+    assert subs[0].sources["contours"] == root / "contourfiles" / "SC-HF-I-4"
+    # without the mapping nothing says which contours are this patient's: no labels, not a guess
+    (root / "link.csv").unlink()
+    assert load_subject(root / "dicoms" / "SCD0000301", dataset="dicom").cine_labels is None
+
+
+def test_a_series_folder_or_a_folder_of_series(tmp_path):
+    """The fixture folder holds a series folder and non-DICOM files (README, LICENSE); the series folder
+    itself holds a contours/ folder: both read as one subject."""
+    assert [s.subject_id for s in iter_subjects(FIXTURE, "dicom")] == ["SCD0000301"]
+    assert [s.subject_id for s in iter_subjects(SERIES, "dicom")] == ["SCD0000301"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("x")
+    with pytest.raises(DataError, match="no DICOM files in it or in its sub-folders"):
+        list(iter_subjects(tmp_path, "dicom"))
+
+
+def test_bad_contours_are_named(series_copy):
+    (series_copy / "contours" / "IM-0001-0999-icontour-manual.txt").write_text("1 1\n2 1\n2 2\n")
+    with pytest.raises(DataError, match=r"IM-0001-0999-icontour-manual.txt: no image with InstanceNumber 999"):
+        load_subject(series_copy, dataset="dicom")
+    (series_copy / "contours" / "IM-0001-0999-icontour-manual.txt").unlink()
+    (series_copy / "contours" / "IM-0001-0087-ocontour-manual.txt").write_text("1 1\n9 1\n9 9\n")
+    (series_copy / "contours" / "IM-0001-0087-icontour-manual.txt").unlink()
+    with pytest.raises(DataError, match="0087-ocontour-manual.txt: epicardial contour without the endocardial"):
+        load_subject(series_copy, dataset="dicom")
+
+
+@pytest.mark.realdata
+def test_full_sunnybrook_case_labels(realdata):
+    """The whole SC-HF-I-4 series with its expert contours: ED/ES and LV volumes from the labels agree
+    with the contour polygons (shoelace areas x slice spacing), bright blood inside, dark ring around."""
+    s = next(iter_subjects(realdata / "sunnybrook" / "final_data" / "dicoms", "dicom"))
+    assert s.cine.shape == (256, 256, 10, 20) and np.flatnonzero(s.labelled_frames).tolist() == [6, 19]
+    assert (s.ed_frame, s.es_frame) == (19, 6)
+    series = read_dicom_series(realdata / "sunnybrook" / "final_data" / "dicoms" / "SCD0000301")
+    cdir = realdata / "sunnybrook" / "final_data" / "contourfiles" / "SC-HF-I-4" / "i-contours"
+    vox = float(np.prod(s.spacing))
+    for t in (6, 19):
+        polys = [
+            _shoelace_px(read_contour_txt(cdir / f"IM-0001-{int(n):04d}-icontour-manual.txt"))
+            for n in series.instance_numbers[:, t]
+            if (cdir / f"IM-0001-{int(n):04d}-icontour-manual.txt").exists()
+        ]
+        from_labels = (s.cine_labels[..., t] == 1).sum() * vox / 1000
+        assert from_labels == pytest.approx(sum(polys) * vox / 1000, rel=0.05)
+    lab, img = s.cine_labels[..., 19], s.cine[..., 19]
+    assert img[lab == 1].mean() > 2.0 * img[lab == 2].mean()

@@ -127,3 +127,59 @@ def test_real_mnms_files(realdata):
             assert np.mean(neighbours == 2) > 0.95 and np.mean(neighbours == 3) == 0.0
             filled = np.stack([ndi.binary_fill_holes(lab[..., z] == 2) for z in range(lab.shape[2])], axis=-1)
             assert np.mean(filled[lv]) > 0.8 and np.mean(filled[lab == 3]) < 0.01  # LV inside the ring, RV outside
+
+
+# ----------------------------------------------------------------------------- a heterogeneous folder
+#: (case, LV blood-pool radius at ED in pixels, has images); the labels-only case sorts first, as in the
+#: real folders that stopped notebook 00 at their first subject
+BYOD_CASES = (("AAA000", 7.5, False), ("BBB111", 7.0, True), ("CCC222", 8.0, True), ("DDD333", 6.5, True))
+#: a metadata CSV as the M&Ms release ships it (values made up for the test)
+BYOD_COVARIATES = pd.DataFrame(
+    {
+        "External code": ["AAA000", "BBB111", "CCC222", "DDD333"],
+        "VendorName": ["Siemens", "Philips", "GE", "Canon"],
+        "Vendor": ["A", "B", "C", "D"],
+        "Centre": [1, 2, 3, 4],
+        "ED": [0, 0, 0, 0],
+        "ES": [9, 10, 11, 9],
+        "Age": [60, 45, 52, 70],
+        "Pathology": ["DCM", "NOR", "NOR", "NOR"],
+        "Sex": ["M", "F", "M", "F"],
+        "Height": [175.0, 165.0, 180.0, None],
+        "Weight": [80.0, 62.0, 85.0, None],
+    }
+)
+BYOD_SHAPE, BYOD_AFF = (48, 44, 6), np.diag([1.6, 1.6, 8.0, 1.0])
+
+
+def byod_labels(r_lv: float) -> np.ndarray:
+    """LV blood pool (radius ``r_lv`` px), a 3 px myocardial ring and an RV crescent on slices 0-4 (none on 5)."""
+    x, y = np.meshgrid(np.arange(BYOD_SHAPE[0]), np.arange(BYOD_SHAPE[1]), indexing="ij")
+    r = np.hypot(x - 26, y - 22)
+    sl = np.zeros(BYOD_SHAPE[:2], np.uint8)
+    sl[(np.hypot(x - 13, y - 22) < r_lv + 2) & (r >= r_lv + 3)] = 3
+    sl[r < r_lv + 3] = 2
+    sl[r < r_lv] = 1
+    out = np.repeat(sl[:, :, None], BYOD_SHAPE[2], axis=2)
+    out[..., 5] = 0
+    return out
+
+
+def write_byod_mnms(folder, covariates: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """A flat M&Ms ED/ES folder as real ones come: ``AAA000`` has labels but no images, the others
+    both; with ``covariates`` the release's metadata CSV. Returns the labels written per case and phase."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for case, r_ed, images in BYOD_CASES:
+        rng = np.random.default_rng(len(written))
+        written[case] = {}
+        for ph, r in (("ED", r_ed), ("ES", 0.7 * r_ed)):
+            lab = byod_labels(r)
+            written[case][ph] = lab
+            save_nifti(folder / f"{case}_sa_{ph}_gt.nii.gz", lab, BYOD_AFF, kind="label")
+            if images:  # bSSFP-like: bright blood, dark myocardium, Rician-ish noise
+                img = np.choose(lab, [60.0, 280.0, 90.0, 260.0]) + rng.normal(0, 8.0, lab.shape)
+                save_nifti(folder / f"{case}_sa_{ph}.nii.gz", np.abs(img), BYOD_AFF)
+    if covariates:
+        BYOD_COVARIATES.to_csv(folder / "mnms_metadata.csv", index=False)
+    return written
