@@ -75,6 +75,28 @@ def test_runner_executes_saves_and_fails_loudly(tmp_path, fake_data):
     )
 
 
+@pytest.mark.slow
+def test_a_notebook_the_data_set_cannot_serve_is_not_applicable_not_failed(tmp_path, fake_data):
+    """A notebook that stops with cmrkit.chapters.NotApplicable (after recording its artefacts as left
+    out) is marked 'not applicable' with the reason; the run does not fail."""
+    books = tmp_path / "nbs"
+    books.mkdir()
+    _nb(
+        books / "01_smcvae_strain.ipynb",
+        "from cmrkit.chapters import NotApplicable\n"
+        "raise NotApplicable('01_smcvae_strain', 'needs tagging; this data set has none', 'S1: no tagging')",
+    )
+    out = tmp_path / "rep"
+    failures = runner.reproduce(
+        "smoke", dataset="ukbb", data_dir=str(fake_data), report_dir=str(out), notebook_dir=books, log_output=False
+    )
+    assert failures == 0
+    st = json.loads((out / "run.json").read_text())["notebooks"]["01_smcvae_strain"]
+    assert st["status"] == "not applicable" and st["reason"] == "needs tagging; this data set has none"
+    md = (out / "index.md").read_text()
+    assert "| not applicable: needs tagging; this data set has none |" in md
+
+
 def test_unknown_notebook_parameter_is_an_error(tmp_path):
     _nb(tmp_path / "00_x.ipynb", "pass", params="PROFILE = 'smoke'")
     with pytest.raises(ConfigError, match="has no parameter.*SEED"):

@@ -1372,6 +1372,10 @@ def phenotype_distributions(cohort: Cohort, rep: Report | None = None) -> tuple[
     if by_sex:
         refs, ref_left = _reference_values(sub, sexes)
         left_out.update(ref_left)
+        if cohort.dataset != "phantom" and any(r.phenotype == "LVMi" for r in refs):
+            for sid in sub["subject_id"].astype(str):
+                if not cohort.has(sid, "height_weight"):
+                    left_out[f"{sid} LVMi"] = "no height and weight"
         cmp = realism.phenotype_comparison(sub, refs) if refs else empty
         rows: list[TableRow] = []
         for r in cmp.itertuples(index=False):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from cmrkit.chapters import CHAPTERS, chapter
+from cmrkit.chapters import CHAPTERS, NotApplicable, chapter, check_needs, leave_out
 from cmrkit.config import ConfigError
 from cmrkit.registry import NOTEBOOKS
 from cmrkit.runner import NOTEBOOK_DIR
@@ -29,6 +29,9 @@ def test_written_chapters_follow_the_contract(ch):
     for name in mod.STEPS:
         assert callable(getattr(mod, name)), f"{ch.name}.{name} is listed in STEPS but missing"
         assert name in mod.__all__
+    if hasattr(mod, "NEEDS"):  # what its artefacts need from the data set: its own artefacts, known features
+        assert "NEEDS" in mod.__all__
+        check_needs(ch.notebook, mod.NEEDS)
     if hasattr(mod, "dry_runs"):  # a chapter that trains models lists them for the CPU dry run
         assert "dry_runs" in mod.__all__ and list(inspect.signature(mod.dry_runs).parameters) == ["cfg"]
     # the notebook calls the steps in the listed order (each at least once)
@@ -68,3 +71,44 @@ def test_run_with_a_missing_gpu_fails_in_one_line_before_any_data(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no CUDA GPU" in err and err.startswith("cmrkit run: error:")
     assert not report.exists()
+
+
+def test_needs_are_checked_and_unmet_ones_left_out(tmp_path):
+    from cmrkit.report import Report
+
+    with pytest.raises(ValueError, match="'bg_indices' is not one of its registered artefacts"):
+        check_needs("01_smcvae_strain", {"bg_indices": ("labels",)})
+    with pytest.raises(ValueError, match=r"needs \['covariates'\]; known"):
+        check_needs("00_background", {"bg_indices": ("covariates",)})
+    rep = Report(profile="smoke", seed=0, dataset="x", root=tmp_path, notebook="01_smcvae_strain")
+    needs = {"table_4_1": ("cine", "tagging"), "fig_4_11": ("cine", "tagging", "ground_truth"), "fig_4_4": ("cine",)}
+    out = leave_out(rep, needs, {"cine", "tagging"})
+    assert out == {"fig_4_11": "needs ground truth (the phantom's true motion and strain); this data set has none"}
+    assert rep.skipped() == out
+    exc = NotApplicable("01_smcvae_strain", "needs tagging; this data set has none", "S1: no tagging")
+    assert str(exc).splitlines() == ["01_smcvae_strain needs tagging; this data set has none", "S1: no tagging"]
+
+
+def test_chapter_4_on_a_folder_without_tagging_says_so_and_leaves_its_artefacts_out(tmp_path, capsys):
+    """``cmrkit run smcvae_strain --dataset mnms``: no training, one line on stderr, exit 3, and every
+    artefact of the notebook listed as left out with the reason in the report."""
+    from cmrkit.chapters import cli_main
+    from cmrkit.registry import for_notebook
+    from tests.io.test_mnms import write_byod_mnms
+
+    write_byod_mnms(tmp_path / "mnms")
+    report = tmp_path / "rep"
+    rc = cli_main(
+        ["smcvae_strain", "--dataset", "mnms", "--data-dir", str(tmp_path / "mnms"), "--report-dir", str(report)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 3 and err.count("\n") == 0
+    assert err.startswith("cmrkit run: 01_smcvae_strain needs tagging; this data set has none; its artefacts")
+    skipped = {p.stem for p in (report / "skipped").glob("*.json")}
+    assert skipped == {a.id for a in for_notebook("01_smcvae_strain")}
+    md = (report / "index.md").read_text()
+    assert (
+        "| table_4_1 | Table 4.1: reconstruction and cross-synthesis quality by region | 01_smcvae_strain | "
+        "left out: needs tagging; this data set has none |" in md
+    )
+    assert "needs tagging and ground truth" in md  # fig_4_11 needs both
