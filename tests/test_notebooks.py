@@ -93,3 +93,75 @@ def test_same_profile_and_seed_give_identical_tables(smoke_run, tmp_path):
             pd.testing.assert_frame_equal(a, b)
             compared += 1
     assert compared >= 5
+
+
+# ----------------------------------------------------------------------------- your own data
+@pytest.fixture(scope="session")
+def mnms_run(tmp_path_factory):
+    """Notebooks 00 and 01 on a synthetic M&Ms folder as real ones come: no covariates, the first
+    subject with labels but no image, no tagging."""
+    from tests.io.test_mnms import write_byod_mnms
+
+    root = tmp_path_factory.mktemp("byod")
+    write_byod_mnms(root / "mnms")
+    out = root / "reports" / "mnms"
+    failures = runner.reproduce(
+        "smoke", only=["00", "01"], dataset="mnms", data_dir=str(root / "mnms"), report_dir=str(out), log_output=False
+    )
+    return out, failures
+
+
+def _outputs(path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(
+        o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"
+    )
+
+
+@pytest.mark.slow
+def test_notebooks_on_an_mnms_folder_without_covariates(mnms_run):
+    out, failures = mnms_run
+    run = json.loads((out / "run.json").read_text())["notebooks"]
+    assert failures == 0 and run["00_background"]["status"] == "ok"
+    assert run["01_smcvae_strain"] == {
+        "status": "not applicable",
+        "wall_s": run["01_smcvae_strain"]["wall_s"],
+        "error": None,
+        "reason": "needs tagging; this data set has none",
+    }
+    text = _outputs(out / "notebooks" / "00_background.ipynb")
+    assert "AAA000: no cine image" in text and "a 'sex' covariate: 0 of 4 subjects" in text
+    assert "bg_phenotypes_vs_reference left out: needs a 'sex' covariate; this data set has none" in text
+    assert "left out: needs a 'sex' covariate" in text  # the artefact status table of the last cell
+    assert "table_4_1 left out: needs tagging; this data set has none" in _outputs(
+        out / "notebooks" / "01_smcvae_strain.ipynb"
+    )
+    # the index describes this run only: 8 of the 9 artefacts of notebook 00, nothing of the phantom's
+    n01 = len(for_notebook("01_smcvae_strain"))
+    index = (out / "index.md").read_text()
+    assert index.splitlines()[2] == (
+        f"Coverage: thesis tables 0/10, thesis figures 0/16, kit artefacts 8/11, left out for this data set {n01 + 1}"
+    )
+    assert "| 01_smcvae_strain" in index and "not applicable: needs tagging; this data set has none" in index
+
+
+@pytest.mark.slow
+def test_notebook_00_on_a_dicom_folder(tmp_path):
+    from cmrkit.utils import REPO_ROOT
+
+    out = tmp_path / "reports" / "dicom"
+    data = REPO_ROOT / "tests" / "data" / "sunnybrook"
+    assert (
+        runner.reproduce(
+            "smoke", only=["00"], dataset="dicom", data_dir=str(data), report_dir=str(out), log_output=False
+        )
+        == 0
+    )
+    text = _outputs(out / "notebooks" / "00_background.ipynb")
+    assert "1 subjects (dicom): 1 with a cine and labels at ED and ES" in text
+    assert "SCD0000301: ED frame 2, ES frame 1" in text and "not delineated in the labels: MYO at ES, RV" in text
+    st = {
+        a.id: (out / ("tables" if a.kind == "table" else "figures") / f"{a.id}.json").is_file()
+        for a in for_notebook("00_background")
+    }
+    assert [k for k, v in st.items() if not v] == ["bg_phenotypes_vs_reference"]

@@ -226,7 +226,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         module.run_all(cfg, rep, progress=args.progress)
     except NotApplicable as exc:
         write_index(rep.root, cfg.profile)
-        print(f"cmrkit run: {ch.notebook} {exc.reason}; its artefacts are listed as left out in {rep.root}", file=sys.stderr)
+        msg = f"{ch.notebook} {exc.reason}; its artefacts are listed as left out in {rep.root}"
+        print(f"cmrkit run: {msg}", file=sys.stderr)
         return 3
     write_index(rep.root, cfg.profile)
     print(f"artefacts written under {rep.root}")
