@@ -315,11 +315,13 @@ def cardiac_cycle(
         rep.save_figure(
             fig,
             "bg_cardiac_cycle",
-            caption=f"LV, RV and myocardial volume of {subj.subject_id} over one cardiac cycle from its label "
-            f"maps (cmrkit.clinical.volume_curve); ED (frame {ed}) and ES (frame {es}, {es_how}) marked. "
+            caption=f"LV, RV and myocardial volume of {subj.subject_id} "
+            + ("at ED and ES (this data set has only those two frames)" if two_phase else "over one cardiac cycle")
+            + f" from its label maps (cmrkit.clinical.volume_curve); ED (frame {ed}) and ES (frame {es}, {es_how}) "
+            "marked. "
             + (
                 f"Only {labelled} of the {T} frames are labelled, so the curve has {labelled} points. "
-                if labelled < T
+                if labelled < T and not two_phase
                 else ""
             )
             + "The myocardial volume stays nearly constant (the wall is incompressible; what "

@@ -166,8 +166,9 @@ class Cohort:
         return [i for i in self.ids if self.pathology(i) == "none"]
 
     def pathological_ids(self) -> list[str]:
-        """Subjects with a pathology (regional dysfunction on the phantom), in data-set order."""
-        return [i for i in self.ids if self.pathology(i) != "none"]
+        """Subjects with a recorded pathology (regional dysfunction on the phantom, a diagnosis such as
+        DCM in a real data set's metadata), in data-set order; ``"unknown"`` is neither healthy nor this."""
+        return [i for i in self.ids if self.pathology(i) not in ("none", "unknown")]
 
     def measured_ids(self, n: int = N_MEASURE) -> list[str]:
         """The first ``n`` subjects with a cine and labels at ED and ES, whose images are measured."""

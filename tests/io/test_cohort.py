@@ -128,6 +128,7 @@ def test_folder_without_covariates_and_a_labels_only_subject(tmp_path):
     assert c.unmet(["tagging"]) == "needs tagging; this data set has none"
     assert c.measured_ids() == ok
     assert list(c.table["pathology"]) == ["unknown"] * 4 and "sex" not in c.table.columns
+    assert c.healthy_ids() == [] and c.pathological_ids() == []  # unknown is neither
     # the labels-only case's phenotypes are measured from its labels (independent voxel count)
     vox_ml = 1.6 * 1.6 * 8.0 / 1000.0
     row = c.table.set_index("subject_id").loc["AAA000"]
