@@ -251,6 +251,10 @@ def check_data_dir(dataset: str, path: str | Path) -> Path:
         ok = (path / markers[0]).is_file() and any(path.glob(markers[1]))
     else:
         ok = any(any(path.glob(m)) for m in markers)
+    if not ok and dataset == "dicom":  # scanner exports often have no .dcm suffix: the DICM mark says it
+        from .io.dicom import holds_dicom
+
+        ok = holds_dicom(path) or any(holds_dicom(p) for p in sorted(path.iterdir()) if p.is_dir())
     if not ok:
         raise ConfigError(
             f"data folder {path} does not have the {dataset!r} layout (expected {' or '.join(markers)}); "

@@ -270,7 +270,7 @@ def test_prepare_unlabelled_dicom_subject_uses_motion_heuristic():
     from cmrkit.io import load_subject
     from cmrkit.utils import REPO_ROOT
 
-    s = load_subject(REPO_ROOT / "tests" / "data" / "sunnybrook" / "SCD0000301", dataset="dicom")
+    s = load_subject(REPO_ROOT / "tests" / "data" / "sunnybrook" / "SCD0000301", dataset="dicom", contours=False)
     out = prepare_subject(s, 56, spacing=2.5)  # 140 mm field of view
     assert out.cine.shape == (56, 56, 2, 3) and out.cine_labels is None
     np.testing.assert_allclose(out.spacing[:2], (144.38 / 58, 144.38 / 58), atol=1e-3)  # 112 px x 1.2891 mm -> 58 px
@@ -287,7 +287,7 @@ def test_motion_heuristic_roi_holds_the_whole_lv_on_the_full_sunnybrook_series(r
     from cmrkit.io.dicom import read_contour_txt
 
     base = realdata / "sunnybrook" / "final_data"
-    s = load_subject(base / "dicoms" / "SCD0000301", dataset="dicom")
+    s = load_subject(base / "dicoms" / "SCD0000301", dataset="dicom", contours=False)  # no labels: motion only
     out = prepare_subject(s, 128, spacing=1.8)  # the chapters' setting: 128 px at 1.8 mm; centre from motion only
     pts = np.concatenate(
         [read_contour_txt(p) for p in sorted((base / "contourfiles" / "SC-HF-I-4" / "o-contours").glob("*.txt"))]

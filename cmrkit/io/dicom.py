@@ -52,6 +52,7 @@ __all__ = [
     "read_contour_txt",
     "contour_mask",
     "CONTOUR_FILE_PATTERN",
+    "holds_dicom",
     "find_contours",
     "contour_labels",
 ]
@@ -429,9 +430,10 @@ def load_dicom_subject(
     ).validate()
 
 
-def _holds_dicom(folder: Path) -> bool:
-    """Whether ``folder`` itself holds a DICOM file (``.dcm``, or the ``DICM`` mark at byte 128)."""
-    for p in sorted(folder.iterdir()):
+def holds_dicom(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` itself holds a DICOM file (``.dcm``, or the ``DICM`` mark at byte 128, as
+    scanner exports without a suffix have)."""
+    for p in sorted(Path(folder).iterdir()):
         if not p.is_file() or p.name.startswith("."):
             continue
         if p.suffix.lower() == ".dcm":
@@ -456,10 +458,10 @@ def iter_dicom_subjects(data_dir: str | os.PathLike[str], **kwargs: Any) -> Iter
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise MissingFileError(data_dir, "DICOM data folder not found")
-    if _holds_dicom(data_dir):
+    if holds_dicom(data_dir):
         yield load_dicom_subject(data_dir, **kwargs)
         return
-    subs = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and _holds_dicom(p))
+    subs = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and holds_dicom(p))
     if not subs:
         raise DataError(data_dir, "no DICOM files in it or in its sub-folders (one sub-folder per cine series)")
     for s in subs:

@@ -265,3 +265,21 @@ def test_full_sunnybrook_case_labels(realdata):
         assert from_labels == pytest.approx(sum(polys) * vox / 1000, rel=0.05)
     lab, img = s.cine_labels[..., 19], s.cine[..., 19]
     assert img[lab == 1].mean() > 2.0 * img[lab == 2].mean()
+
+
+def test_scanner_exports_without_a_suffix(tmp_path):
+    """Files named IM0001... (no .dcm) are DICOM by their 'DICM' mark: the layout check and the reader
+    accept the folder, and the contours still find their images by InstanceNumber."""
+    from cmrkit.config import ConfigError, check_data_dir
+
+    series = tmp_path / "exam" / "cine_sax"
+    shutil.copytree(SERIES, series)
+    for i, p in enumerate(sorted(series.glob("*.dcm"))):
+        p.rename(series / f"IM{i:04d}")
+    assert check_data_dir("dicom", tmp_path / "exam") == tmp_path / "exam"
+    (s,) = iter_subjects(tmp_path / "exam", "dicom")
+    np.testing.assert_array_equal(s.cine_labels, load_subject(SERIES, dataset="dicom").cine_labels)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "IM0001").write_bytes(b"\0" * 200)  # not DICOM
+    with pytest.raises(ConfigError, match="does not have the 'dicom' layout"):
+        check_data_dir("dicom", tmp_path / "notes")
