@@ -165,9 +165,13 @@ def test_geometry_aware_model_trains_synthesises_and_fills_both_rows(tiny, tmp_p
     assert {"geometry_aware_vs_original/all", "geometry_aware_vs_truth/all", "generated_vs_truth/all"} <= rows
     t42 = tables["table_4_2"]
     assert t42[t42["row"].str.endswith(f"/{smcvae_strain.GEOMETRY}")]["thesis_value"].isna().all()
-    render = smcvae_strain.tagging_cycle(rep, data, gen, tr)
+    fig, viewer = smcvae_strain.tagging_cycle(rep, data, gen, tr, interactive=True)
     assert (tmp_path / "figures" / "ch4_tagging_cycle.png").is_file()
-    assert len(render(3).axes) == 3  # original + two generated rows, one frame
+    assert len(fig.axes) % 3 == 0 and len(fig.axes) >= 3 * 6  # original + two generated rows, >= 6 frames
+    one = viewer.render(len(data.index("test")) - 1, 3)
+    assert len(one.axes) == 3  # one frame of the three rows, any test slice
+    fig_b, _ = smcvae_strain.browse_test_set(data, thesis, outputs_geometry=outs)
+    assert len(fig_b.axes) == 5  # cine, tagging, the two cross-syntheses, geometry-aware tagging
     smcvae_strain.figure_examples(rep, data, thesis, tr, outs)
     smcvae_strain.tag_phase_table(rep, data)
     tp = (tmp_path / "tables" / "ch4_tag_phase.csv").read_text()
