@@ -629,10 +629,11 @@ def tag_phase_table(rep: Report, data: PairData) -> pd.DataFrame:
     """
     g = data.meta.get("tag_grid", {})
     if data.tag_residual_mm is None:
+        why = g.get("error", "the data set has no tagging affines")
         return rep.save_table(
             "ch4_tag_phase",
-            [],
-            notes=[f"No tag phase from the headers: {g.get('error', 'the data set has no tagging affines')}."],
+            [TableRow("fitted_grid", "training slices with a detectable grid", 0.0, n=0, note=why)],
+            notes=[f"No tag phase from the headers: {why}. The geometry-aware model is not trained."],
         )
     rows = [
         TableRow("fitted_grid", "spacing (mm)", float(g["spacing_mm"]), units="mm", n=int(g["n_train_slices"])),

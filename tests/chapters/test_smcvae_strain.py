@@ -181,6 +181,11 @@ def test_geometry_aware_model_trains_synthesises_and_fills_both_rows(tiny, tmp_p
 
     with pytest.raises(ValueError, match="tag phase"):
         smcvae_strain.train_smcvae(cfg, dataclasses.replace(data, tag_phase=None), geometry=True)
+    bare = dataclasses.replace(
+        data, tag_phase=None, tag_residual_mm=None, meta={**data.meta, "tag_grid": {"error": "no grid (test)"}}
+    )
+    t = smcvae_strain.tag_phase_table(rep, bare)
+    assert len(t) == 1 and "no grid (test)" in (tmp_path / "tables" / "ch4_tag_phase.md").read_text()
 
 
 def test_parallel_tracking_matches_sequential(tiny):
