@@ -458,6 +458,24 @@ def _check_phase(phase: torch.Tensor | None, cfg: SMCVAEConfig, batch: int) -> t
     return phase.float()
 
 
+def _profile_terms(psi: torch.Tensor, coef_cos: torch.Tensor, coef_sin: torch.Tensor) -> torch.Tensor:
+    """``g(psi) = c_0 + sum_n (c_n cos n psi + s_n sin n psi)``, harmonics by the Chebyshev recursion
+    ``cos(n psi) = 2 cos(psi) cos((n-1) psi) - cos((n-2) psi)`` (likewise for sine: two trigonometric
+    evaluations whatever their number)."""
+    c1, s1 = torch.cos(psi), torch.sin(psi)
+    g = coef_cos[1] * c1 + coef_sin[0] * s1 + coef_cos[0]
+    c_prev, s_prev, c_n, s_n = None, None, c1, s1
+    two_c1 = 2.0 * c1
+    for n in range(2, coef_cos.shape[0]):
+        if c_prev is None:  # cos 2x = 2 cos^2 x - 1, sin 2x = 2 cos x sin x
+            c_new, s_new = two_c1 * c1 - 1.0, two_c1 * s1
+        else:
+            c_new, s_new = two_c1 * c_n - c_prev, two_c1 * s_n - s_prev
+        c_prev, s_prev, c_n, s_n = c_n, s_n, c_new, s_new
+        g = g + coef_cos[n] * c_n + coef_sin[n - 1] * s_n
+    return g
+
+
 class PhaseWarpDecoder(nn.Module):
     """SPAMM image formation with the acquisition's tag phase, moved by a decoded displacement.
 
@@ -504,17 +522,21 @@ class PhaseWarpDecoder(nn.Module):
         self.v_max = float(cfg.max_displacement * cfg.image_size)
 
     def profile(self, psi: torch.Tensor) -> torch.Tensor:
-        """The learned tag profile ``g(psi)`` (harmonics by the Chebyshev recursion
-        ``cos(n psi) = 2 cos(psi) cos((n-1) psi) - cos((n-2) psi)``, likewise for sine: two trigonometric
-        evaluations whatever the number of harmonics)."""
-        c1, s1 = torch.cos(psi), torch.sin(psi)
-        out = self.profile_cos[0] + self.profile_cos[1] * c1 + self.profile_sin[0] * s1
-        c_prev, s_prev, c_n, s_n = torch.ones_like(psi), torch.zeros_like(psi), c1, s1
-        two_c1 = 2.0 * c1
-        for n in range(2, self.cfg.profile_harmonics + 1):
-            c_prev, s_prev, c_n, s_n = c_n, s_n, two_c1 * c_n - c_prev, two_c1 * s_n - s_prev
-            out = out + self.profile_cos[n] * c_n + self.profile_sin[n - 1] * s_n
-        return out
+        """The learned tag profile ``g(psi)`` (see :func:`_profile_terms`)."""
+        return _profile_terms(psi, self.profile_cos, self.profile_sin)
+
+    def modulation(self, phase: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Grid modulation ``g(psi_1) g(psi_2)`` (B, F, H, W) of the tag phase ``phase`` (B, 2, H, W) moved by
+        the displacement ``v`` (B, F, 2, H, W); ``grad(phi_d)`` is the mean finite difference of the map."""
+        kx = (phase[:, :, :, 1:] - phase[:, :, :, :-1]).mean(dim=(2, 3))  # (B, 2): d phi_d / d column
+        ky = (phase[:, :, 1:, :] - phase[:, :, :-1, :]).mean(dim=(2, 3))  # (B, 2): d phi_d / d row
+        vx, vy = v[:, :, 0], v[:, :, 1]  # (B, F, H, W)
+        m = None
+        for d in range(2):
+            psi = phase[:, d : d + 1] + kx[:, d, None, None, None] * vx + ky[:, d, None, None, None] * vy
+            g = self.profile(psi)
+            m = g if m is None else m * g
+        return m
 
     def fields(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Decoded reference anatomy ``a_ref`` (B, 1, H, W), residual ``delta`` and tag depth ``r``
@@ -523,11 +545,12 @@ class PhaseWarpDecoder(nn.Module):
         F = self.cfg.in_frames
         h = self.trunk(z)
         B, _, H, W = h.shape
+        a_ref, delta, r, v = torch.split(h, [1, F, F, 2 * F], dim=1)  # one concatenation in backward
         return {
-            "a_ref": torch.sigmoid(h[:, :1]),
-            "delta": self.cfg.anatomy_residual * torch.tanh(h[:, 1 : F + 1]),
-            "r": torch.sigmoid(h[:, F + 1 : 2 * F + 1]),
-            "v": self.v_max * torch.tanh(h[:, 2 * F + 1 :]).view(B, F, 2, H, W),
+            "a_ref": torch.sigmoid(a_ref),
+            "delta": self.cfg.anatomy_residual * torch.tanh(delta),
+            "r": torch.sigmoid(r),
+            "v": self.v_max * torch.tanh(v).view(B, F, 2, H, W),
         }
 
     @staticmethod
@@ -542,9 +565,9 @@ class PhaseWarpDecoder(nn.Module):
         )
         gx = (xx + v[:, :, 0]) * (2.0 / max(W - 1, 1)) - 1.0
         gy = (yy + v[:, :, 1]) * (2.0 / max(H - 1, 1)) - 1.0
-        grid = torch.stack([gx, gy], dim=-1).reshape(B * F, H, W, 2)
-        src = image.expand(B, F, H, W).reshape(B * F, 1, H, W)
-        out = torch.nn.functional.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        # all frames sample the one image: a (B, F*H, W) sampling grid instead of F copies of the image
+        grid = torch.stack([gx, gy], dim=-1).reshape(B, F * H, W, 2)
+        out = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return out.view(B, F, H, W)
 
     def forward(
@@ -552,14 +575,7 @@ class PhaseWarpDecoder(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         ph = _check_phase(phase, self.cfg, z.shape[0])
         f = self.fields(z)
-        gx = (ph[:, :, :, 1:] - ph[:, :, :, :-1]).mean(dim=(2, 3))  # (B, 2): d phi_d / d column
-        gy = (ph[:, :, 1:, :] - ph[:, :, :-1, :]).mean(dim=(2, 3))  # (B, 2): d phi_d / d row
-        vx, vy = f["v"][:, :, 0], f["v"][:, :, 1]  # (B, F, H, W)
-        m = None
-        for d in range(2):
-            psi = ph[:, d : d + 1] + gx[:, d, None, None, None] * vx + gy[:, d, None, None, None] * vy
-            g = self.profile(psi)
-            m = g if m is None else m * g
+        m = self.modulation(ph, f["v"])
         a = self.warp(f["a_ref"], f["v"]) + f["delta"]
         y = 2.0 * a * (1.0 - f["r"] + f["r"] * m) - 1.0
         return (y, f["v"]) if return_displacement else y

@@ -491,3 +491,20 @@ def test_motion_channel_adds_a_registration_likelihood_that_is_zero_for_the_true
         SMCVAEConfig(phase_channel="tagging", motion_channel="tagging")
     with pytest.raises(ValueError, match="motion_channel"):
         SMCVAEConfig(motion_channel="cine")
+
+
+def test_tag_profile_harmonics_match_their_closed_form():
+    """The Chebyshev recursion of the learned tag profile equals sum_n c_n cos(n psi) + s_n sin(n psi)."""
+    for n in (1, 2, 3, 4):
+        m = tiny(phase_channel="tagging", profile_harmonics=n)
+        dec = m.decoders["tagging"]
+        g = torch.Generator().manual_seed(n)
+        with torch.no_grad():
+            dec.profile_cos.copy_(torch.randn(n + 1, generator=g))
+            dec.profile_sin.copy_(torch.randn(n, generator=g))
+        psi = torch.linspace(-7.0, 7.0, 101)
+        want = dec.profile_cos[0] + sum(
+            dec.profile_cos[j] * torch.cos(j * psi) + dec.profile_sin[j - 1] * torch.sin(j * psi)
+            for j in range(1, n + 1)
+        )
+        torch.testing.assert_close(dec.profile(psi), want, atol=1e-5, rtol=0)
