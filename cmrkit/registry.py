@@ -131,6 +131,18 @@ REGISTRY: tuple[Artefact, ...] = (
         "chapter4.segmentation_of_reconstructed_cine",
         thesis_item=False,
     ),
+    _t(
+        "ch4_tag_phase",
+        "01_smcvae_strain",
+        "Scanner-fixed tag grid: how well the tagging header predicts the tag lines",
+        thesis_item=False,
+    ),
+    _f(
+        "ch4_tagging_cycle",
+        "01_smcvae_strain",
+        "Generated tagging (thesis model, geometry-aware model) beside the original over the cycle",
+        thesis_item=False,
+    ),
     _f("fig_4_4", "01_smcvae_strain", "Fig 4.4: cine/tagging reconstructions and cross-syntheses"),
     _f("fig_4_5", "01_smcvae_strain", "Fig 4.5: tag tracking on original and generated tagging"),
     _f("fig_4_6", "01_smcvae_strain", "Fig 4.6: segmentation of original cine"),

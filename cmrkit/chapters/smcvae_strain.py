@@ -9,12 +9,18 @@ them all for ``cmrkit run smcvae_strain``):
    ``ch4.roi_mm`` around the heart, ``ch4.image_size`` pixels, tagging resampled onto the cine ROI)
    and the cine is sampled at the tagging frames (20, by cardiac phase); only those slices and frames
    are preprocessed (intensities normalised over them). Ground-truth landmarks and
-   exact strain come along for the phantom. Subjects are split 60/20/20 (seeded, by subject).
-2. :func:`train_smcvae` -- the sparse multi-channel VAE through :func:`cmrkit.train.fit`.
-3. :func:`synthesis_scenarios` / :func:`table_4_1` -- the four scenarios of Table 4.1.
+   exact strain come along for the phantom. Subjects are split 60/20/20 (seeded, by subject). The
+   scanner-fixed tag grid is fitted on the training slices and every slice gets its tag phase maps
+   from its header (:mod:`cmrkit.tagging.scanner`); :func:`tag_phase_table` says how well the header
+   predicts the tag lines.
+2. :func:`train_smcvae` -- the sparse multi-channel VAE through :func:`cmrkit.train.fit`: the thesis
+   model (cine only) and, with ``geometry=True``, the kit's geometry-aware variant whose tagging
+   decoder is also given the tag phase (:class:`cmrkit.models.smcvae.PhaseWarpDecoder`).
+3. :func:`synthesis_scenarios` / :func:`table_4_1` -- the four scenarios of Table 4.1, both models.
 4. :func:`track_and_strain` / :func:`strain_tables` -- HARP tag tracking of original and generated
-   tagging from the same frame-0 grid, Ferdian strain, Table 4.2, Figs 4.8-4.11 and the comparison
-   with the phantom's true strain.
+   tagging (both models) from the same frame-0 grid, Ferdian strain, Table 4.2, Figs 4.8-4.11 and the
+   comparison with the phantom's true strain; :func:`figure_examples` / :func:`tagging_cycle` show the
+   generated tagging beside the original over the cycle.
 5. :func:`ablation` -- Tables 4.3 (latent dimension) and 4.4 (number of conv layers).
 6. :func:`segmentation_check` -- a MONAI UNet segmenter, Dice/HD between segmentations of original
    and reconstructed cine (§4.3.7), Figs 4.6-4.7, and the same segmenter on real M&Ms volumes.
@@ -25,6 +31,7 @@ All intensities are in [0, 1] for metrics (the model works in [-1, 1]); image ar
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +52,7 @@ __all__ = [
     "STEPS",
     "NEEDS",
     "REGIONS",
+    "GEOMETRY",
     "SCENARIOS",
     "PairData",
     "load_pairs",
@@ -53,12 +61,14 @@ __all__ = [
     "train_smcvae",
     "synthesis_scenarios",
     "table_4_1",
+    "tag_phase_table",
     "track_and_strain",
     "strain_tables",
     "strain_figures",
     "ablation",
     "segmentation_check",
     "figure_examples",
+    "tagging_cycle",
     "tracking_without_annotations",
     "browse_test_set",
     "active_threshold",
@@ -71,12 +81,14 @@ CHAPTER = "smcvae_strain"
 #: the step functions in the order the notebook calls them
 STEPS = (
     "load_pairs",
+    "tag_phase_table",
     "train_smcvae",
     "synthesis_scenarios",
     "table_4_1",
     "track_and_strain",
     "strain_tables",
     "figure_examples",
+    "tagging_cycle",
     "strain_figures",
     "tracking_without_annotations",
     "segmentation_check",
@@ -90,6 +102,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "fig_4_11": ("cine", "tagging", "ground_truth"),
 }
 REGIONS = ("basal", "mid", "apical")
+#: name of the geometry-aware model's rows and tracked source (tagging decoder given the header's tag phase)
+GEOMETRY = "geometry_aware"
 #: Table 4.1 scenarios: (name, source channels given to the model, output channel)
 SCENARIOS = (
     ("reconstruction_tagging", ("cine", "tagging"), "tagging"),
@@ -116,6 +130,11 @@ class PairData:
     es_frame : (N,) int -- ES frame of the tagging sequence
     split : (N,) str -- ``train`` / ``val`` / ``test`` (by subject)
     px_mm : float -- pixel size of the grid
+    tag_phase : (N, 2, H, W) float32 or None -- SPAMM tag phase (radians) of each slice on this grid,
+        predicted from the tagging header with the scanner grid fitted on the training slices
+        (:func:`cmrkit.tagging.scanner.estimate_scanner_tag_grid`); None when the data have no affines
+    tag_residual_mm : (N, 2) or None -- per slice and tag direction, how far (mm) the header-predicted
+        tag lines lie from the observed ones on the first tagging frame
     """
 
     cine: np.ndarray
@@ -130,6 +149,8 @@ class PairData:
     split: np.ndarray
     px_mm: float
     meta: dict[str, Any] = field(default_factory=dict)
+    tag_phase: np.ndarray | None = None
+    tag_residual_mm: np.ndarray | None = None
 
     def index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
@@ -199,6 +220,9 @@ def load_pairs(
             "region",
             "subject",
             "es",
+            "tag_f0",
+            "tag_affine",
+            "roi_affine",
         )
     }
     dropped: list[str] = []
@@ -219,6 +243,8 @@ def load_pairs(
                 tagging=[replace(t, landmarks=truth["landmarks"][k]) for k, t in enumerate(subj.tagging)]
             )
         n_tag = min(t.image.shape[-1] for t in subj.tagging)
+        # the acquired tagging headers fix the scanner's tag directions; the first frame checks the phase
+        native = [(np.asarray(t.image[..., 0], np.float32), np.asarray(t.affine, float)) for t in subj.tagging]
         cf_all = truth["cine_frames"] if truth is not None else _phase_frames(subj.cine.shape[3], n_tag)
         # only the cine slices and frames that pair with tagging are preprocessed (much less work)
         center_world = _lv_center_world(subj)
@@ -252,6 +278,9 @@ def load_pairs(
             rows["labels"].append(np.swapaxes(lab, 1, 2).astype(np.uint8))
             rows["labelled"].append(np.asarray(lab_ok, bool))
             rows["region"].append(t.name or REGIONS[k])
+            rows["tag_f0"].append(native[k][0])
+            rows["tag_affine"].append(native[k][1])
+            rows["roi_affine"].append(np.asarray(t.affine, float))
             rows["subject"].append(subj.subject_id)
             es = t.es_frame
             if truth is not None:
@@ -272,10 +301,17 @@ def load_pairs(
             raise NotApplicable(NOTEBOOK, needs_reason(lacks), f"{cfg.data_dir}: {'; '.join(dropped[:3])}")
         raise ValueError(f"no cine/tagging pairs found in {cfg.data_dir} ({cfg.dataset}); dropped: {dropped[:5]}")
     split_of = split_by_subject(rows["subject"], c.split, cfg.seed)
+    split = np.array([split_of[s] for s in rows["subject"]])
     truth_ok = has_truth and len(rows["landmarks"]) == len(rows["cine"])
+    phase, residual, grid_meta = _tag_phase_maps(rows, split, size)
+    cine_arr, tag_arr = np.stack(rows["cine"]).astype(np.float32), np.stack(rows["tagging"]).astype(np.float32)
+    # identifies the data a model is trained on (part of the run key: a regenerated cohort retrains)
+    fingerprint = hashlib.sha256(
+        np.ascontiguousarray(cine_arr[:, 0]).tobytes() + np.ascontiguousarray(tag_arr[:, 0]).tobytes()
+    ).hexdigest()[:16]
     return PairData(
-        cine=np.stack(rows["cine"]).astype(np.float32),
-        tagging=np.stack(rows["tagging"]).astype(np.float32),
+        cine=cine_arr,
+        tagging=tag_arr,
         labels=np.stack(rows["labels"]),
         labelled=np.stack(rows["labelled"]),
         landmarks=np.stack(rows["landmarks"]) if truth_ok else None,
@@ -291,10 +327,45 @@ def load_pairs(
         region=np.array(rows["region"]),
         subject=np.array(rows["subject"]),
         es_frame=np.array(rows["es"]),
-        split=np.array([split_of[s] for s in rows["subject"]]),
+        split=split,
         px_mm=px_mm,
-        meta={"dropped": dropped, "n_subjects": len(split_of), "roi_mm": float(c.roi_mm)},
+        meta={
+            "dropped": dropped,
+            "n_subjects": len(split_of),
+            "roi_mm": float(c.roi_mm),
+            "tag_grid": grid_meta,
+            "fingerprint": fingerprint,
+        },
+        tag_phase=phase,
+        tag_residual_mm=residual,
     )
+
+
+def _tag_phase_maps(
+    rows: Mapping[str, list], split: np.ndarray, size: int
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """Fit the scanner-fixed tag grid on the training slices' first frames and predict every slice's
+    tag phase on the model grid from its header (``(N, 2, H, W)``, rows = y), plus each slice's
+    residual (mm) of the header prediction on its own first frame."""
+    from ..tagging.scanner import estimate_scanner_tag_grid, tag_phase_map, tag_phase_residual
+
+    train = np.flatnonzero(split == "train")
+    try:
+        fit = estimate_scanner_tag_grid([rows["tag_f0"][i] for i in train], [rows["tag_affine"][i] for i in train])
+    except ValueError as exc:
+        return None, None, {"error": str(exc)}
+    grid = fit.grid
+    maps, res = [], []
+    for f0, taff, raff in zip(rows["tag_f0"], rows["tag_affine"], rows["roi_affine"]):
+        ph = tag_phase_map(raff, (size, size), taff, grid)  # (2, X, Y) on the model grid
+        ph = ph - 2 * np.pi * np.round(ph.mean(axis=(1, 2), keepdims=True) / (2 * np.pi))
+        maps.append(np.swapaxes(ph, 1, 2).astype(np.float32))  # rows = y, columns = x
+        try:
+            res.append(np.abs(tag_phase_residual(f0, tag_phase_map(taff, f0.shape, taff, grid))) / grid.k)
+        except ValueError:
+            res.append(np.full(2, np.nan))
+    meta = {**grid.to_dict(), "concentration_train": fit.concentration.tolist(), "n_train_slices": int(len(train))}
+    return np.stack(maps), np.stack(res), meta
 
 
 def _lv_center_world(subj: Any) -> np.ndarray | None:
@@ -355,10 +426,15 @@ def _ground_truth(subj: Any) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------------------------- model
-def smcvae_config(cfg: Config, *, latent_dim: int | None = None, conv_layers: int | None = None) -> Any:
+def smcvae_config(
+    cfg: Config, *, latent_dim: int | None = None, conv_layers: int | None = None, geometry: bool = False
+) -> Any:
     """The :class:`cmrkit.models.smcvae.SMCVAEConfig` of the profile's ``ch4`` section (frames,
-    image size, conv layers L, latent dimension D, base width, variant); ``latent_dim`` /
-    ``conv_layers`` replace D / L (the ablations)."""
+    image size, conv layers L, latent dimension D, base width, variant, initial log alpha);
+    ``latent_dim`` / ``conv_layers`` replace D / L (the ablations). ``geometry=True`` gives the kit's
+    geometry-aware variant: the tagging decoder is a :class:`cmrkit.models.smcvae.PhaseWarpDecoder` given
+    the tag phase from the header, and its displacement also explains the cine's motion
+    (``motion_channel="cine"``)."""
     from ..models.smcvae import SMCVAEConfig
 
     c = cfg.ch4
@@ -369,6 +445,9 @@ def smcvae_config(cfg: Config, *, latent_dim: int | None = None, conv_layers: in
         latent_dim=int(latent_dim or c.latent_dim),
         base_width=int(c.base_width),
         variant=str(c.variant),
+        log_alpha_init=float(c.log_alpha_init),
+        phase_channel="tagging" if geometry else "",
+        motion_channel="cine" if geometry else "",
     )
 
 
@@ -376,25 +455,39 @@ def train_smcvae(
     cfg: Config,
     data: PairData,
     *,
+    geometry: bool = False,
     latent_dim: int | None = None,
     conv_layers: int | None = None,
     epochs: int | None = None,
-    name: str = "smcvae",
+    name: str | None = None,
     progress: bool = False,
 ) -> Any:
     """Train the smcVAE of the profile (optionally another D / L / epochs); returns ``FitResult``.
 
+    ``geometry=False`` is the thesis model (cine and tagging channels, plain decoders).
+    ``geometry=True`` is the kit's geometry-aware variant: the tagging decoder is also given each slice's
+    tag phase maps predicted from the header (``data.tag_phase``; :class:`cmrkit.models.smcvae.PhaseWarpDecoder`).
     Validation-loss model selection on the ``val`` subjects; checkpoints under ``runs/`` so that an
     interrupted run resumes and a finished one is not trained again.
     """
-    from ..models.smcvae import SMCVAE, PairedSliceDataset, smcvae_loss
+    from ..models.smcvae import PHASE_KEY, SMCVAE, PairedSliceDataset, smcvae_loss
     from ..train import fit
 
     c = cfg.ch4
-    mcfg = smcvae_config(cfg, latent_dim=latent_dim, conv_layers=conv_layers)
+    if geometry and data.tag_phase is None:
+        raise ValueError(
+            "the geometry-aware smcVAE needs the tag phase of every slice, but the data set gave none "
+            f"({data.meta.get('tag_grid', {}).get('error', 'no tagging affines')})"
+        )
+    mcfg = smcvae_config(cfg, latent_dim=latent_dim, conv_layers=conv_layers, geometry=geometry)
     model = SMCVAE(mcfg, seed=cfg.seed)
+    name = name or ("smcvae-geometry" if geometry else "smcvae")
     tr, va = data.index("train"), data.index("val")
-    ds = lambda idx: PairedSliceDataset({"cine": data.cine[idx], "tagging": data.tagging[idx]})  # noqa: E731
+
+    def ds(idx: np.ndarray) -> Any:
+        extra = {PHASE_KEY: data.tag_phase[idx]} if geometry else None
+        return PairedSliceDataset({"cine": data.cine[idx], "tagging": data.tagging[idx]}, extra=extra)
+
     n_epochs = int(epochs or c.epochs)
     run = run_dir(
         cfg,
@@ -407,6 +500,7 @@ def train_smcvae(
             "lr": float(c.lr),
             "wd": float(c.weight_decay),
             "n": len(data),
+            "data": data.meta.get("fingerprint", ""),
         },
     )
     return fit(
@@ -448,7 +542,7 @@ def _predict(
     latent means are restricted to the active dimensions when ``threshold`` is given."""
     import torch
 
-    from ..models.smcvae import from_model_range, to_model_range
+    from ..models.smcvae import PHASE_KEY, from_model_range, to_model_range
 
     dev = next(model.parameters()).device
     model.eval()
@@ -457,8 +551,10 @@ def _predict(
         for s in range(0, len(idx), batch_size):
             b = idx[s : s + batch_size]
             x = {ch: to_model_range(torch.from_numpy(getattr(data, ch)[b])).to(dev) for ch in sources}
+            if getattr(model, "phase_aware", False):  # acquisition geometry, not an image channel
+                x[PHASE_KEY] = torch.from_numpy(data.tag_phase[b]).to(dev)
             if len(sources) == 1:
-                y = model.synthesise(x[sources[0]], source=sources[0], target=target, threshold=threshold)
+                y = model.synthesise(x, source=sources[0], target=target, threshold=threshold)
             else:
                 y = model.reconstruct(x, threshold=threshold)[target]
             out.append(from_model_range(y.float()).clamp(0, 1).cpu().numpy())
@@ -486,11 +582,13 @@ def _image_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def table_4_1(rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], split: str = "test") -> pd.DataFrame:
-    """Table 4.1: the four scenarios x three regions x SSIM/PSNR/RMSE/MAE (mean ± sd over slices)."""
-    idx = data.index(split)
+def _table_4_1_rows(
+    data: PairData, idx: np.ndarray, outputs: Mapping[str, np.ndarray], prefix: str = ""
+) -> list[TableRow]:
     rows = []
     for name, _, tgt in SCENARIOS:
+        if name not in outputs:
+            continue
         ref = getattr(data, tgt)[idx]
         m = _image_metrics(outputs[name], ref)
         for region in REGIONS:
@@ -502,21 +600,116 @@ def table_4_1(rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], sp
                     continue
                 rows.append(
                     TableRow(
-                        f"{name}/{region}",
+                        f"{prefix}{name}/{region}",
                         metric,
                         float(v.mean()),
                         float(v.std(ddof=1)) if v.size > 1 else None,
                         n=int(v.size),
                         units="dB" if metric == "PSNR" else "[0,1] intensity" if metric in ("RMSE", "MAE") else "",
+                        thesis_key=("-",) if prefix else None,
                     )
                 )
+    return rows
+
+
+def table_4_1(
+    rep: Report,
+    data: PairData,
+    outputs: Mapping[str, np.ndarray],
+    outputs_geometry: Mapping[str, np.ndarray] | None = None,
+    split: str = "test",
+) -> pd.DataFrame:
+    """Table 4.1: the four scenarios x three regions x SSIM/PSNR/RMSE/MAE (mean ± sd over slices).
+
+    ``outputs`` are the thesis model's (cine and tagging images only); ``outputs_geometry``, when given,
+    the geometry-aware model's (rows ``geometry_aware/<scenario>/<region>``, no thesis counterpart).
+    """
+    idx = data.index(split)
+    rows = _table_4_1_rows(data, idx, outputs)
+    if outputs_geometry is not None:
+        rows += _table_4_1_rows(data, idx, outputs_geometry, prefix=f"{GEOMETRY}/")
+    notes = [
+        f"{split} split, {len(idx)} slices; metrics over each 20-frame slice on the [0, 1] intensity scale "
+        "(SSIM per 2D frame averaged over frames; data_range 1).",
+        "Thesis MAE values (~160) are on an unstated scale (see anomaly); ours are on [0, 1].",
+    ]
+    if outputs_geometry is not None:
+        notes.append(
+            f"'{GEOMETRY}' rows: the kit's geometry-aware smcVAE, whose tagging decoder is also given the tag phase "
+            "predicted from the tagging header (scanner-fixed SPAMM grid); the thesis model synthesises from the cine "
+            "images alone. Both see only cine at synthesis; the phase is acquisition geometry, not image content."
+        )
+    return rep.save_table("table_4_1", rows, notes=notes)
+
+
+def tag_phase_table(rep: Report, data: PairData) -> pd.DataFrame:
+    """How well the tagging header predicts where the tag lines are (kit table ``ch4_tag_phase``).
+
+    The scanner-fixed grid (spacing, angle, constant offsets) is fitted on the training slices
+    (:func:`cmrkit.tagging.scanner.estimate_scanner_tag_grid`); each slice's residual is the distance (mm)
+    between the header-predicted and the observed tag lines on its first frame, by split and region.
+    """
+    g = data.meta.get("tag_grid", {})
+    if data.tag_residual_mm is None:
+        why = g.get("error", "the data set has no tagging affines")
+        return rep.save_table(
+            "ch4_tag_phase",
+            [TableRow("fitted_grid", "training slices with a detectable grid", 0.0, n=0, note=why)],
+            notes=[f"No tag phase from the headers: {why}. The geometry-aware model is not trained."],
+        )
+    rows = [
+        TableRow("fitted_grid", "spacing (mm)", float(g["spacing_mm"]), units="mm", n=int(g["n_train_slices"])),
+        TableRow("fitted_grid", "angle (deg)", float(g["angle_deg"]), units="deg", n=int(g["n_train_slices"])),
+    ]
+    for d in range(2):
+        rows.append(
+            TableRow(
+                "fitted_grid",
+                f"offset {d + 1} (deg)",
+                float(np.degrees(g["offsets_rad"][d])),
+                units="deg",
+                n=int(g["n_train_slices"]),
+            )
+        )
+        rows.append(
+            TableRow(
+                "fitted_grid",
+                f"concentration {d + 1}",
+                float(g["concentration_train"][d]),
+                n=int(g["n_train_slices"]),
+            )
+        )
+    for split in ("train", "test"):
+        for region in (*REGIONS, "all"):
+            sel = (data.split == split) & ((data.region == region) if region != "all" else True)
+            r = data.tag_residual_mm[sel]
+            r = r[np.isfinite(r).all(axis=1)]
+            if len(r) == 0:
+                continue
+            rows.append(
+                TableRow(
+                    f"header_residual/{split}/{region}",
+                    "mean (mm)",
+                    float(r.mean()),
+                    float(r.mean(axis=1).std(ddof=1)) if len(r) > 1 else None,
+                    n=int(len(r)),
+                    units="mm",
+                )
+            )
+            rows.append(TableRow(f"header_residual/{split}/{region}", "max (mm)", float(r.max()), n=int(len(r))))
     return rep.save_table(
-        "table_4_1",
+        "ch4_tag_phase",
         rows,
         notes=[
-            f"{split} split, {len(idx)} slices; metrics over each 20-frame slice on the [0, 1] intensity scale "
-            "(SSIM per 2D frame averaged over frames; data_range 1).",
-            "Thesis MAE values (~160) are on an unstated scale (see anomaly); ours are on [0, 1].",
+            "SPAMM tags are written by gradients, so the grid is fixed in scanner coordinates: the tag phase of a "
+            "pixel is k e.p + c, p its world position (mm from the isocentre), e the protocol's tag direction in the "
+            "image plane, c a constant of the system. Spacing, angle and c are fitted on the training slices' first "
+            "tagging frames; 'header_residual' is, per slice, the mean over the two directions of the distance "
+            "between the tag lines predicted from the header alone and those observed (first frame).",
+            "'concentration' is the mean resultant length of the per-slice phase offsets: 1 = the same offset on "
+            "every slice (the header predicts the tags), about 0 = a random grid (no header predicts it). For "
+            f"uniformly random tag positions the mean residual would be a quarter period ({0.25 * g['spacing_mm']:.2f} "
+            "mm).",
         ],
     )
 
@@ -542,24 +735,43 @@ def _init_landmarks(data: PairData, i: int) -> np.ndarray:
         ) from None
 
 
-def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test", *, n_jobs: int = 1) -> dict[str, Any]:
+def track_and_strain(
+    data: PairData,
+    generated: np.ndarray | Mapping[str, np.ndarray],
+    split: str = "test",
+    *,
+    n_jobs: int = 1,
+) -> dict[str, Any]:
     """Track original and generated tagging of a split from the same frame-0 grid; Ferdian strain.
 
-    Returns landmarks ``{"original", "generated"}`` (n, F, 2, 168), strain curves ``Ecc``/``Err``
-    per source (n, F) (``truth`` too when known), the landmark error in mm against the truth, and
-    the ES frame per slice. ``n_jobs`` tracks slices in parallel processes (joblib; -1 = all cores).
+    ``generated`` is one array (named ``"generated"``) or ``{name: array}`` for several models (e.g.
+    ``{"generated": thesis model, "geometry_aware": ...}``), each (n, F, H, W) for the split's slices.
+    Returns landmarks ``{"original", <names>}`` (n, F, 2, 168), strain curves ``Ecc``/``Err`` per source
+    (n, F) (``truth`` too when known), the landmark error in mm against the truth, the tag contrast of
+    each generated source relative to the original (``tag_contrast_ratio[name]``, (n,)), the list of
+    generated sources (``generated``) and the ES frame per slice. ``n_jobs`` tracks slices in parallel
+    processes (joblib; -1 = all cores).
     """
     from ..strain import green_strain_from_landmarks
     from ..tagging import detect_harmonic_peaks, landmark_error, track_landmarks
 
+    gen = {"generated": generated} if isinstance(generated, np.ndarray) else dict(generated)
     idx = data.index(split)
-    out: dict[str, Any] = {"idx": idx, "landmarks": {}, "Ecc": {}, "Err": {}, "landmark_error_mm": {}}
+    out: dict[str, Any] = {
+        "idx": idx,
+        "generated": list(gen),
+        "landmarks": {},
+        "Ecc": {},
+        "Err": {},
+        "landmark_error_mm": {},
+        "tag_contrast_ratio": {},
+    }
     # the tag pattern (spacing, orientation) is a property of the acquisition: detect it on the
     # original tagging of each slice and use it for the generated tagging of the same slice too
     peaks = [detect_harmonic_peaks(data.tagging[i, :2]) for i in idx]
     from joblib import Parallel, delayed
 
-    for src, seqs in (("original", data.tagging[idx]), ("generated", generated)):
+    for src, seqs in (("original", data.tagging[idx]), *gen.items()):
         args = [(seqs[j], _init_landmarks(data, i), peaks[j]) for j, i in enumerate(idx)]
         if n_jobs != 1 and len(args) > 1:
             lms = Parallel(n_jobs=n_jobs)(
@@ -578,15 +790,16 @@ def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test",
             out["landmark_error_mm"][src] = np.stack(
                 [landmark_error(lm, data.landmarks[i], data.px_mm) for lm, i in zip(lms, idx)]
             )
-    # tag contrast of the generated tagging relative to the original, on the heart (frames 0..ES):
+    # tag contrast of each generated tagging relative to the original, on the heart (frames 0..7):
     # a ratio near 0 means the synthesis produced no tag pattern there and its "strain" is not a measurement
-    out["tag_contrast_ratio"] = np.array(
-        [
-            _tag_contrast(generated[j], peaks[j], out["landmarks"]["original"][j, 0])
-            / max(_tag_contrast(data.tagging[i], peaks[j], out["landmarks"]["original"][j, 0]), 1e-12)
-            for j, i in enumerate(idx)
-        ]
-    )
+    ref = [_tag_contrast(data.tagging[i], peaks[j], out["landmarks"]["original"][j, 0]) for j, i in enumerate(idx)]
+    for src, seqs in gen.items():
+        out["tag_contrast_ratio"][src] = np.array(
+            [
+                _tag_contrast(seqs[j], peaks[j], out["landmarks"]["original"][j, 0]) / max(ref[j], 1e-12)
+                for j in range(len(idx))
+            ]
+        )
     if data.true_strain is not None:
         out["Ecc"]["truth"] = data.true_strain["Ecc"][idx]
         out["Err"]["truth"] = data.true_strain["Err"][idx]
@@ -619,19 +832,24 @@ def _at_es(curves: np.ndarray, es: np.ndarray) -> np.ndarray:
     return curves[np.arange(len(es)), es]
 
 
+def _generated_sources(tr: Mapping[str, Any]) -> list[str]:
+    return list(tr.get("generated", ["generated"]))
+
+
 def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """Table 4.2 (ES E_c, E_r by region, original vs generated) and the ground-truth comparison."""
     from ..stats import bland_altman
 
     idx, es = tr["idx"], tr["es"]
     regions = data.region[idx]
+    gens = _generated_sources(tr)
     rows42 = []
     for region in REGIONS:
         sel = regions == region
         if not sel.any():
             continue
         for metric, key in (("Ec", "Ecc"), ("Er", "Err")):
-            for src in ("original", "generated"):
+            for src in ("original", *gens):
                 v = _at_es(tr[key][src], es)[sel]
                 rows42.append(
                     TableRow(
@@ -640,22 +858,25 @@ def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[st
                         float(v.mean()),
                         float(v.std(ddof=1)) if v.size > 1 else None,
                         n=int(v.size),
-                        thesis_key=(region, metric, src),
+                        thesis_key=(region, metric, src) if src in ("original", "generated") else ("-",),
                     )
                 )
-    t42 = rep.save_table(
-        "table_4_2",
-        rows42,
-        notes=[
-            "Green strain at the ES frame from landmarks tracked with HARP (cmrkit.tagging) on original tagging and on "
-            "tagging generated from cine only; both tracked from the same frame-0 landmark grid.",
-            "Thesis landmarks came from a CNN+RNN tracker trained on UK Biobank annotations (not public).",
-        ],
-    )
+    notes42 = [
+        "Green strain at the ES frame from landmarks tracked with HARP (cmrkit.tagging) on original tagging and on "
+        "tagging generated from cine only; all tracked from the same frame-0 landmark grid.",
+        "Thesis landmarks came from a CNN+RNN tracker trained on UK Biobank annotations (not public).",
+    ]
+    if GEOMETRY in gens:
+        notes42.append(
+            f"'generated' is the thesis model (synthesis from the cine images alone); '{GEOMETRY}' the kit's "
+            "geometry-aware model, whose tagging decoder also knows the tag phase from the header and moves the "
+            "SPAMM grid with a decoded displacement field."
+        )
+    t42 = rep.save_table("table_4_2", rows42, notes=notes42)
     rows = []
-    comparisons = [("generated_vs_original", "generated", "original")]
+    comparisons = [(f"{g}_vs_original", g, "original") for g in gens]
     if "truth" in tr["Ecc"]:
-        comparisons += [("original_vs_truth", "original", "truth"), ("generated_vs_truth", "generated", "truth")]
+        comparisons += [("original_vs_truth", "original", "truth")] + [(f"{g}_vs_truth", g, "truth") for g in gens]
     for region in (*REGIONS, "all"):
         sel = np.ones(len(idx), bool) if region == "all" else regions == region
         if sel.sum() < 2:
@@ -689,12 +910,14 @@ def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[st
                         units="strain",
                     )
                 )
-        if "tag_contrast_ratio" in tr:
-            v = tr["tag_contrast_ratio"][sel]
+        for g in gens:
+            if g not in tr.get("tag_contrast_ratio", {}):
+                continue
+            v = tr["tag_contrast_ratio"][g][sel]
             rows.append(
                 TableRow(
                     f"tag_contrast/{region}",
-                    "generated / original",
+                    f"{g} / original",
                     float(v.mean()),
                     float(v.std(ddof=1)) if v.size > 1 else None,
                     n=int(v.size),
@@ -722,21 +945,23 @@ def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[st
                     units="px",
                 )
             )
-    tgt = rep.save_table(
-        "ch4_strain_vs_truth",
-        rows,
-        notes=[
-            "Bland-Altman bias and 95% limits of agreement (1.96 SD) of ES Green strain; '|diff| all frames' is the "
-            "mean absolute difference over every frame of every slice.",
-            "'truth' applies Ferdian's definitions to the phantom's true landmarks (material points of the analytic "
-            "motion), so differences are tracking/synthesis error; 'exact' rows compare the truth with the analytic "
-            "strain of the motion (E_rr there is the wall mean, not the endo-epi chord). Not available for real data.",
-            f"Pixel size of the tracking grid: {data.px_mm:.3f} mm.",
-            "'tag_contrast' is the first-harmonic (tag) modulation depth of the generated tagging over the heart, "
-            "frames 0-7, relative to the original's: well below 1 means the synthesis has (almost) no tags there, and "
-            "strain tracked on it measures the tracker's failure, not the heart.",
-        ],
-    )
+    notes = [
+        "Bland-Altman bias and 95% limits of agreement (1.96 SD) of ES Green strain; '|diff| all frames' is the "
+        "mean absolute difference over every frame of every slice.",
+        "'truth' applies Ferdian's definitions to the phantom's true landmarks (material points of the analytic "
+        "motion), so differences are tracking/synthesis error; 'exact' rows compare the truth with the analytic "
+        "strain of the motion (E_rr there is the wall mean, not the endo-epi chord). Not available for real data.",
+        f"Pixel size of the tracking grid: {data.px_mm:.3f} mm.",
+        "'tag_contrast' is the first-harmonic (tag) modulation depth of the generated tagging over the heart, "
+        "frames 0-7, relative to the original's: well below 1 means the synthesis has (almost) no tags there, and "
+        "strain tracked on it measures the tracker's failure, not the heart.",
+    ]
+    if GEOMETRY in gens:
+        notes.append(
+            f"'generated' = thesis model (cine only); '{GEOMETRY}' = geometry-aware model (cine + tag phase from "
+            "the header)."
+        )
+    tgt = rep.save_table("ch4_strain_vs_truth", rows, notes=notes)
     return {"table_4_2": t42, "ch4_strain_vs_truth": tgt}
 
 
@@ -747,16 +972,18 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
     from ..figures import bland_altman_plot, show, strain_curves, violin_plot
 
     es, regions = tr["es"], data.region[tr["idx"]]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, metric, label in ((axes[0], "Ecc", "E_cc"), (axes[1], "Err", "E_rr")):
-        bland_altman_plot(
-            _at_es(tr[metric]["generated"], es),
-            _at_es(tr[metric]["original"], es),
-            ax=ax,
-            title=f"ES {label}: generated - original",
-            xlabel="mean",
-            ylabel="difference",
-        )
+    gens = _generated_sources(tr)
+    fig, axes = plt.subplots(len(gens), 2, figsize=(9, 3.6 * len(gens)), squeeze=False)
+    for r, g in enumerate(gens):
+        for ax, metric, label in ((axes[r, 0], "Ecc", "E_cc"), (axes[r, 1], "Err", "E_rr")):
+            bland_altman_plot(
+                _at_es(tr[metric][g], es),
+                _at_es(tr[metric]["original"], es),
+                ax=ax,
+                title=f"ES {label}: {g} - original",
+                xlabel="mean",
+                ylabel="difference",
+            )
     fig.tight_layout()
     rep.save_figure(fig, "fig_4_8", caption="Bland-Altman of ES strain, generated vs original tagging (test split)")
     show(fig)
@@ -784,8 +1011,9 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
     show(fig)
 
     if "truth" in tr["Ecc"]:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-        for ax, src in zip(axes, ("original", "generated")):
+        srcs = ["original", *gens]
+        fig, axes = plt.subplots(1, len(srcs), figsize=(4.5 * len(srcs), 3.6), squeeze=False)
+        for ax, src in zip(axes[0], srcs):
             bland_altman_plot(
                 _at_es(tr["Ecc"][src], es),
                 _at_es(tr["Ecc"]["truth"], es),
@@ -1009,25 +1237,42 @@ def segmentation_check(
 
 
 # --------------------------------------------------------------------------------------------- figures
-def figure_examples(
-    rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], tr: Mapping[str, Any] | None = None
-) -> None:
-    """Fig 4.4 (one test slice per region through the four scenarios) and Fig 4.5 (tracking)."""
-    from ..figures import image_grid, landmark_overlay, show
-
+def _example_slice(data: PairData, tr: Mapping[str, Any] | None) -> tuple[int, list[int]]:
+    """Index (into the test split) of the mid-ventricular example slice and frames ED, mid-systole, ES, diastole."""
     idx = data.index("test")
     picks = [int(np.flatnonzero(data.region[idx] == r)[0]) for r in REGIONS if (data.region[idx] == r).any()]
     j = picks[len(picks) // 2] if picks else 0
     es = int(tr["es"][j]) if tr is not None else data.cine.shape[1] // 3
     frames = sorted({0, es // 2, es, min(data.cine.shape[1] - 1, es + (data.cine.shape[1] - es) // 2)})
+    return j, frames
+
+
+def figure_examples(
+    rep: Report,
+    data: PairData,
+    outputs: Mapping[str, np.ndarray],
+    tr: Mapping[str, Any] | None = None,
+    outputs_geometry: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Fig 4.4 (one test slice through the four scenarios) and Fig 4.5 (tracking), with the geometry-aware
+    model's tagging from cine as an extra row when given."""
+    from ..figures import image_grid, landmark_overlay, show
+
+    idx = data.index("test")
+    j, frames = _example_slice(data, tr)
     rows = {"cine": data.cine[idx[j]], "tagging": data.tagging[idx[j]]}
     rows.update({name.replace("_", " "): outputs[name][j] for name, _, _ in SCENARIOS})
+    if outputs_geometry is not None:
+        rows["cine to tagging, geometry-aware"] = outputs_geometry["only_cine_to_tagging"][j]
     fig = image_grid(rows, frames, title=f"{data.subject[idx[j]]} {data.region[idx[j]]} (test)")
     rep.save_figure(fig, "fig_4_4", caption="Original cine and tagging, reconstructions and cross-syntheses")
     show(fig)
     if tr is not None:
         seqs = {"original tagging": data.tagging[idx[j]], "generated tagging": outputs["only_cine_to_tagging"][j]}
         lms = {"original tagging": tr["landmarks"]["original"][j], "generated tagging": tr["landmarks"]["generated"][j]}
+        if outputs_geometry is not None and GEOMETRY in tr["landmarks"]:
+            seqs["geometry-aware"] = outputs_geometry["only_cine_to_tagging"][j]
+            lms["geometry-aware"] = tr["landmarks"][GEOMETRY][j]
         fig = landmark_overlay(seqs, lms, frames, title="HARP tracking from the same frame-0 grid")
         rep.save_figure(
             fig, "fig_4_5", caption="Tracked landmarks on original and generated tagging (red: endocardial ring)"
@@ -1039,6 +1284,7 @@ def browse_test_set(
     data: PairData,
     outputs: Mapping[str, np.ndarray],
     *,
+    outputs_geometry: Mapping[str, np.ndarray] | None = None,
     interactive: bool = False,
     item: int = 0,
     frame: int = 0,
@@ -1049,7 +1295,8 @@ def browse_test_set(
     Returns ``(figure, viewer_or_None)``: the static panels of slice ``item`` at ``frame`` and, with
     ``interactive=True``, an ipywidgets viewer whose sliders choose the slice and the frame
     (:class:`cmrkit.widgets.IndexFrameViewer`; display ``viewer.ui``). ``outputs`` are
-    :func:`synthesis_scenarios`' outputs of the same split.
+    :func:`synthesis_scenarios`' outputs of the same split; ``outputs_geometry`` (the geometry-aware
+    model's) add its tagging from cine as a fifth row.
     """
     from ..figures import image_grid
 
@@ -1063,6 +1310,8 @@ def browse_test_set(
             "tagging from cine": outputs["only_cine_to_tagging"][j],
             "cine from tagging": outputs["only_tagging_to_cine"][j],
         }
+        if outputs_geometry is not None:
+            rows["tagging from cine, geometry-aware"] = outputs_geometry["only_cine_to_tagging"][j]
         return image_grid(rows, [int(t)], title=f"{data.subject[idx[j]]} {data.region[idx[j]]}")
 
     viewer = None
@@ -1077,9 +1326,16 @@ def browse_test_set(
 
 # --------------------------------------------------------------------------------------------- dry run
 def _random_pairs(n: int, frames: int, size: int, seed: int) -> PairData:
-    """``n`` random cine/tagging slice pairs in [0, 1], all in the ``test`` split (dry runs only)."""
+    """``n`` random cine/tagging slice pairs in [0, 1], all in the ``test`` split, with linear tag phase
+    maps of a 4-pixel grid at a random angle and phase (dry runs only)."""
     rng = np.random.default_rng(seed)
     shape = (n, frames, size, size)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    t = rng.uniform(0, np.pi / 2, (n, 1, 1))
+    k = 2 * np.pi / 4.0
+    phase = np.stack(
+        [k * (np.cos(t) * xx + np.sin(t) * yy), k * (-np.sin(t) * xx + np.cos(t) * yy)], axis=1
+    ) + rng.uniform(0, 2 * np.pi, (n, 2, 1, 1))
     return PairData(
         cine=rng.random(shape, dtype=np.float32),
         tagging=rng.random(shape, dtype=np.float32),
@@ -1092,19 +1348,21 @@ def _random_pairs(n: int, frames: int, size: int, seed: int) -> PairData:
         es_frame=np.full(n, -1),
         split=np.array(["test"] * n),
         px_mm=1.0,
+        tag_phase=phase.astype(np.float32),
     )
 
 
-def _dry_run_smcvae(cfg: Config, latent_dim: int, conv_layers: int) -> dict[str, np.ndarray]:
-    from ..models.smcvae import SMCVAE, PairedSliceDataset, smcvae_loss
+def _dry_run_smcvae(cfg: Config, latent_dim: int, conv_layers: int, geometry: bool = False) -> dict[str, np.ndarray]:
+    from ..models.smcvae import PHASE_KEY, SMCVAE, PairedSliceDataset, smcvae_loss
     from ..train import fit
 
-    mcfg = smcvae_config(cfg, latent_dim=latent_dim, conv_layers=conv_layers)
+    mcfg = smcvae_config(cfg, latent_dim=latent_dim, conv_layers=conv_layers, geometry=geometry)
     model = SMCVAE(mcfg, seed=cfg.seed)
     train = _random_pairs(2, mcfg.in_frames, mcfg.image_size, cfg.seed)
+    extra = {PHASE_KEY: train.tag_phase} if geometry else None
     res = fit(
         model,
-        PairedSliceDataset({"cine": train.cine, "tagging": train.tagging}),
+        PairedSliceDataset({"cine": train.cine, "tagging": train.tagging}, extra=extra),
         None,
         loss_fn=smcvae_loss,
         epochs=1,
@@ -1136,8 +1394,9 @@ def dry_runs(cfg: Config) -> list[Any]:
     :class:`cmrkit.chapters.DryRun`): the smcVAE with the profile's D and L and with the smallest and
     largest L of the Table 4.4 ablation (L sets the layer structure: how many of the convolutions
     down-sample; the Table 4.3 values of D only change the width of the latent layers), each trained
-    one step and synthesising tagging from cine (the chapter's synthesis path), and the segmenter,
-    trained one step on slices of the chapter's grid and predicting one."""
+    one step and synthesising tagging from cine (the chapter's synthesis path), the geometry-aware
+    smcVAE at the profile's D and L (given random tag phase maps), and the segmenter, trained one step on
+    slices of the chapter's grid and predicting one."""
     import json
 
     from ..models.segmenter import SegmenterConfig
@@ -1154,6 +1413,18 @@ def dry_runs(cfg: Config) -> list[Any]:
         expected = {"train_loss": (1,), "only_cine_to_tagging": images}
         run = lambda d=d, L=L: _dry_run_smcvae(cfg, d, L)  # noqa: E731
         runs.append(DryRun(CHAPTER, f"smcvae D={d} L={L}", key, expected, run))
+    d, L = int(c.latent_dim), int(c.conv_layers)
+    key = json.dumps(smcvae_config(cfg, latent_dim=d, conv_layers=L, geometry=True).to_dict(), sort_keys=True)
+    run = lambda: _dry_run_smcvae(cfg, d, L, geometry=True)  # noqa: E731
+    runs.append(
+        DryRun(
+            CHAPTER,
+            f"smcvae geometry-aware D={d} L={L}",
+            key,
+            {"train_loss": (1,), "only_cine_to_tagging": images},
+            run,
+        )
+    )
     sc = SegmenterConfig.from_dict(cfg.segmenter)
     key = json.dumps({"segmenter": sc.to_dict(), "input": size}, sort_keys=True)
     runs.append(
@@ -1164,6 +1435,73 @@ def dry_runs(cfg: Config) -> list[Any]:
     return runs
 
 
+def tagging_cycle(
+    rep: Report,
+    data: PairData,
+    generated: Mapping[str, np.ndarray],
+    tr: Mapping[str, Any] | None = None,
+    *,
+    interactive: bool = False,
+    n_frames: int = 6,
+    item: int | None = None,
+) -> tuple[Any, Any]:
+    """Generated tagging beside the original over the cardiac cycle (kit figure ``ch4_tagging_cycle``).
+
+    The montage: test slice ``item`` (default the mid-ventricular example of Fig 4.4), ``n_frames`` frames
+    spread over the sequence (ED and ES included), one row for the original and one per generated source
+    (``{name: (n_test, F, H, W)}``), cropped to the heart, saved and returned open (show it with
+    :func:`cmrkit.figures.show`). With ``interactive=True`` also an ipywidgets viewer whose sliders choose
+    the test slice and the frame (:class:`cmrkit.widgets.IndexFrameViewer`; display ``viewer.ui``).
+    Returns ``(figure, viewer_or_None)``.
+    """
+    from ..figures import image_grid
+
+    idx = data.index("test")
+    if item is None:
+        item, _ = _example_slice(data, tr)
+    F = data.tagging.shape[1]
+
+    def es_of(j: int) -> int:
+        return int(tr["es"][j]) if tr is not None else F // 3
+
+    def rows(j: int) -> dict[str, np.ndarray]:
+        seqs = {"original": data.tagging[idx[j]], **{k.replace("_", " "): v[j] for k, v in generated.items()}}
+        r0, r1, c0, c1 = _heart_box(data, int(idx[j]))
+        return {k: np.asarray(v)[:, r0:r1, c0:c1] for k, v in seqs.items()}
+
+    es = es_of(item)
+    frames = sorted({*np.linspace(0, F - 1, n_frames).round().astype(int).tolist(), es})
+    title = f"{data.subject[idx[item]]} {data.region[idx[item]]} (test): tagging over the cycle, ES = frame {es}"
+    fig = image_grid(rows(item), frames, title=title)
+    rep.save_figure(
+        fig,
+        "ch4_tagging_cycle",
+        caption="Original tagging and tagging generated from cine over the cardiac cycle, cropped to the heart",
+    )
+    viewer = None
+    if interactive:
+        from ..widgets import IndexFrameViewer
+
+        def render(j: int, t: int) -> Any:
+            j = int(j)
+            name = f"{data.subject[idx[j]]} {data.region[idx[j]]}"
+            return image_grid(rows(j), [int(t)], title=f"{name}: frame {int(t)} of {F} (ES {es_of(j)})")
+
+        viewer = IndexFrameViewer(render, len(idx), F, item=item, frame=es, labels=("test slice", "frame"))
+    return fig, viewer
+
+
+def _heart_box(data: PairData, i: int, margin: int = 6) -> tuple[int, int, int, int]:
+    """Row/column window ``(r0, r1, c0, c1)`` around the frame-0 landmarks (or the whole image)."""
+    H, W = data.tagging.shape[2:]
+    if data.landmarks is None:
+        return 0, H, 0, W
+    lm = data.landmarks[i, 0]
+    c0, r0 = np.floor(lm.min(axis=1)).astype(int) - margin
+    c1, r1 = np.ceil(lm.max(axis=1)).astype(int) + margin + 1
+    return max(r0, 0), min(r1, H), max(c0, 0), min(c1, W)
+
+
 # --------------------------------------------------------------------------------------------- all
 def run_all(cfg: Config, rep: Report, *, interactive: bool = False, progress: bool = False) -> dict[str, Any]:
     """Every step of the chapter (what ``cmrkit run smcvae_strain`` executes); figures are closed."""
@@ -1171,23 +1509,33 @@ def run_all(cfg: Config, rep: Report, *, interactive: bool = False, progress: bo
 
     data = load_pairs(cfg, rep=rep)
     rep.dataset = f"{rep.dataset}, {data.meta['n_subjects']} subjects"
+    tag_phase_table(rep, data)
     res = train_smcvae(cfg, data, progress=progress)
     outputs = synthesis_scenarios(res.model, data)
-    table_4_1(rep, data, outputs)
-    tr = track_and_strain(data, outputs["only_cine_to_tagging"], n_jobs=int(cfg.ch4.tracking_jobs))
+    res_g = train_smcvae(cfg, data, geometry=True, progress=progress) if data.tag_phase is not None else None
+    outputs_g = synthesis_scenarios(res_g.model, data) if res_g is not None else None
+    table_4_1(rep, data, outputs, outputs_g)
+    gen = {"generated": outputs["only_cine_to_tagging"]}
+    if outputs_g is not None:
+        gen[GEOMETRY] = outputs_g["only_cine_to_tagging"]
+    tr = track_and_strain(data, gen, n_jobs=int(cfg.ch4.tracking_jobs))
     strain_tables(rep, data, tr)
-    figure_examples(rep, data, outputs, tr)
+    figure_examples(rep, data, outputs, tr, outputs_g)
+    fig, _ = tagging_cycle(rep, data, gen, tr, interactive=interactive)
+    plt.close(fig)
     strain_figures(rep, data, tr)
     auto, fig = tracking_without_annotations(data, tr)
     plt.close(fig)
     seg = segmentation_check(cfg, rep, data, outputs["reconstruction_cine"], progress=progress)
     abl = ablation(cfg, rep, data, progress=progress)
-    fig, _ = browse_test_set(data, outputs, interactive=interactive, frame=int(tr["es"][0]))
+    fig, _ = browse_test_set(data, outputs, outputs_geometry=outputs_g, interactive=interactive, frame=int(tr["es"][0]))
     plt.close(fig)
     return {
         "data": data,
         "fit": res,
+        "fit_geometry": res_g,
         "outputs": outputs,
+        "outputs_geometry": outputs_g,
         "tracking": tr,
         "tracking_without_annotations": auto,
         "segmentation": seg,

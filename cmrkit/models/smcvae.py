@@ -34,6 +34,22 @@ connected layer + ``L`` transposed conv layers + Tanh) maps a latent to the mean
     prior, each latent decoded only by its own decoder). Cross-channel synthesis is still callable
     and shows what a model without a shared latent space gives.
 
+Geometry-aware decoder (beyond the thesis; ``SMCVAEConfig.phase_channel``)
+--------------------------------------------------------------------------
+SPAMM tags are written by gradients, so their phase at every pixel follows from the image header
+(:mod:`cmrkit.tagging.scanner`), not from the anatomy: a cine shows where the heart is and how it moves,
+but not where the scanner put the tag lines. With ``phase_channel="tagging"`` that channel's decoder is
+also given the tag phase maps of the acquisition (batch key :data:`PHASE_KEY`). ``phase_decoder="warp"``
+(:class:`PhaseWarpDecoder`) renders the grid at the material position given by a decoded displacement
+field, as a SPAMM acquisition forms the image; ``"channels"`` (:class:`PhaseChannelsDecoder`) only adds
+the phase as input channels. Encoders, latent space and prior are unchanged, and the synthesis is
+still from the cine alone (the phase maps are acquisition geometry, not image content). With
+``motion_channel="cine"`` the decoded displacement must also carry the cine's first frame onto its later
+frames (a registration likelihood added to the loss, :meth:`SMCVAE.loss`): the motion of the synthesised
+tags is then tied to the motion visible in the cine, and the tags refine it inside the myocardium, where
+the cine is featureless. The phase-aware decoder's output is ``2 y - 1`` without Tanh, so it may leave
+[-1, 1] slightly; the kit clips to [0, 1] after :func:`from_model_range`.
+
 Loss (thesis Eq. 4.1, negated; averaged over the batch)::
 
     loss = (1/C) * sum_{s in channels} [ beta * KL(q(z | x_s) || p(z))
@@ -71,6 +87,8 @@ from torch.distributions import Normal
 
 __all__ = [
     "VARIANTS",
+    "PHASE_DECODERS",
+    "PHASE_KEY",
     "K1",
     "K2",
     "K3",
@@ -81,6 +99,8 @@ __all__ = [
     "DepthwiseSeparableConv",
     "ChannelEncoder",
     "ChannelDecoder",
+    "PhaseWarpDecoder",
+    "PhaseChannelsDecoder",
     "PairedSliceDataset",
     "kl_log_uniform",
     "kl_standard_normal",
@@ -91,6 +111,10 @@ __all__ = [
 ]
 
 VARIANTS = ("sparse", "mcvae", "vae")
+#: ways a decoder can use the tag phase maps of the acquisition (``SMCVAEConfig.phase_decoder``)
+PHASE_DECODERS = ("warp", "channels")
+#: batch key of the tag phase maps ``(B, 2, H, W)`` (radians) given to the phase-aware decoder
+PHASE_KEY = "tag_phase"
 #: Constants of the log-uniform-prior KL approximation (Molchanov et al. 2017, eq. 14).
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 #: ``log alpha`` is clamped to this range inside the KL (as in the reference implementation).
@@ -198,6 +222,25 @@ class SMCVAEConfig:
         thousand steps of a demo run, log alpha could otherwise move by only ~1 and no dimension
         would reach a dropout rate below 0.2. ``1`` gives the reference parameterisation (whose
         examples train for 20 000 full-batch epochs at lr 2e-3). The model is the same.
+    phase_channel : str
+        ``""`` (the thesis model): every decoder is a plain :class:`ChannelDecoder`. Otherwise the name
+        of a SPAMM-tagged channel whose decoder is also given the tag phase maps of the acquisition
+        (batch key :data:`PHASE_KEY`, ``(B, 2, H, W)`` radians, e.g. predicted from the image header by
+        :func:`cmrkit.tagging.scanner.tag_phase_map`): the geometry-aware variant.
+    phase_decoder : {"warp", "channels"}
+        How that decoder uses the phase (see :class:`PhaseWarpDecoder`, :class:`PhaseChannelsDecoder`).
+    profile_harmonics : int
+        Harmonics of the learned tag profile of :class:`PhaseWarpDecoder`.
+    max_displacement : float
+        Largest displacement :class:`PhaseWarpDecoder` can express, as a fraction of ``image_size``.
+    anatomy_residual : float
+        Bound of the per-frame anatomy residual of :class:`PhaseWarpDecoder` ([0, 1] intensity units).
+    motion_channel : str
+        ``""`` or the name of another channel (e.g. ``"cine"``) whose frames the displacement field of
+        the :class:`PhaseWarpDecoder` must also explain: the loss gains the Gaussian likelihood of that
+        channel's frames given its first frame resampled at ``x + v_t`` (a registration term with its own
+        learned variance, see :meth:`SMCVAE.loss`). It ties the tags' motion to the motion visible in
+        the cine.
     """
 
     channels: tuple[str, ...] = ("cine", "tagging")
@@ -215,6 +258,12 @@ class SMCVAEConfig:
     log_alpha_init: float = 0.0
     norm: str = "batch"
     log_param_scale: float = 10.0
+    phase_channel: str = ""
+    phase_decoder: str = "warp"
+    profile_harmonics: int = 2
+    max_displacement: float = 0.15
+    anatomy_residual: float = 0.25
+    motion_channel: str = ""
 
     def __post_init__(self) -> None:
         chans = tuple(self.channels) if not isinstance(self.channels, str) else (self.channels,)
@@ -237,6 +286,30 @@ class SMCVAEConfig:
             raise ValueError(f"SMCVAEConfig.log_param_scale must be a finite number > 0, got {self.log_param_scale!r}")
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise ValueError(f"SMCVAEConfig.beta must be a finite number >= 0, got {self.beta!r}")
+        if self.phase_channel and self.phase_channel not in chans:
+            raise ValueError(
+                f"SMCVAEConfig.phase_channel={self.phase_channel!r} is not one of the channels {chans} (or '' for none)"
+            )
+        if self.phase_decoder not in PHASE_DECODERS:
+            raise ValueError(f"SMCVAEConfig.phase_decoder must be one of {PHASE_DECODERS}, got {self.phase_decoder!r}")
+        if not isinstance(self.profile_harmonics, int) or not 1 <= self.profile_harmonics <= 8:
+            raise ValueError(
+                f"SMCVAEConfig.profile_harmonics must be an integer in 1..8, got {self.profile_harmonics!r}"
+            )
+        if not (0.0 < self.max_displacement <= 0.5):
+            raise ValueError(f"SMCVAEConfig.max_displacement must be in (0, 0.5], got {self.max_displacement!r}")
+        if not (0.0 <= self.anatomy_residual <= 1.0):
+            raise ValueError(f"SMCVAEConfig.anatomy_residual must be in [0, 1], got {self.anatomy_residual!r}")
+        if self.motion_channel and (
+            self.motion_channel not in chans
+            or self.motion_channel == self.phase_channel
+            or not self.phase_channel
+            or self.phase_decoder != "warp"
+        ):
+            raise ValueError(
+                f"SMCVAEConfig.motion_channel={self.motion_channel!r} must be another of the channels {chans}, "
+                "used with a phase_channel whose phase_decoder is 'warp'"
+            )
         n_down = sum(s == 2 for s in self.strides)
         if self.image_size % (2**n_down):
             raise ValueError(
@@ -332,9 +405,12 @@ class ChannelEncoder(nn.Module):
 
 class ChannelDecoder(nn.Module):
     """Linear layer to the encoder's bottleneck shape, then ``L`` transposed convs mirroring the
-    encoder (norm + LeakyReLU between them) and Tanh on the ``in_frames`` output channels."""
+    encoder (norm + LeakyReLU between them) and Tanh on the ``in_frames`` output channels.
 
-    def __init__(self, cfg: SMCVAEConfig):
+    ``out_channels`` (default ``in_frames``) and ``tanh=False`` make it the trunk of the phase-aware
+    decoders (raw feature maps at full resolution)."""
+
+    def __init__(self, cfg: SMCVAEConfig, out_channels: int | None = None, tanh: bool = True):
         super().__init__()
         widths, strides = cfg.widths, cfg.strides
         self.shape = (widths[-1], cfg.bottleneck_size, cfg.bottleneck_size)
@@ -342,7 +418,7 @@ class ChannelDecoder(nn.Module):
         layers = []
         for i in reversed(range(cfg.conv_layers)):
             c_in, last = widths[i], i == 0
-            c_out = cfg.in_frames if last else widths[i - 1]
+            c_out = (out_channels or cfg.in_frames) if last else widths[i - 1]
             k, p = (4, 1) if strides[i] == 2 else (3, 1)
             layers.append(
                 Convolution(
@@ -360,11 +436,176 @@ class ChannelDecoder(nn.Module):
                 )
             )
         self.features = nn.Sequential(*layers)
-        self.out = nn.Tanh()
+        self.out = nn.Tanh() if tanh else nn.Identity()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(z.shape[0], *self.shape)
         return self.out(self.features(h))
+
+
+def _check_phase(phase: torch.Tensor | None, cfg: SMCVAEConfig, batch: int) -> torch.Tensor:
+    want = (2, cfg.image_size, cfg.image_size)
+    if phase is None:
+        raise ValueError(
+            f"SMCVAE: the decoder of channel {cfg.phase_channel!r} needs the tag phase maps "
+            f"(batch key {PHASE_KEY!r}, shape (B, 2, {want[1]}, {want[2]}), radians)"
+        )
+    if not isinstance(phase, torch.Tensor) or phase.ndim != 4 or tuple(phase.shape[1:]) != want:
+        shape = tuple(phase.shape) if isinstance(phase, torch.Tensor) else type(phase).__name__
+        raise ValueError(f"SMCVAE: tag phase maps must have shape (B, 2, {want[1]}, {want[2]}), got {shape}")
+    if phase.shape[0] != batch:
+        raise ValueError(f"SMCVAE: {phase.shape[0]} tag phase maps for a batch of {batch} latents")
+    return phase.float()
+
+
+def _profile_terms(psi: torch.Tensor, coef_cos: torch.Tensor, coef_sin: torch.Tensor) -> torch.Tensor:
+    """``g(psi) = c_0 + sum_n (c_n cos n psi + s_n sin n psi)``, harmonics by the Chebyshev recursion
+    ``cos(n psi) = 2 cos(psi) cos((n-1) psi) - cos((n-2) psi)`` (likewise for sine: two trigonometric
+    evaluations whatever their number)."""
+    c1, s1 = torch.cos(psi), torch.sin(psi)
+    g = coef_cos[1] * c1 + coef_sin[0] * s1 + coef_cos[0]
+    c_prev, s_prev, c_n, s_n = None, None, c1, s1
+    two_c1 = 2.0 * c1
+    for n in range(2, coef_cos.shape[0]):
+        if c_prev is None:  # cos 2x = 2 cos^2 x - 1, sin 2x = 2 cos x sin x
+            c_new, s_new = two_c1 * c1 - 1.0, two_c1 * s1
+        else:
+            c_new, s_new = two_c1 * c_n - c_prev, two_c1 * s_n - s_prev
+        c_prev, s_prev, c_n, s_n = c_n, s_n, c_new, s_new
+        g = g + coef_cos[n] * c_n + coef_sin[n - 1] * s_n
+    return g
+
+
+class PhaseWarpDecoder(nn.Module):
+    """SPAMM image formation with the acquisition's tag phase, moved by a decoded displacement.
+
+    A SPAMM grid is a function of the material position at tagging time (Axel & Dougherty 1989): the
+    frame at time ``t`` shows, at pixel ``x``, the material that was at ``X = x + v(x, t)``, and its
+    modulation is ``g(phi_1(X)) g(phi_2(X))``, ``phi_d`` the tag phase of the acquisition (known from the
+    header, :func:`cmrkit.tagging.scanner.tag_phase_map`). Phase is linear in position, so
+    ``phi_d(x + v) = phi_d(x) + grad(phi_d) . v``, with ``grad(phi_d)`` the (constant) gradient of the
+    given map. The same displacement moves the anatomy: a reference anatomy image ``a_ref`` (tagging
+    contrast at tagging time) is resampled at ``x + v`` and a bounded residual ``delta`` absorbs what a
+    2-D warp cannot describe (through-plane motion brings other material into the slice). A
+    :class:`ChannelDecoder` trunk decodes ``a_ref``, and per frame ``delta``, the tag depth ``r`` (T1
+    fading; blood loses its tags) and ``v``::
+
+        y_t = a_t (1 - r_t + r_t g(psi_1) g(psi_2)),   psi_d = phi_d + grad(phi_d) . v_t,
+        a_t = a_ref(x + v_t) + rho tanh(delta_t),       a_ref = sigmoid(.), r_t = sigmoid(.),
+        v_t = v_max tanh(.)   (pixels; v_max = max_displacement * image_size, rho = anatomy_residual)
+
+    and returns ``2 y - 1`` (model range). Tying the anatomy to the displacement gives the decoder a
+    non-periodic handle on the motion: the tag pattern alone repeats every tag period, so a displacement
+    learnt only from it can lock onto the wrong tag line (and a decoder then rather fades its tags). The
+    tag profile ``g(psi) = c_0 + sum_n (c_n cos n psi + s_n sin n psi)`` (``profile_harmonics`` terms) is
+    learned, initialised at ``(1 - cos psi) / 2`` (dark lines at phase 0). Displacement and residual
+    outputs start at zero.
+    """
+
+    def __init__(self, cfg: SMCVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        F = cfg.in_frames
+        self.trunk = ChannelDecoder(cfg, out_channels=4 * F + 1, tanh=False)
+        last = self.trunk.features[-1]
+        conv = next(m for m in last.modules() if isinstance(m, nn.ConvTranspose2d))
+        with torch.no_grad():  # residual and displacement start at zero: weight is (C_in, C_out, k, k)
+            for sl in (slice(1, F + 1), slice(2 * F + 1, None)):
+                conv.weight[:, sl].zero_()
+                if conv.bias is not None:
+                    conv.bias[sl].zero_()
+        h = cfg.profile_harmonics
+        cos = torch.zeros(h + 1)
+        cos[0], cos[1] = 0.5, -0.5
+        self.profile_cos = nn.Parameter(cos)
+        self.profile_sin = nn.Parameter(torch.zeros(h))
+        self.v_max = float(cfg.max_displacement * cfg.image_size)
+
+    def profile(self, psi: torch.Tensor) -> torch.Tensor:
+        """The learned tag profile ``g(psi)`` (see :func:`_profile_terms`)."""
+        return _profile_terms(psi, self.profile_cos, self.profile_sin)
+
+    def modulation(self, phase: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Grid modulation ``g(psi_1) g(psi_2)`` (B, F, H, W) of the tag phase ``phase`` (B, 2, H, W) moved by
+        the displacement ``v`` (B, F, 2, H, W); ``grad(phi_d)`` is the mean finite difference of the map."""
+        kx = (phase[:, :, :, 1:] - phase[:, :, :, :-1]).mean(dim=(2, 3))  # (B, 2): d phi_d / d column
+        ky = (phase[:, :, 1:, :] - phase[:, :, :-1, :]).mean(dim=(2, 3))  # (B, 2): d phi_d / d row
+        vx, vy = v[:, :, 0], v[:, :, 1]  # (B, F, H, W)
+        m = None
+        for d in range(2):
+            psi = phase[:, d : d + 1] + kx[:, d, None, None, None] * vx + ky[:, d, None, None, None] * vy
+            g = self.profile(psi)
+            m = g if m is None else m * g
+        return m
+
+    def fields(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decoded reference anatomy ``a_ref`` (B, 1, H, W), residual ``delta`` and tag depth ``r``
+        (B, F, H, W, after their bounding functions) and displacement ``v`` (B, F, 2, H, W), ``v[:, :, 0]``
+        along columns (x), ``v[:, :, 1]`` along rows (y), in pixels."""
+        F = self.cfg.in_frames
+        h = self.trunk(z)
+        B, _, H, W = h.shape
+        a_ref, delta, r, v = torch.split(h, [1, F, F, 2 * F], dim=1)  # one concatenation in backward
+        return {
+            "a_ref": torch.sigmoid(a_ref),
+            "delta": self.cfg.anatomy_residual * torch.tanh(delta),
+            "r": torch.sigmoid(r),
+            "v": self.v_max * torch.tanh(v).view(B, F, 2, H, W),
+        }
+
+    @staticmethod
+    def warp(image: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``image(x + v_t(x))`` for every frame: image (B, 1, H, W), v (B, F, 2, H, W) in pixels ->
+        (B, F, H, W); bilinear, border values outside."""
+        B, F, _, H, W = v.shape
+        yy, xx = torch.meshgrid(
+            torch.arange(H, dtype=v.dtype, device=v.device),
+            torch.arange(W, dtype=v.dtype, device=v.device),
+            indexing="ij",
+        )
+        gx = (xx + v[:, :, 0]) * (2.0 / max(W - 1, 1)) - 1.0
+        gy = (yy + v[:, :, 1]) * (2.0 / max(H - 1, 1)) - 1.0
+        # all frames sample the one image: a (B, F*H, W) sampling grid instead of F copies of the image
+        grid = torch.stack([gx, gy], dim=-1).reshape(B, F * H, W, 2)
+        out = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return out.view(B, F, H, W)
+
+    def forward(
+        self, z: torch.Tensor, phase: torch.Tensor | None, return_displacement: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        ph = _check_phase(phase, self.cfg, z.shape[0])
+        f = self.fields(z)
+        m = self.modulation(ph, f["v"])
+        a = self.warp(f["a_ref"], f["v"]) + f["delta"]
+        y = 2.0 * a * (1.0 - f["r"] + f["r"] * m) - 1.0
+        return (y, f["v"]) if return_displacement else y
+
+
+class PhaseChannelsDecoder(nn.Module):
+    """The simpler alternative: the tag phase as extra input channels of the last layers.
+
+    A :class:`ChannelDecoder` trunk gives ``2 F`` feature maps; ``cos phi_d`` and ``sin phi_d`` (4 maps)
+    are concatenated and two 3x3 convolutions (LeakyReLU between them) with Tanh give the ``F`` frames.
+    The network must learn by itself how to shift the pattern with the motion.
+    """
+
+    def __init__(self, cfg: SMCVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        F = cfg.in_frames
+        self.trunk = ChannelDecoder(cfg, out_channels=2 * F, tanh=False)
+        self.head = nn.Sequential(
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * F + 4, 2 * F, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * F, F, 3, padding=1),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor, phase: torch.Tensor | None) -> torch.Tensor:
+        ph = _check_phase(phase, self.cfg, z.shape[0])
+        h = self.trunk(z)
+        return self.head(torch.cat([h, torch.cos(ph), torch.sin(ph)], dim=1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,17 +652,30 @@ class SMCVAE(nn.Module):
     def _build(self) -> None:
         cfg = self.config
         self.encoders = nn.ModuleDict({c: ChannelEncoder(cfg) for c in self.channels})
-        self.decoders = nn.ModuleDict({c: ChannelDecoder(cfg) for c in self.channels})
+        self.decoders = nn.ModuleDict({c: self._make_decoder(c) for c in self.channels})
         k = float(cfg.log_param_scale)
         logvar = torch.full((len(self.channels),), float(cfg.init_logvar) / k)
         if cfg.likelihood == "learned":
             self.x_logvar_raw = nn.Parameter(logvar)
         else:
             self.register_buffer("x_logvar_raw", logvar)
+        if cfg.motion_channel:  # learned variance of the registration term (same parameterisation)
+            self.motion_logvar_raw = nn.Parameter(torch.tensor(float(cfg.init_logvar) / k))
         if cfg.variant == "sparse":
             self.log_alpha_raw = nn.Parameter((cfg.log_alpha_init + 0.01 * torch.randn(1, cfg.latent_dim)) / k)
         else:
             self.log_alpha_raw = None
+
+    def _make_decoder(self, channel: str) -> nn.Module:
+        cfg = self.config
+        if channel != cfg.phase_channel:
+            return ChannelDecoder(cfg)
+        return PhaseWarpDecoder(cfg) if cfg.phase_decoder == "warp" else PhaseChannelsDecoder(cfg)
+
+    @property
+    def phase_aware(self) -> bool:
+        """Whether a decoder takes the acquisition's tag phase maps (the geometry-aware variant)."""
+        return bool(self.config.phase_channel)
 
     @property
     def log_alpha(self) -> torch.Tensor | None:
@@ -492,11 +746,17 @@ class SMCVAE(nn.Module):
         mu, logvar = self.encode_params(x, channel)
         return Normal(mu, (0.5 * logvar).exp(), validate_args=False)
 
-    def decode(self, z: torch.Tensor, channel: str) -> torch.Tensor:
-        """Mean image of ``channel`` given latents ``z`` (B, D): (B, F, H, W) in [-1, 1]."""
+    def decode(self, z: torch.Tensor, channel: str, phase: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean image of ``channel`` given latents ``z`` (B, D): (B, F, H, W) in [-1, 1].
+
+        ``phase``: the tag phase maps ``(B, 2, H, W)``, required by the decoder of
+        ``config.phase_channel`` (ignored by the others).
+        """
         self._check_channel(channel)
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise ValueError(f"SMCVAE.decode: z must have shape (B, {self.config.latent_dim}), got {tuple(z.shape)}")
+        if channel == self.config.phase_channel:
+            return self.decoders[channel](z, phase)
         return self.decoders[channel](z)
 
     # ---- sparsity ----------------------------------------------------------------------------
@@ -534,11 +794,13 @@ class SMCVAE(nn.Module):
         dict
             ``q[s]`` (Normal), ``mu[s]``, ``logvar[s]``, ``z[s]`` for each present channel ``s``
             and ``recon[t][s]`` = decoder ``t`` applied to ``z[s]`` for every target ``t``
-            (sparse/mcvae) or ``t = s`` (vae).
+            (sparse/mcvae) or ``t = s`` (vae); with ``motion_channel``, ``motion[s]`` the displacement
+            (B, F, 2, H, W) decoded from ``z[s]``.
         """
         present = [c for c in self.channels if c in batch]
         if not present:
             raise ValueError(f"SMCVAE.forward: batch has none of the channels {self.channels}; keys: {list(batch)}")
+        phase = batch.get(PHASE_KEY) if self.phase_aware else None
         sample = self.training if sample is None else bool(sample)
         out: dict[str, Any] = {"q": {}, "mu": {}, "logvar": {}, "z": {}, "recon": {t: {} for t in self.channels}}
         for s in present:
@@ -549,12 +811,18 @@ class SMCVAE(nn.Module):
         if self.cross:
             sizes = [out["z"][s].shape[0] for s in present]
             z_all = torch.cat([out["z"][s] for s in present])  # one decoder call per target
+            ph_all = None if phase is None else torch.cat([phase] * len(present))
             for t in self.channels:
-                for s, xh in zip(present, self.decoders[t](z_all).split(sizes)):
+                if t == self.config.phase_channel and self.config.motion_channel:
+                    y, v = self.decoders[t](z_all, ph_all, return_displacement=True)
+                    out["motion"] = dict(zip(present, v.split(sizes)))
+                else:
+                    y = self.decode(z_all, t, ph_all)
+                for s, xh in zip(present, y.split(sizes)):
                     out["recon"][t][s] = xh
         else:
             for s in present:
-                out["recon"][s][s] = self.decoders[s](out["z"][s])
+                out["recon"][s][s] = self.decode(out["z"][s], s, phase)
         return out
 
     def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -573,6 +841,11 @@ class SMCVAE(nn.Module):
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Negative ELBO of thesis Eq. 4.1 (module docstring), averaged over the batch.
+
+        With ``config.motion_channel`` (geometry-aware variant) every displacement field decoded by the
+        phase-aware decoder from ``z_s`` adds ``-log N(x_m | x_m[frame 0] o (id + v_s), sigma_m^2 I)``
+        (``x_m`` the motion channel's frames, ``sigma_m`` learned), averaged over ``s`` like the other
+        terms: the decoded motion must also move the cine's first frame onto its later frames.
 
         Returns
         -------
@@ -600,12 +873,22 @@ class SMCVAE(nn.Module):
                 xh = out["recon"][t][s]
                 nll_total = nll_total + self.gaussian_nll(batch[t], xh, t).mean()
                 logs[f"mse/{t}<-{s}"] = (batch[t].float() - xh.detach().float()).pow(2).mean()
+            if s in out.get("motion", {}):
+                ref = batch[self.config.motion_channel]
+                moved = PhaseWarpDecoder.warp(ref[:, :1].float(), out["motion"][s])
+                lv = self.motion_logvar_raw.float() * self.config.log_param_scale
+                sse = (ref.float() - moved).pow(2).flatten(1).sum(dim=1)
+                n = ref[0].numel()
+                nll_total = nll_total + (0.5 * (sse * torch.exp(-lv) + n * (lv + math.log(2 * math.pi)))).mean()
+                logs[f"mse/motion<-{s}"] = (ref.float() - moved.detach()).pow(2).mean()
         kl_mean, nll_mean = kl_total / C, nll_total / C
         loss = nll_mean + self.config.beta * kl_mean
         logs["kl"] = kl_mean.detach()
         logs["nll"] = nll_mean.detach()
         for i, t in enumerate(self.channels):
             logs[f"sigma/{t}"] = (0.5 * self.x_logvar[i].detach()).exp()
+        if self.config.motion_channel:
+            logs["sigma/motion"] = (0.5 * self.motion_logvar_raw.detach() * self.config.log_param_scale).exp()
         if self.sparse:
             rate = self.dropout_rate()
             logs["active_dims"] = (rate < DEFAULT_DROPOUT_THRESHOLD).sum().float()
@@ -621,6 +904,7 @@ class SMCVAE(nn.Module):
         target: str = "tagging",
         *,
         threshold: float | None = None,
+        phase: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Synthesise ``target`` from ``source`` alone: ``G_target(mu_source)``.
 
@@ -628,12 +912,17 @@ class SMCVAE(nn.Module):
         ----------
         x : Tensor or mapping
             The source images (B, F, H, W) in [-1, 1], or a batch dict holding ``x[source]``
-            (other channels, if present, are ignored; none is needed).
+            (other channels, if present, are ignored; none is needed) and, for the geometry-aware
+            variant, the tag phase maps under :data:`PHASE_KEY`.
         source, target : str
             Channel names (``target == source`` reconstructs the channel).
         threshold : float, optional
             Sparse variant only: zero the latent dimensions whose dropout rate is >= threshold
             (e.g. 0.2) before decoding.
+        phase : Tensor, optional
+            Tag phase maps ``(B, 2, H, W)`` for a ``target`` that is the ``phase_channel`` (instead of
+            ``x[PHASE_KEY]``): the acquisition geometry, not image content, so the synthesis is still
+            from ``source`` alone.
 
         Returns
         -------
@@ -646,9 +935,10 @@ class SMCVAE(nn.Module):
         if isinstance(x, Mapping):
             if source not in x:
                 raise ValueError(f"SMCVAE.synthesise: source channel {source!r} not in the batch keys {list(x)}")
+            phase = x.get(PHASE_KEY) if phase is None else phase
             x = x[source]
         mu, _ = self.encode_params(x, source)
-        return self.decode(self._mask(mu, threshold), target)
+        return self.decode(self._mask(mu, threshold), target, phase)
 
     @torch.no_grad()
     def reconstruct(
@@ -672,7 +962,8 @@ class SMCVAE(nn.Module):
             if s not in batch:
                 raise ValueError(f"SMCVAE.reconstruct: source {s!r} not in the batch keys {list(batch)}")
         mus = [self._mask(self.encode_params(batch[s], s)[0], threshold) for s in srcs]
-        return {t: torch.stack([self.decode(m, t) for m in mus]).mean(0) for t in self.channels}
+        phase = batch.get(PHASE_KEY) if self.phase_aware else None
+        return {t: torch.stack([self.decode(m, t, phase) for m in mus]).mean(0) for t in self.channels}
 
 
 def smcvae_loss(model: SMCVAE, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

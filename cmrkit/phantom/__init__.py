@@ -13,7 +13,8 @@ Public API::
     subj = generate_subject(params[0], geometry=Geometry(), rng=None)   # in memory
     write_subject(subj, "out/PH0000")
     generate_cohort("data/phantom/demo", 200, seed=0, geometry=Geometry(), workers=2)
-    Geometry(tag_phase="anchored")   # tag grid fixed to the LV centre instead of random per subject
+    Geometry(tag_phase="anchored")   # controls: grid fixed to the LV centre ("random": per-subject draw);
+                                     # default "scanner": grid fixed in scanner coordinates
     ensure_cohort(cmrkit.config.load("smoke"))
     gt = read_ground_truth("data/phantom/demo/PH0000")
 """

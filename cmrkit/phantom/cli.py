@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tag-phase",
         default=None,
-        metavar="{random,anchored}",
-        help="tag grid placement: random per subject (default, as acquired) or anchored to the LV centre",
+        metavar="{scanner,random,anchored}",
+        help="tag grid placement: fixed in scanner coordinates (default, as acquired), random per subject, or "
+        "anchored to the LV centre (the last two are controls)",
     )
     p.add_argument("--force", action="store_true", help="regenerate even if a matching cohort exists")
     p.add_argument(

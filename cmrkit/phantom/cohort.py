@@ -46,8 +46,9 @@ __all__ = [
 
 #: revision of the phantom's rendering physics, part of the cohort spec: bump it whenever a change
 #: alters the images or ground truth of the same ``(seed, index, geometry)``, so that cached cohorts
-#: regenerate (2: bSSFP magnetisation-transfer/flow contrast and myocardial-SNR noise model)
-PHANTOM_REVISION = 2
+#: regenerate (2: bSSFP magnetisation-transfer/flow contrast and myocardial-SNR noise model; 3: tag grid fixed
+#: in scanner coordinates by default, Geometry.tag_phase="scanner")
+PHANTOM_REVISION = 3
 MANIFEST = "manifest.csv"
 COHORT_JSON = "cohort.json"
 _SUBJECT_DIR = re.compile(r"^PH\d{4,}$")

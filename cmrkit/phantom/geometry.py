@@ -30,7 +30,7 @@ __all__ = ["Geometry", "TAG_PHASE_MODES", "PatientFrame", "PlaneGrid", "patient_
 
 
 #: values of :attr:`Geometry.tag_phase`
-TAG_PHASE_MODES = ("random", "anchored")
+TAG_PHASE_MODES = ("scanner", "random", "anchored")
 #: tag grid angle of ``tag_phase="anchored"`` (degrees, LV frame = image axes)
 ANCHORED_TAG_ANGLE_DEG = 45.0
 
@@ -53,13 +53,26 @@ class Geometry:
     supersample : in-plane supersampling factor of the static anatomy (in-plane partial volume of
         the moving heart is rendered analytically with pixel-wide edge ramps).
     noise : add Rician noise (switch off for ground-truth checks).
-    tag_phase : placement of the tag grid. ``"random"`` (default, as in real acquisitions, where the
-        grid is laid in scanner coordinates): every subject draws its grid angle (40-50 degrees) and
-        phase offsets, so the tag phase relative to the anatomy cannot be predicted from cine.
-        ``"anchored"``: angle 45 degrees and zero phase offsets in the LV frame, so that a crossing
-        of two tag lines lies on the LV long axis (the LV centre of every short-axis plane, the mid
-        tagging level included): the grid is fixed relative to the heart. It is part of the cohort
-        spec, so changing it regenerates a cohort.
+    tag_phase : placement of the tag grid (part of the cohort spec: changing it regenerates a cohort).
+
+        * ``"scanner"`` (default; the acquisition as it is): SPAMM modulation is applied by gradients,
+          so the grid is fixed in scanner coordinates. Tag direction ``d`` is the in-plane unit vector
+          ``e_d`` at ``tag_angle_deg`` (``+ 90`` for the second direction) from the tagging image's
+          first axis, and the phase at a world point ``p`` (mm from the isocentre = the world origin)
+          is ``k e_d . p + tag_offset_deg[d]`` with ``k = 2 pi / tag_spacing_mm``. The heart's
+          position relative to the isocentre varies per subject, so the phase relative to the anatomy
+          varies too, but it follows from the tagging NIfTI affine (and the protocol) alone:
+          :func:`cmrkit.tagging.scanner.tag_phase_at` predicts it.
+        * ``"random"`` (a control; the phantom's earlier default): every subject draws its grid angle
+          (40-50 degrees) and phase offsets, which no header records, so the tag phase cannot be
+          known from anything a synthesis model is given.
+        * ``"anchored"`` (a control): angle 45 degrees and zero phase offsets in the LV frame, so that
+          a crossing of two tag lines lies on the LV long axis (the LV centre of every short-axis
+          plane): the grid is fixed relative to the heart.
+    tag_angle_deg : protocol angle of the first tag direction from the tagging image's first axis
+        (``"scanner"`` only).
+    tag_offset_deg : constant phase offsets (degrees) the scanner adds to the two directions
+        (``"scanner"`` only; 0 for an ideal system; set them to test the offset estimation).
     """
 
     matrix: int = 128
@@ -77,7 +90,9 @@ class Geometry:
     slice_samples: int = 3
     supersample: int = 2
     noise: bool = True
-    tag_phase: str = "random"
+    tag_phase: str = "scanner"
+    tag_angle_deg: float = 45.0
+    tag_offset_deg: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -122,6 +137,18 @@ class Geometry:
             self.tag_phase in TAG_PHASE_MODES,
             f"tag_phase must be one of {', '.join(TAG_PHASE_MODES)}, got {self.tag_phase!r}",
         )
+        need(
+            isinstance(self.tag_angle_deg, (int, float)) and math.isfinite(self.tag_angle_deg),
+            f"tag_angle_deg must be a finite number, got {self.tag_angle_deg!r}",
+        )
+        off = self.tag_offset_deg
+        need(
+            isinstance(off, (tuple, list))
+            and len(off) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in off),
+            f"tag_offset_deg must be two finite numbers (degrees), got {off!r}",
+        )
+        object.__setattr__(self, "tag_offset_deg", (float(off[0]), float(off[1])))
 
     @property
     def fov_mm(self) -> float:
@@ -135,7 +162,8 @@ class Geometry:
         return int(2 * math.ceil(self.fov_mm / self.tag_pixel_mm / 2.0))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready dict (tuples as lists, so that a stored spec compares equal after a JSON round trip)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Geometry:
@@ -156,6 +184,10 @@ class Geometry:
                 if not isinstance(v, str):
                     raise ValueError(f"Geometry: {k} must be a string, got {v!r}")
                 kw[k] = v
+            elif isinstance(default, tuple):
+                if not isinstance(v, (list, tuple)) or len(v) != len(default):
+                    raise ValueError(f"Geometry: {k} must be a list of {len(default)} numbers, got {v!r}")
+                kw[k] = tuple(float(x) for x in v)
         return cls(**kw)
 
 

@@ -19,7 +19,7 @@ from .. import __version__
 from .anatomy import MYO_DENSITY, calibrate_heart
 from .contrast import CINE_CONTRAST_RANGES
 from .covariates import COVARIATES, load_phenotype_model, phenotype_targets, sample_covariates, sample_pathology
-from .geometry import ANCHORED_TAG_ANGLE_DEG, Geometry, PlaneGrid, patient_frame
+from .geometry import ANCHORED_TAG_ANGLE_DEG, Geometry, PatientFrame, PlaneGrid, patient_frame
 from .motion import cardiac_cycle
 from .render import Scene, render_cine, render_tagging
 from .tagging import N_LANDMARKS, landmark_material_grid, landmark_strain
@@ -31,6 +31,7 @@ __all__ = [
     "sample_subject_params",
     "generate_subject",
     "build_scene",
+    "scanner_tag_grid",
     "subject_id",
     "with_pathology",
     "PHENOTYPES",
@@ -375,6 +376,8 @@ def build_scene(params: SubjectParams, geometry: Geometry) -> tuple[Scene, dict[
     if geometry.tag_phase == "anchored":
         # a tag-line crossing on the LV long axis (x = y = 0 in the LV frame): zero phase offsets
         tag_angle, tag_offsets = math.radians(ANCHORED_TAG_ANGLE_DEG), (0.0, 0.0)
+    elif geometry.tag_phase == "scanner":
+        tag_angle, tag_offsets = scanner_tag_grid(frame, tag_grid, geometry)
     else:
         tag_angle, tag_offsets = math.radians(d["tag_angle_deg"]), tuple(d["tag_offsets"])
     tag = {
@@ -410,6 +413,27 @@ def build_scene(params: SubjectParams, geometry: Geometry) -> tuple[Scene, dict[
         "tag_offsets": [float(v) for v in tag_offsets],
     }
     return scene, realised, info
+
+
+def scanner_tag_grid(frame: PatientFrame, tag_grid: PlaneGrid, geometry: Geometry) -> tuple[float, tuple[float, float]]:
+    """LV-frame angle and phase offsets of a tag grid fixed in scanner coordinates (``tag_phase="scanner"``).
+
+    The gradients of a SPAMM block modulate the magnetisation with phase ``k e_d . p + c_d`` at world
+    position ``p`` (mm from the magnet's isocentre, the world origin here), ``e_d`` the in-plane tag
+    direction at the protocol angle from the tagging image's first axis. With
+    ``p = origin + x a + y b + z w`` (LV frame, :class:`PatientFrame`) and ``e_d . w = 0`` this is
+    ``k (x cos t_d + y sin t_d) + k e_d . origin + c_d``: the LV-frame form that
+    :func:`cmrkit.phantom.tagging.tag_phases` renders, with ``t_d`` the direction's LV-frame angle.
+    """
+    angle = math.radians(geometry.tag_angle_deg) + tag_grid.rotation  # tagging i axis -> LV frame
+    k = 2.0 * math.pi / geometry.tag_spacing_mm
+    origin = np.asarray(frame.origin, float)
+    a, b = np.asarray(frame.a, float), np.asarray(frame.b, float)
+    offsets = []
+    for t, c_deg in zip((angle, angle + 0.5 * math.pi), geometry.tag_offset_deg):
+        e = math.cos(t) * a + math.sin(t) * b
+        offsets.append(float((k * float(e @ origin) + math.radians(c_deg)) % (2.0 * math.pi)))
+    return angle, (offsets[0], offsets[1])
 
 
 def displacement_stride(n: int) -> int:

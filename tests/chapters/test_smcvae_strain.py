@@ -64,6 +64,25 @@ def test_pairs_shapes_split_and_truth(tiny):
     assert data.landmarks.shape == (9, 10, 2, 168) and data.true_strain["Ecc"].shape == (9, 10)
     assert abs(data.px_mm - 2.0) < 0.05
     assert np.all((data.es_frame > 0) & (data.es_frame < 10))
+    assert data.tag_phase.shape == (9, 2, 40, 40) and data.tag_phase.dtype == np.float32
+
+
+def test_tag_phase_from_the_header_matches_the_tags_on_the_model_grid(tiny):
+    """The phase maps (fitted scanner grid + each slice's header, on the resampled ROI grid, rows = y)
+    predict where the tag lines are in the paired tagging frames: demodulating frame 0 of every slice with
+    its map leaves a residual of a small fraction of a tag period; shuffled maps do not."""
+    from cmrkit.tagging.scanner import tag_phase_residual
+
+    _, data = tiny
+    g = data.meta["tag_grid"]
+    assert g["spacing_mm"] == pytest.approx(6.0, abs=0.1) and g["angle_deg"] == pytest.approx(45.0, abs=1.0)
+    assert np.all(np.asarray(g["concentration_train"]) > 0.95)
+    assert np.nanmax(data.tag_residual_mm) < 0.3
+    res = np.array([tag_phase_residual(data.tagging[i, 0], data.tag_phase[i]) for i in range(len(data))])
+    assert np.max(np.abs(res)) < 0.35, res  # radians; a tag period is 2 pi
+    # the same check with another slice's maps fails: the tags are not anchored to the heart
+    other = np.array([tag_phase_residual(data.tagging[i, 0], data.tag_phase[(i + 1) % len(data)]) for i in range(9)])
+    assert np.mean(np.abs(other)) > 0.5
 
 
 def test_true_landmarks_sit_on_the_paired_cine_myocardium(tiny):
@@ -90,7 +109,7 @@ def test_tracking_original_tagging_follows_the_truth(tiny):
     assert abs(bias) < 0.05
     # identical "generated" tagging gives identical strain and the same tag contrast
     np.testing.assert_allclose(tr["Ecc"]["generated"], tr["Ecc"]["original"])
-    np.testing.assert_allclose(tr["tag_contrast_ratio"], 1.0)
+    np.testing.assert_allclose(tr["tag_contrast_ratio"]["generated"], 1.0)
     # tags blurred away (what an untrained synthesis gives): the contrast ratio says so
     from scipy import ndimage
 
@@ -124,6 +143,51 @@ def test_training_scenarios_and_tables(tiny, tmp_path):
         assert np.array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.slow
+def test_geometry_aware_model_trains_synthesises_and_fills_both_rows(tiny, tmp_path):
+    cfg, data = tiny
+    rep = Report.from_config(cfg, notebook="01_smcvae_strain", root=tmp_path, dataset_label="tiny phantom")
+    fit = smcvae_strain.train_smcvae(cfg, data, geometry=True)
+    assert fit.model.phase_aware and fit.model.config.phase_channel == "tagging"
+    outs = smcvae_strain.synthesis_scenarios(fit.model, data)
+    n_test = len(data.index("test"))
+    for v in outs.values():
+        assert v.shape == (n_test, 10, 40, 40) and 0 <= v.min() and v.max() <= 1
+    thesis = smcvae_strain.synthesis_scenarios(smcvae_strain.train_smcvae(cfg, data).model, data)
+    df = smcvae_strain.table_4_1(rep, data, thesis, outs)
+    geo = df[df["row"].str.startswith(f"{smcvae_strain.GEOMETRY}/")]
+    assert len(geo) == len(df) // 2 and geo["thesis_value"].isna().all()
+    assert df[~df["row"].str.startswith(f"{smcvae_strain.GEOMETRY}/")]["thesis_value"].notna().all()
+    gen = {"generated": thesis["only_cine_to_tagging"], smcvae_strain.GEOMETRY: outs["only_cine_to_tagging"]}
+    tr = smcvae_strain.track_and_strain(data, gen)
+    tables = smcvae_strain.strain_tables(rep, data, tr)
+    rows = set(tables["ch4_strain_vs_truth"]["row"])
+    assert {"geometry_aware_vs_original/all", "geometry_aware_vs_truth/all", "generated_vs_truth/all"} <= rows
+    t42 = tables["table_4_2"]
+    assert t42[t42["row"].str.endswith(f"/{smcvae_strain.GEOMETRY}")]["thesis_value"].isna().all()
+    fig, viewer = smcvae_strain.tagging_cycle(rep, data, gen, tr, interactive=True)
+    assert (tmp_path / "figures" / "ch4_tagging_cycle.png").is_file()
+    assert len(fig.axes) % 3 == 0 and len(fig.axes) >= 3 * 6  # original + two generated rows, >= 6 frames
+    one = viewer.render(len(data.index("test")) - 1, 3)
+    assert len(one.axes) == 3  # one frame of the three rows, any test slice
+    fig_b, _ = smcvae_strain.browse_test_set(data, thesis, outputs_geometry=outs)
+    assert len(fig_b.axes) == 5  # cine, tagging, the two cross-syntheses, geometry-aware tagging
+    smcvae_strain.figure_examples(rep, data, thesis, tr, outs)
+    smcvae_strain.tag_phase_table(rep, data)
+    tp = (tmp_path / "tables" / "ch4_tag_phase.csv").read_text()
+    assert "header_residual/test/all" in tp and "fitted_grid" in tp
+    # a data set without tag phase cannot train the geometry-aware model, and says why
+    import dataclasses
+
+    with pytest.raises(ValueError, match="tag phase"):
+        smcvae_strain.train_smcvae(cfg, dataclasses.replace(data, tag_phase=None), geometry=True)
+    bare = dataclasses.replace(
+        data, tag_phase=None, tag_residual_mm=None, meta={**data.meta, "tag_grid": {"error": "no grid (test)"}}
+    )
+    t = smcvae_strain.tag_phase_table(rep, bare)
+    assert len(t) == 1 and "no grid (test)" in (tmp_path / "tables" / "ch4_tag_phase.md").read_text()
+
+
 def test_parallel_tracking_matches_sequential(tiny):
     _, data = tiny
     gen = data.tagging[data.index("test")]
@@ -155,8 +219,9 @@ def test_tracking_start_without_landmarks_or_labels_is_located_on_the_tagging(ti
     for i in range(len(data)):
         auto = smcvae_strain._init_landmarks(bare, i).reshape(2, 24, 7)
         true = data.landmarks[i, 0].reshape(2, 24, 7)
-        # same LV centre within a pixel (spokes may be numbered from another angle)
-        assert np.hypot(*(auto[:, :, 0].mean(1) - true[:, :, 0].mean(1))) < 1.0
+        # same LV centre within 1.5 pixels (spokes may be numbered from another angle); the localiser's
+        # measured centre error is 1.7 +- 1.9 px at 1.4 mm (benchmarks/tag_localise.py), these are 2 mm pixels
+        assert np.hypot(*(auto[:, :, 0].mean(1) - true[:, :, 0].mean(1))) < 1.5
     flat = dataclasses.replace(bare, tagging=np.ones_like(data.tagging))
     with pytest.raises(ValueError, match="could not be located"):
         smcvae_strain._init_landmarks(flat, 0)

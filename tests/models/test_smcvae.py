@@ -13,6 +13,7 @@ from cmrkit.models.smcvae import (
     K1,
     K2,
     K3,
+    PHASE_KEY,
     SMCVAE,
     PairedSliceDataset,
     SMCVAEConfig,
@@ -332,3 +333,178 @@ def test_paired_dataset_checks_and_scaling():
     assert item["sid"] == 8 and len(ds) == 3
     with pytest.raises(ValueError, match="differ in length"):
         PairedSliceDataset({"cine": np.ones((3, 2, 4, 4)), "tagging": np.zeros((2, 2, 4, 4))})
+
+
+# ------------------------------------------------------------------------------------------
+# geometry-aware variant: the tagging decoder is given the acquisition's tag phase
+# ------------------------------------------------------------------------------------------
+
+
+def _phase_ramp(n: int, size: int, k=(0.9, 0.4), seed: int = 0) -> torch.Tensor:
+    """Linear tag phase maps (B, 2, H, W): direction 1 along (kx, ky), direction 2 orthogonal, random offsets."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
+    off = torch.rand(n, 2, generator=g) * 2 * math.pi
+    p1 = k[0] * xx + k[1] * yy
+    p2 = -k[1] * xx + k[0] * yy
+    return torch.stack([p1, p2])[None] + off[:, :, None, None]
+
+
+def test_phase_warp_decoder_renders_the_grid_at_the_displaced_material_position(monkeypatch):
+    """Closed form: with decoded fields a, r and a displacement v, the output is
+    2 a (1 - r + r g(phi_1(x + v)) g(phi_2(x + v))) - 1, phi evaluated independently at the displaced point."""
+    m = tiny(phase_channel="tagging").eval()
+    dec = m.decoders["tagging"]
+    size, F = 32, 4
+    ph = _phase_ramp(2, size)
+    a = torch.full((2, 1, size, size), 0.8)
+    r = torch.full((2, F, size, size), 0.6)
+    v = torch.zeros(2, F, 2, size, size)
+    v[:, 2, 0] = 1.5  # frame 2: material comes from 1.5 px to the right ...
+    v[:, 3, 1] = -0.7  # frame 3: ... and from 0.7 px above
+    monkeypatch.setattr(dec, "fields", lambda z: {"a_ref": a, "delta": torch.zeros_like(r), "r": r, "v": v})
+    out = m.decode(torch.zeros(2, 8), "tagging", ph)
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
+    for f, (dx, dy) in enumerate([(0, 0), (0, 0), (1.5, 0), (0, -0.7)]):
+        X, Y = xx + dx, yy + dy
+        psi1 = 0.9 * X + 0.4 * Y + ph[:, 0, :1, :1]
+        psi2 = -0.4 * X + 0.9 * Y + ph[:, 1, :1, :1]
+        g = lambda p: 0.5 - 0.5 * torch.cos(p)  # noqa: E731  the initial profile
+        want = 2 * 0.8 * (1 - 0.6 + 0.6 * g(psi1) * g(psi2)) - 1
+        torch.testing.assert_close(out[:, f], want, atol=2e-4, rtol=0)
+
+
+def test_phase_warp_decoder_moves_the_anatomy_with_the_displacement():
+    """a_t(x) = a_ref(x + v_t(x)): a vertical edge moves by the displacement, in the right direction."""
+    from cmrkit.models.smcvae import PhaseWarpDecoder
+
+    size = 16
+    ref = torch.zeros(1, 1, size, size)
+    ref[..., 8:] = 1.0  # bright from column 8 on
+    v = torch.zeros(1, 3, 2, size, size)
+    v[:, 1, 0] = 2.0  # frame 1 shows the material from 2 px to the right: the edge appears at column 6
+    v[:, 2, 0] = -0.5  # frame 2: half a pixel the other way
+    out = PhaseWarpDecoder.warp(ref, v)[0]
+    torch.testing.assert_close(out[0], ref[0, 0])
+    assert out[1, :, 5].max() < 1e-5 and out[1, :, 6].min() > 1 - 1e-5  # float32 grid normalisation
+    torch.testing.assert_close(out[2, :, 8], torch.full((size,), 0.5))
+
+
+def test_phase_aware_model_needs_the_phase_and_learns_through_it():
+    m = tiny(phase_channel="tagging")
+    b = batch_for(m, n=3)
+    with pytest.raises(ValueError, match="tag phase maps"):
+        m.loss(b)
+    b[PHASE_KEY] = _phase_ramp(3, 32)
+    with pytest.raises(ValueError, match=r"shape \(B, 2, 32, 32\)"):
+        m.loss({**b, PHASE_KEY: b[PHASE_KEY][:, :1]})
+    loss, _ = m.loss(b)
+    loss.backward()
+    dec = m.decoders["tagging"]
+    assert dec.profile_cos.grad.abs().sum() > 0 and dec.profile_sin.grad.abs().sum() > 0
+    # the residual and displacement outputs start at zero but receive gradient
+    conv = [mod for mod in dec.trunk.features[-1].modules() if isinstance(mod, torch.nn.ConvTranspose2d)][0]
+    for sl in (slice(1, 5), slice(9, None)):
+        assert conv.weight[:, sl].abs().max() == 0 and conv.weight.grad[:, sl].abs().sum() > 0
+    # cine->tagging synthesis takes the phase from the batch dict or the argument, never the tagging images
+    m.eval()
+    x = {"cine": b["cine"], PHASE_KEY: b[PHASE_KEY]}
+    y1 = m.synthesise(x, source="cine", target="tagging")
+    y2 = m.synthesise(b["cine"], source="cine", target="tagging", phase=b[PHASE_KEY])
+    torch.testing.assert_close(y1, y2)
+    assert not torch.allclose(y1, m.synthesise(x, source="cine", target="tagging", phase=b[PHASE_KEY] + 1.0))
+    assert m.synthesise(b["tagging"], source="tagging", target="cine").shape == (3, 4, 32, 32)  # no phase needed
+    assert set(m.reconstruct(b)) == {"cine", "tagging"}
+    with pytest.raises(ValueError, match="phase_channel"):
+        SMCVAEConfig(phase_channel="dense")
+    with pytest.raises(ValueError, match="phase_decoder"):
+        SMCVAEConfig(phase_channel="tagging", phase_decoder="film")
+
+
+def test_phase_channels_decoder_builds_and_trains_one_step():
+    m = tiny(phase_channel="tagging", phase_decoder="channels")
+    b = {**batch_for(m, n=2), PHASE_KEY: _phase_ramp(2, 32)}
+    loss, _ = m.loss(b)
+    loss.backward()
+    assert m.decode(torch.zeros(2, 8), "tagging", b[PHASE_KEY]).abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("phase_channel", ["", "tagging"])
+def test_thesis_size_one_optimiser_step_on_cpu(phase_channel):
+    """demo/paper sizes (128 x 128, D = 1024, L = 7, 20 frames) build and take one Adam step on CPU,
+    for the thesis model and the geometry-aware one."""
+    m = SMCVAE(seed=0, phase_channel=phase_channel)
+    assert m.config.image_size == 128 and m.config.latent_dim == 1024 and m.config.conv_layers == 7
+    b = batch_for(m, n=2)
+    if phase_channel:
+        b[PHASE_KEY] = _phase_ramp(2, 128)
+    opt = torch.optim.Adam(m.parameters(), lr=5e-4, weight_decay=1e-5)
+    before = m.log_alpha_raw.detach().clone()
+    loss, logs = m.loss(b)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and not torch.equal(before, m.log_alpha_raw.detach())
+    assert logs["active_dims"].item() >= 0
+
+
+def test_motion_channel_adds_a_registration_likelihood_that_is_zero_for_the_true_motion(monkeypatch):
+    """With motion_channel="cine" the loss holds -log N(cine | cine[0] o (id + v), sigma_m^2): for a cine that
+    is its first frame shifted by a known displacement, that displacement gives zero squared error and a
+    wrong one does not; the term reaches the displacement outputs even with tags switched off."""
+    from cmrkit.models.smcvae import PhaseWarpDecoder
+
+    m = tiny(phase_channel="tagging", motion_channel="cine")
+    size, F = 32, 4
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
+    blob = lambda cx: torch.exp(-((xx - cx) ** 2 + (yy - 16.0) ** 2) / 20.0)  # noqa: E731
+    cine = torch.stack([blob(16.0 - 1.5 * t) for t in range(F)])[None].repeat(2, 1, 1, 1)  # moves left
+    v_true = torch.zeros(2, F, 2, size, size)
+    v_true[:, :, 0] = 1.5 * torch.arange(F, dtype=torch.float32)[None, :, None, None]  # came from the right
+    moved = PhaseWarpDecoder.warp(cine[:, :1], v_true)
+    assert (moved[:, :, 4:-4, 4:-4] - cine[:, :, 4:-4, 4:-4]).abs().max() < 0.02
+    b = {"cine": cine, "tagging": torch.zeros(2, F, size, size), PHASE_KEY: _phase_ramp(2, size)}
+    dec = m.decoders["tagging"]
+    for v, expect_small in ((v_true, True), (torch.zeros_like(v_true), False)):
+        fields = {"a_ref": torch.zeros(2, 1, size, size), "delta": torch.zeros(2, F, size, size)}
+        fields.update({"r": torch.zeros(2, F, size, size), "v": v})
+        monkeypatch.setattr(
+            dec, "fields", lambda z, f=fields: {k: torch.cat([x] * (z.shape[0] // 2)) for k, x in f.items()}
+        )
+        out = m.forward(b)
+        assert set(out["motion"]) == {"cine", "tagging"}
+        _, logs = m.loss(b)
+        assert (logs["mse/motion<-cine"].item() < 1e-3) == expect_small, logs["mse/motion<-cine"]
+    monkeypatch.undo()
+    loss, logs = m.loss(b)
+    loss.backward()
+    conv = [mod for mod in dec.trunk.features[-1].modules() if isinstance(mod, torch.nn.ConvTranspose2d)][0]
+    assert conv.weight.grad[:, 9:].abs().sum() > 0 and "sigma/motion" in logs
+    assert m.motion_logvar_raw.grad is not None
+    with pytest.raises(ValueError, match="motion_channel"):
+        SMCVAEConfig(phase_channel="tagging", motion_channel="tagging")
+    with pytest.raises(ValueError, match="motion_channel"):
+        SMCVAEConfig(motion_channel="cine")
+
+
+def test_tag_profile_harmonics_match_their_closed_form():
+    """The Chebyshev recursion of the learned tag profile equals sum_n c_n cos(n psi) + s_n sin(n psi)."""
+    for n in (1, 2, 3, 4):
+        m = tiny(phase_channel="tagging", profile_harmonics=n)
+        dec = m.decoders["tagging"]
+        g = torch.Generator().manual_seed(n)
+        with torch.no_grad():
+            dec.profile_cos.copy_(torch.randn(n + 1, generator=g))
+            dec.profile_sin.copy_(torch.randn(n, generator=g))
+        psi = torch.linspace(-7.0, 7.0, 101)
+        want = dec.profile_cos[0] + sum(
+            dec.profile_cos[j] * torch.cos(j * psi) + dec.profile_sin[j - 1] * torch.sin(j * psi)
+            for j in range(1, n + 1)
+        )
+        torch.testing.assert_close(dec.profile(psi), want, atol=1e-5, rtol=0)

@@ -1,4 +1,4 @@
-"""Tag rendering: persistence through systole, tag-grid placement (random / anchored), cine contrast."""
+"""Tag rendering: persistence through systole, tag-grid placement (scanner / random / anchored), cine contrast."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_anchored_tag_grid_has_the_same_phase_at_every_lv_centre():
 
 
 def test_random_tag_grid_phase_follows_the_subject_draws():
-    geo = replace(TINY, tag_frames=2)
+    geo = replace(TINY, tag_phase="random", tag_frames=2)
     pa, sa = _mid_first_frame_phase(1, geo)
     pb, sb = _mid_first_frame_phase(2, geo)
     for p, sc, i in ((pa, sa, 1), (pb, sb, 2)):
@@ -92,11 +92,11 @@ def test_tag_phase_changes_only_the_tagging(normal_params, normal_subject, tiny_
         assert np.array_equal(anch.ground_truth[k], normal_subject.ground_truth[k]), k
     assert not np.array_equal(anch.tagging, normal_subject.tagging)
     assert anch.info["tag_phase"] == "anchored" and anch.info["tag_offsets"] == [0.0, 0.0]
-    assert normal_subject.info["tag_phase"] == "random"
+    assert normal_subject.info["tag_phase"] == "scanner"
 
 
 def test_tag_phase_is_validated_and_read_from_mappings():
-    assert Geometry().tag_phase == "random"
+    assert Geometry().tag_phase == "scanner"
     assert Geometry.from_mapping({"tag_phase": "anchored", "n_subjects": 3}).tag_phase == "anchored"
     with pytest.raises(ValueError, match="tag_phase"):
         Geometry(tag_phase="fixed")
@@ -126,7 +126,7 @@ def test_tag_phase_is_part_of_the_cohort_spec_and_the_cli(tmp_path):
 
     a = cohort_spec(2, seed=0, geometry=TINY, pathology_fraction=0.1)
     b = cohort_spec(2, seed=0, geometry=replace(TINY, tag_phase="anchored"), pathology_fraction=0.1)
-    assert a["geometry"]["tag_phase"] == "random" and b["geometry"]["tag_phase"] == "anchored"
+    assert a["geometry"]["tag_phase"] == "scanner" and b["geometry"]["tag_phase"] == "anchored"
     assert not _same(b, a) and _same(a, a)  # ensure_cohort regenerates on change
     out = tmp_path / "anch"
     assert (
@@ -153,3 +153,61 @@ def test_tag_phase_is_part_of_the_cohort_spec_and_the_cli(tmp_path):
     )
     assert json.loads((out / COHORT_JSON).read_text())["geometry"]["tag_phase"] == "anchored"
     assert cli_main(["--n", "1", "--out", str(out), "--tag-phase", "fixed"]) != 0
+
+
+def _first_frames(geo, indices):
+    frames, affines, subjects = [], [], []
+    for i in indices:
+        s = generate_subject(sample_subject_params(i, seed=0, pathology_fraction=0.0), geometry=geo)
+        subjects.append(s)
+        for k in range(3):
+            frames.append(s.tagging[k][:, :, 0])
+            affines.append(s.tag_affines[k])
+    return frames, affines, subjects
+
+
+def test_scanner_tag_grid_is_predicted_by_the_nifti_affine():
+    """Tags fixed in scanner coordinates: the phase predicted from each slice's affine (isocentre = world
+    origin, protocol angle and spacing) matches the rendered tags, while the phase at the LV centre
+    differs between subjects (the heart sits at a different place relative to the isocentre)."""
+    from cmrkit.tagging.scanner import ScannerTagGrid, tag_phase_map, tag_phase_residual
+
+    geo = replace(TINY, tag_pixel_mm=1.4, tag_matrix=112, tag_frames=2)
+    frames, affines, subjects = _first_frames(geo, (1, 2, 3))
+    grid = ScannerTagGrid(geo.tag_spacing_mm, geo.tag_angle_deg)
+    res = np.array([tag_phase_residual(f, tag_phase_map(a, f.shape, a, grid)) for f, a in zip(frames, affines)])
+    assert np.max(np.abs(res)) < 0.05, res  # < 0.05 mm of tag-line position at 6 mm spacing
+    centre = []
+    for s in subjects:
+        scene, _, _ = build_scene(s.params, geo)
+        assert scene.tag["angle"] == pytest.approx(math.radians(geo.tag_angle_deg))
+        centre.append(_centre_phase(scene, s.tagging[1][:, :, 0]))
+    assert np.max(np.abs(_wrap(centre[0] - centre[1]))) > 0.5  # not anchored to the heart
+
+
+def test_scanner_offset_injected_in_the_phantom_is_recovered_and_random_grids_are_not_predictable():
+    from cmrkit.tagging.scanner import estimate_scanner_tag_grid
+
+    geo = replace(TINY, tag_pixel_mm=1.4, tag_matrix=112, tag_frames=2, tag_offset_deg=(40.0, -75.0))
+    fit = estimate_scanner_tag_grid(*_first_frames(geo, (1, 2))[:2])
+    assert fit.grid.spacing_mm == pytest.approx(6.0, abs=0.05)
+    assert fit.grid.angle_deg == pytest.approx(45.0, abs=0.5)
+    assert np.degrees(fit.grid.offsets_rad) == pytest.approx([40.0, -75.0], abs=2.0)
+    assert np.all(fit.concentration > 0.99) and np.nanmax(fit.residual_mm) < 0.05
+    rnd = estimate_scanner_tag_grid(*_first_frames(replace(geo, tag_phase="random"), (1, 2, 3))[:2])
+    assert np.all(rnd.concentration < 0.8) and np.nanmean(rnd.residual_mm) > 0.5
+
+
+def test_tag_offset_and_angle_are_validated_and_round_trip_through_json():
+    import json
+
+    g = Geometry.from_mapping({"tag_offset_deg": [10, -20], "tag_angle_deg": 30})
+    assert g.tag_offset_deg == (10.0, -20.0) and g.tag_angle_deg == 30.0
+    assert Geometry(**json.loads(json.dumps(g.to_dict()))) == g
+    assert json.loads(json.dumps(g.to_dict())) == g.to_dict()  # a stored cohort spec compares equal
+    with pytest.raises(ValueError, match="tag_offset_deg"):
+        Geometry(tag_offset_deg=(1.0,))
+    with pytest.raises(ValueError, match="tag_offset_deg"):
+        Geometry.from_mapping({"tag_offset_deg": 5})
+    with pytest.raises(ValueError, match="tag_angle_deg"):
+        Geometry(tag_angle_deg=float("nan"))
