@@ -141,9 +141,26 @@ REGISTRY: tuple[Artefact, ...] = (
         "Fig 4.11 (kit version): Bland-Altman against ground-truth strain instead of the UKB reference",
     ),
     # chapter 5
+    _t("table_5_1", "02_ldm3d", "Table 5.1: 3D generation fidelity and diversity", "chapter5.table_5_1"),
+    _t(
+        "ch5_autoencoder",
+        "02_ldm3d",
+        "Autoencoder reconstruction of test volumes (SSIM, PSNR, mask Dice)",
+        "chapter5.autoencoder_reconstruction",
+        thesis_item=False,
+    ),
+    _t(
+        "ch5_generated_checks",
+        "02_ldm3d",
+        "Generated volumes: anatomical validity, mask-image consistency, phenotype distributions, memorisation",
+        thesis_item=False,
+    ),
     _f("fig_5_2", "02_ldm3d", "Fig 5.2: generated 3D cine volumes with masks"),
     _f("fig_5_3", "02_ldm3d", "Fig 5.3: ventricular volume box plots, real vs generated"),
     _f("fig_5_4", "02_ldm3d", "Fig 5.4: t-SNE of real and generated features"),
+    _f("ch5_reconstructions", "02_ldm3d", "A test volume and its autoencoder reconstruction with masks", thesis_item=False),
+    _f("ch5_memorisation", "02_ldm3d", "Generated volumes nearest to a training volume, side by side", thesis_item=False),
+    _f("ch5_sample_browser", "02_ldm3d", "Slice x sample montage of generated volumes (static browser)", thesis_item=False),
     # chapter 6
     _t("table_6_5", "03_cond_ldm4d", "Table 6.5: comparison with literature", "chapter6.table_6_5"),
     _f("fig_6_2", "03_cond_ldm4d", "Fig 6.2: generated 4D sequences for chosen conditions"),
@@ -152,7 +169,6 @@ REGISTRY: tuple[Artefact, ...] = (
     _f("fig_6_5", "03_cond_ldm4d", "Fig 6.5: phenotype KDE vs weight, real vs generated"),
     _f("fig_6_6", "03_cond_ldm4d", "Fig 6.6: t-SNE of the latent space coloured by condition"),
     # comparison tables (LDM rows + baseline rows)
-    _t("table_5_1", "04_baselines", "Table 5.1: 3D generation fidelity and diversity", "chapter5.table_5_1"),
     _t("table_6_1", "04_baselines", "Table 6.1: conditional 4D generation fidelity", "chapter6.table_6_1"),
     _t("table_6_2", "04_baselines", "Table 6.2: |real - synthetic| phenotype differences", "chapter6.table_6_2"),
     _t("table_6_3", "04_baselines", "Table 6.3: KL divergence of phenotype distributions", "chapter6.table_6_3"),

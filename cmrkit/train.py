@@ -344,6 +344,8 @@ def fit(
     max_steps: int | None = None,
     grad_clip: float | None = None,
     find_unused_parameters: bool = False,
+    betas: tuple[float, float] = (0.9, 0.999),
+    keep: str = "best",
 ) -> FitResult:
     """Train ``model`` with Adam and keep the weights of the epoch with the lowest validation loss.
 
@@ -391,6 +393,15 @@ def fit(
         Clip the global gradient norm to this value.
     find_unused_parameters : bool
         Passed to DistributedDataParallel (needed when some parameters get no gradient).
+    betas : (float, float)
+        Adam's ``(beta1, beta2)`` (PyTorch default ``(0.9, 0.999)``; the thesis trains its diffusion
+        models with ``(0.9, 0.99)``, §5.2.1). Recorded in the checkpoint settings when not the default.
+    keep : {"best", "last"}
+        ``"best"`` (default) returns the weights of the epoch with the lowest validation loss
+        (training loss without ``val_ds``); ``"last"`` returns the weights after the last epoch
+        (diffusion models, whose noise-prediction loss is a poor guide to sample quality). The
+        history and the checkpoint are the same either way; ``best_epoch``/``best_val`` then
+        describe the last epoch.
 
     Returns
     -------
@@ -411,6 +422,11 @@ def fit(
         raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
     if max_steps is not None and int(max_steps) < 1:
         raise ValueError(f"fit: max_steps must be >= 1 or None, got {max_steps}")
+    if keep not in ("best", "last"):
+        raise ValueError(f"fit: keep must be 'best' or 'last', got {keep!r}")
+    betas = (float(betas[0]), float(betas[1]))
+    if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+        raise ValueError(f"fit: betas must be two numbers in [0, 1), got {betas}")
     n_train = len(train_ds)  # type: ignore[arg-type]
     n_val = len(val_ds) if val_ds is not None else 0  # type: ignore[arg-type]
     if n_train == 0:
@@ -455,6 +471,8 @@ def fit(
             max_steps=max_steps,
             grad_clip=grad_clip,
             find_unused_parameters=find_unused_parameters,
+            betas=betas,
+            keep=keep,
             rank=rank,
             world=world,
             distributed=distributed,
@@ -488,6 +506,8 @@ def _fit(
     max_steps,
     grad_clip,
     find_unused_parameters,
+    betas,
+    keep,
     rank,
     world,
     distributed,
@@ -500,9 +520,11 @@ def _fit(
     is_main = rank == 0
     model.to(dev)
     amp_dtype, use_scaler = _amp_setup(amp, dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     settings = _settings(seed, batch_size, lr, weight_decay, n_train, n_val, world, model)
+    if betas != (0.9, 0.999):  # only when set, so checkpoints written before the option still resume
+        settings["betas"] = list(betas)
 
     history: list[dict[str, float]] = []
     start_epoch, step = 0, 0
@@ -653,7 +675,13 @@ def _fit(
 
     if best_state is None:  # only reachable with max_steps already spent before the first epoch
         best_state, best_epoch, best_val = _cpu_state(model), 0, math.nan
-    model.load_state_dict(best_state)
+    if keep == "last":
+        if history:
+            last = history[-1]
+            best_epoch = int(last["epoch"])
+            best_val = last["val_loss"] if val_ds is not None else last["train_loss"]
+    else:
+        model.load_state_dict(best_state)
     model.eval()
     if distributed:
         torch.distributed.barrier()
