@@ -179,7 +179,9 @@ def sequence_volume_curves(labels: np.ndarray, spacing: Sequence[float] | np.nda
     sp = np.asarray(spacing, dtype=float)
     sp = np.broadcast_to(sp, (len(lab), 3)) if sp.ndim == 1 else sp
     if sp.shape != (len(lab), 3) or not np.all(sp > 0):
-        raise ValueError(f"spacing: expected (3,) or ({len(lab)}, 3) positive voxel sizes in mm, got {np.shape(spacing)}")
+        raise ValueError(
+            f"spacing: expected (3,) or ({len(lab)}, 3) positive voxel sizes in mm, got {np.shape(spacing)}"
+        )
     voxel_ml = (np.prod(sp, axis=1) / 1000.0)[:, None]
     return {name: (lab == k).sum(axis=(1, 2, 3)) * voxel_ml for name, k in (("LV", LV), ("Myo", MYO), ("RV", RV))}
 

@@ -100,8 +100,13 @@ class Rendered:
         rows = []
         for k, units in READOUT_KEYS:
             exp = "" if self.expected is None else f"{self.expected[k]:.1f}"
-            rows.append(f"<tr><td>{k}</td><td class='gen'>{self.phenotypes[k]:.1f}</td><td class='exp'>{exp}</td><td>{units}</td></tr>")
-        head = "<tr><th></th><th>generated</th><th>phantom model</th><th></th></tr>" if self.expected is not None else "<tr><th></th><th>generated</th><th></th><th></th></tr>"
+            gen = f"{self.phenotypes[k]:.1f}"
+            rows.append(f"<tr><td>{k}</td><td class='gen'>{gen}</td><td class='exp'>{exp}</td><td>{units}</td></tr>")
+        head = (
+            "<tr><th></th><th>generated</th><th>phantom model</th><th></th></tr>"
+            if self.expected is not None
+            else "<tr><th></th><th>generated</th><th></th><th></th></tr>"
+        )
         return (
             f"<div class='cmrkit-readout' {attrs}><table>{head}{''.join(rows)}</table>"
             f"<pre class='cmrkit-readout-text'>{html.escape(self.readout)}</pre></div>"
@@ -119,7 +124,9 @@ def readout_text(phenotypes: Mapping[str, float], expected: Mapping[str, float] 
     return " | ".join(parts)
 
 
-def render(generator: Generator, conditions: Mapping[str, Any], *, seed: int = 0, guidance: float = 1.0, figure: bool = True) -> Rendered:
+def render(
+    generator: Generator, conditions: Mapping[str, Any], *, seed: int = 0, guidance: float = 1.0, figure: bool = True
+) -> Rendered:
     """Generate one sequence for ``conditions`` and build its views.
 
     Parameters
@@ -163,7 +170,17 @@ def render(generator: Generator, conditions: Mapping[str, Any], *, seed: int = 0
         from .effects import expected_phenotypes
 
         expected = expected_phenotypes({**_full(cond)})
-    out = Rendered(cond, int(seed), float(guidance), g.images[0], g.labels[0], {k: float(v) for k, v in ph.items()}, expected, curves, seconds)
+    out = Rendered(
+        cond,
+        int(seed),
+        float(guidance),
+        g.images[0],
+        g.labels[0],
+        {k: float(v) for k, v in ph.items()},
+        expected,
+        curves,
+        seconds,
+    )
     if figure:
         out.figure = _figure(out, spacing)
     return out
@@ -171,7 +188,16 @@ def render(generator: Generator, conditions: Mapping[str, Any], *, seed: int = 0
 
 def _full(cond: Mapping[str, float]) -> dict[str, float]:
     """The phantom model needs every covariate; ones the model is not conditioned on take typical values."""
-    typical = {"age": 60.0, "sex": 0.0, "height_cm": 170.0, "weight_kg": 75.0, "smoking": 0.0, "alcohol": 2.0, "sbp": 130.0, "dbp": 80.0}
+    typical = {
+        "age": 60.0,
+        "sex": 0.0,
+        "height_cm": 170.0,
+        "weight_kg": 75.0,
+        "smoking": 0.0,
+        "alcohol": 2.0,
+        "sbp": 130.0,
+        "dbp": 80.0,
+    }
     return {**typical, **dict(cond)}
 
 
@@ -221,7 +247,9 @@ def _figure(r: Rendered, spacing: np.ndarray) -> Any:
     return fig
 
 
-def heart_figure(labels: np.ndarray, spacing: Sequence[float], frames: Sequence[int], names: Sequence[str], *, title: str = "") -> Any:
+def heart_figure(
+    labels: np.ndarray, spacing: Sequence[float], frames: Sequence[int], names: Sequence[str], *, title: str = ""
+) -> Any:
     """A 3-D view of a generated heart: plotly ``Mesh3d`` surfaces (marching cubes of each structure's
     mask, :func:`skimage.measure.marching_cubes` with the voxel size) for each frame, side by side.
 
@@ -232,7 +260,11 @@ def heart_figure(labels: np.ndarray, spacing: Sequence[float], frames: Sequence[
     from plotly.subplots import make_subplots
     from skimage.measure import marching_cubes
 
-    structures = {1: ("LV blood pool", "#d62728", 0.35), 2: ("LV myocardium", "#2ca02c", 0.6), 3: ("RV blood pool", "#1f77b4", 0.35)}
+    structures = {
+        1: ("LV blood pool", "#d62728", 0.35),
+        2: ("LV myocardium", "#2ca02c", 0.6),
+        3: ("RV blood pool", "#1f77b4", 0.35),
+    }
     lab = np.asarray(labels)
     if lab.ndim != 4:
         raise ValueError(f"labels: expected (X, Y, Z, T), got shape {lab.shape}")
@@ -246,15 +278,33 @@ def heart_figure(labels: np.ndarray, spacing: Sequence[float], frames: Sequence[
             v, tri, _, _ = marching_cubes(m, level=0.5, spacing=sp)
             fig.add_trace(
                 go.Mesh3d(
-                    x=v[:, 0], y=v[:, 1], z=v[:, 2], i=tri[:, 0], j=tri[:, 1], k=tri[:, 2],
-                    color=colour, opacity=opacity, name=name, showlegend=c == 1, hovertemplate=f"{name}<extra></extra>",
+                    x=v[:, 0],
+                    y=v[:, 1],
+                    z=v[:, 2],
+                    i=tri[:, 0],
+                    j=tri[:, 1],
+                    k=tri[:, 2],
+                    color=colour,
+                    opacity=opacity,
+                    name=name,
+                    showlegend=c == 1,
+                    hovertemplate=f"{name}<extra></extra>",
                 ),
                 row=1,
                 col=c,
             )
-    scene = {"aspectmode": "data", "zaxis": {"autorange": "reversed"}, "xaxis_title": "x (mm)", "yaxis_title": "y (mm)", "zaxis_title": "slice (mm)"}
+    scene = {
+        "aspectmode": "data",
+        "zaxis": {"autorange": "reversed"},
+        "xaxis_title": "x (mm)",
+        "yaxis_title": "y (mm)",
+        "zaxis_title": "slice (mm)",
+    }
     fig.update_layout(
-        title=title or None, height=420, margin={"l": 0, "r": 0, "t": 40, "b": 0}, template="plotly_white",
+        title=title or None,
+        height=420,
+        margin={"l": 0, "r": 0, "t": 40, "b": 0},
+        template="plotly_white",
         **{f"scene{'' if c == 1 else c}": scene for c in range(1, len(frames) + 1)},
     )
     return fig
@@ -269,7 +319,15 @@ class ConditionSliders:
     :class:`Rendered`.
     """
 
-    def __init__(self, generator: Generator, *, conditions: Mapping[str, Any] | None = None, seed: int = 0, guidance: float = 1.0, heart: bool = True):
+    def __init__(
+        self,
+        generator: Generator,
+        *,
+        conditions: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        guidance: float = 1.0,
+        heart: bool = True,
+    ):
         import ipywidgets as W
 
         self.generator = generator
@@ -283,14 +341,42 @@ class ConditionSliders:
             if cov.continuous:
                 step = 0.5 if s["max"] - s["min"] > 5 else 0.1
                 self.controls[name] = W.FloatSlider(
-                    value=float(start[name]), min=s["min"], max=s["max"], step=step, description=label,
-                    continuous_update=False, readout_format=".1f", style={"description_width": "110px"}, layout=W.Layout(width="420px"),
+                    value=float(start[name]),
+                    min=s["min"],
+                    max=s["max"],
+                    step=step,
+                    description=label,
+                    continuous_update=False,
+                    readout_format=".1f",
+                    style={"description_width": "110px"},
+                    layout=W.Layout(width="420px"),
                 )
             else:
                 options = [(cov.levels[i], i) for i in s["observed"]]
-                self.controls[name] = W.ToggleButtons(options=options, value=int(start[name]), description=name, style={"description_width": "110px", "button_width": "80px"})
-        self.seed = W.BoundedIntText(value=int(seed), min=0, max=2**31 - 1, description="seed", style={"description_width": "110px"}, layout=W.Layout(width="220px"))
-        self.guidance = W.FloatSlider(value=float(guidance), min=0.0, max=5.0, step=0.25, description="guidance", continuous_update=False, style={"description_width": "110px"}, layout=W.Layout(width="420px"))
+                self.controls[name] = W.ToggleButtons(
+                    options=options,
+                    value=int(start[name]),
+                    description=name,
+                    style={"description_width": "110px", "button_width": "80px"},
+                )
+        self.seed = W.BoundedIntText(
+            value=int(seed),
+            min=0,
+            max=2**31 - 1,
+            description="seed",
+            style={"description_width": "110px"},
+            layout=W.Layout(width="220px"),
+        )
+        self.guidance = W.FloatSlider(
+            value=float(guidance),
+            min=0.0,
+            max=5.0,
+            step=0.25,
+            description="guidance",
+            continuous_update=False,
+            style={"description_width": "110px"},
+            layout=W.Layout(width="420px"),
+        )
         self.button = W.Button(description="Generate", button_style="primary", icon="heart")
         self.status = W.HTML()
         self.readout = W.HTML()
@@ -331,7 +417,9 @@ class ConditionSliders:
             display(r.figure)
         plt.close(r.figure)
         if self.heart:
-            fig = heart_figure(r.labels, self.generator.spacing, [0, r.es_frame], [f"ED (frame 0)", f"ES (frame {r.es_frame})"])
+            fig = heart_figure(
+                r.labels, self.generator.spacing, [0, r.es_frame], ["ED (frame 0)", f"ES (frame {r.es_frame})"]
+            )
             with self.heart_out:
                 self.heart_out.clear_output(wait=True)
                 display(fig)

@@ -158,7 +158,12 @@ class OLSFit:
         if term not in self.terms:
             raise KeyError(f"term {term!r} not in the fit ({', '.join(self.terms)})")
         i = self.terms.index(term)
-        return {"coef": float(self.coef[i]), "se": float(self.se[i]), "low": float(self.low[i]), "high": float(self.high[i])}
+        return {
+            "coef": float(self.coef[i]),
+            "se": float(self.se[i]),
+            "low": float(self.low[i]),
+            "high": float(self.high[i]),
+        }
 
 
 def ols(X: np.ndarray, y: np.ndarray, terms: Sequence[str], *, level: float = 0.95) -> OLSFit:
@@ -181,7 +186,9 @@ def ols(X: np.ndarray, y: np.ndarray, terms: Sequence[str], *, level: float = 0.
         raise ValueError(f"ols: {n} observations for {p} terms ({', '.join(terms)}); need more than {p}")
     rank = np.linalg.matrix_rank(X)
     if rank < p:
-        raise ValueError(f"ols: the design of terms {list(terms)} has rank {rank} < {p} (a term does not vary or duplicates another)")
+        raise ValueError(
+            f"ols: the design of terms {list(terms)} has rank {rank} < {p} (a term does not vary or duplicates another)"
+        )
     b, *_ = np.linalg.lstsq(X, y, rcond=None)
     resid = y - X @ b
     dof = n - p

@@ -158,14 +158,31 @@ REGISTRY: tuple[Artefact, ...] = (
     _f("fig_5_2", "02_ldm3d", "Fig 5.2: generated 3D cine volumes with masks"),
     _f("fig_5_3", "02_ldm3d", "Fig 5.3: ventricular volume box plots, real vs generated"),
     _f("fig_5_4", "02_ldm3d", "Fig 5.4: t-SNE of real and generated features"),
-    _f("ch5_reconstructions", "02_ldm3d", "A test volume and its autoencoder reconstruction with masks", thesis_item=False),
-    _f("ch5_memorisation", "02_ldm3d", "Generated volumes nearest to a training volume, side by side", thesis_item=False),
-    _f("ch5_sample_browser", "02_ldm3d", "Slice x sample montage of generated volumes (static browser)", thesis_item=False),
+    _f(
+        "ch5_reconstructions",
+        "02_ldm3d",
+        "A test volume and its autoencoder reconstruction with masks",
+        thesis_item=False,
+    ),
+    _f(
+        "ch5_memorisation",
+        "02_ldm3d",
+        "Generated volumes nearest to a training volume, side by side",
+        thesis_item=False,
+    ),
+    _f(
+        "ch5_sample_browser",
+        "02_ldm3d",
+        "Slice x sample montage of generated volumes (static browser)",
+        thesis_item=False,
+    ),
     # chapter 6 (baseline rows of Tables 6.1-6.4 are read from notebook 04's sample sets through cmrkit.runs)
     _t("table_6_1", "03_cond_ldm4d", "Table 6.1: conditional 4D generation fidelity", "chapter6.table_6_1"),
     _t("table_6_2", "03_cond_ldm4d", "Table 6.2: |real - synthetic| phenotype differences", "chapter6.table_6_2"),
     _t("table_6_3", "03_cond_ldm4d", "Table 6.3: KL divergence of phenotype distributions", "chapter6.table_6_3"),
-    _t("table_6_4", "03_cond_ldm4d", "Table 6.4: Wasserstein distance of phenotype distributions", "chapter6.table_6_4"),
+    _t(
+        "table_6_4", "03_cond_ldm4d", "Table 6.4: Wasserstein distance of phenotype distributions", "chapter6.table_6_4"
+    ),
     _t("table_6_5", "03_cond_ldm4d", "Table 6.5: comparison with literature", "chapter6.table_6_5"),
     _t(
         "ch6_autoencoder",
@@ -198,9 +215,21 @@ REGISTRY: tuple[Artefact, ...] = (
     _f("fig_6_4", "03_cond_ldm4d", "Fig 6.4: phenotype KDE vs age, real vs generated"),
     _f("fig_6_5", "03_cond_ldm4d", "Fig 6.5: phenotype KDE vs weight, real vs generated"),
     _f("fig_6_6", "03_cond_ldm4d", "Fig 6.6: t-SNE of the latent space coloured by condition"),
-    _f("ch6_effects_forest", "03_cond_ldm4d", "Covariate effects: generated vs real vs true (forest plot)", thesis_item=False),
-    _f("ch6_counterfactual_pairs", "03_cond_ldm4d", "Counterfactual pairs: same seed, one covariate moved", thesis_item=False),
-    _f("ch6_volume_curves", "03_cond_ldm4d", "LV volume curves, ES timing and EF, generated vs real", thesis_item=False),
+    _f(
+        "ch6_effects_forest",
+        "03_cond_ldm4d",
+        "Covariate effects: generated vs real vs true (forest plot)",
+        thesis_item=False,
+    ),
+    _f(
+        "ch6_counterfactual_pairs",
+        "03_cond_ldm4d",
+        "Counterfactual pairs: same seed, one covariate moved",
+        thesis_item=False,
+    ),
+    _f(
+        "ch6_volume_curves", "03_cond_ldm4d", "LV volume curves, ES timing and EF, generated vs real", thesis_item=False
+    ),
     _f("ch6_sliders", "03_cond_ldm4d", "Condition sliders: static render of the default covariates", thesis_item=False),
 )
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +81,8 @@ __all__ = [
     "temporal_plausibility",
     "condition_sliders",
     "slider_generator",
+    "autoencoder_config",
+    "diffusion_config",
     "population_conditions",
     "phase_frames",
     "FeatureCache",
@@ -302,7 +303,9 @@ def load_sequences(cfg: Any, *, max_subjects: int | None = None, progress: bool 
     return data
 
 
-def _read_sequences(cfg: Any, size: tuple[int, int], names: list[str], *, max_subjects: int | None, progress: bool) -> SequenceData:
+def _read_sequences(
+    cfg: Any, size: tuple[int, int], names: list[str], *, max_subjects: int | None, progress: bool
+) -> SequenceData:
     from tqdm.auto import tqdm
 
     from ..io import iter_subjects
@@ -396,11 +399,13 @@ def _subjects_hash(data: SequenceData, split: str) -> str:
 
 
 # =============================================================================================== stage 1
-def _ae_config(cfg: Any, data: SequenceData) -> Any:
+def autoencoder_config(cfg: Any, shape: Sequence[int]) -> Any:
+    """The frame autoencoder's :class:`~cmrkit.models.autoencoder.VolumeAutoencoderConfig` for sequences of
+    ``shape`` ``(X, Y, Z, T)`` under ``cfg.ch6`` (image + 4-class mask)."""
     from ..models.autoencoder import VolumeAutoencoderConfig
 
     c = cfg.ch6
-    x, y, z, _ = data.shape
+    x, y, z = (int(v) for v in shape[:3])
     return VolumeAutoencoderConfig(
         image_size=(x, y),
         depth=z,
@@ -447,7 +452,7 @@ def train_autoencoder(cfg: Any, data: SequenceData, *, checkpoint: Any = None, p
     from ..train import fit, save_model
 
     c = cfg.ch6
-    mcfg = _ae_config(cfg, data)
+    mcfg = autoencoder_config(cfg, data.shape)
     frames = _ae_frames(cfg, data)
     model_d = mcfg.to_dict()
     model_d.pop("use_flash_attention")
@@ -573,7 +578,11 @@ def autoencoder_table(cfg: Any, rep: Report, data: SequenceData, model: Any, *, 
     ]
     for j, name in enumerate(STRUCTURES.values()):
         if name != "Myo":
-            rows.append(_summary_row(f"autoencoder/{split}", f"Dice {name}", np.nanmean(d_all[..., j], axis=1), thesis_key=("-",)))
+            rows.append(
+                _summary_row(
+                    f"autoencoder/{split}", f"Dice {name}", np.nanmean(d_all[..., j], axis=1), thesis_key=("-",)
+                )
+            )
     df = rep.save_table(
         "ch6_autoencoder",
         rows,
@@ -584,12 +593,16 @@ def autoencoder_table(cfg: Any, rep: Report, data: SequenceData, model: Any, *, 
             "frames of a sequence; mean ± sd over sequences.",
             f"Latent per frame {model.config.latent_shape[1]} x {model.config.latent_shape[2]} x 1 x "
             f"{model.config.latent_shape[0]} (thesis 16 x 16 x 1 x 1 per frame), sequence latent "
-            f"{model.latent_shape[0]} x {model.latent_shape[1]} x {model.latent_shape[2]} (frames stacked on channels).",
-            "The thesis value is on UK Biobank at 128 x 128 x 10 x 50; this run's voxel grid and data set are named above.",
+            f"{model.latent_shape[0]} x {model.latent_shape[1]} x {model.latent_shape[2]} "
+            "(frames stacked on channels).",
+            "The thesis value is on UK Biobank at 128 x 128 x 10 x 50; this run's voxel grid and data set are named "
+            "above.",
         ],
     )
     fig = _figure_6_3(data, idx, rec_i, rec_l, s)
-    rep.save_figure(fig, "fig_6_3", caption="Myocardial masks of test sequences and of their autoencoder reconstructions")
+    rep.save_figure(
+        fig, "fig_6_3", caption="Myocardial masks of test sequences and of their autoencoder reconstructions"
+    )
     show(fig)
     return df
 
@@ -614,13 +627,17 @@ def _figure_6_3(data: SequenceData, idx: np.ndarray, rec_i: np.ndarray, rec_l: n
                 ax.set_title(f"{data.subject[i]} {who}, {fname} (mid slice)", fontsize=7)
                 ax.set_xticks([])
                 ax.set_yticks([])
-    fig.suptitle("Myocardium (green contour): test sequences and their reconstructions\n(median and lowest SSIM)", fontsize=8)
+    fig.suptitle(
+        "Myocardium (green contour): test sequences and their reconstructions\n(median and lowest SSIM)", fontsize=8
+    )
     fig.tight_layout()
     return fig
 
 
 # =============================================================================================== stage 2
-def _ldm_config(cfg: Any, latent_shape: Sequence[int], space: Any) -> Any:
+def diffusion_config(cfg: Any, latent_shape: Sequence[int], space: Any) -> Any:
+    """The :class:`~cmrkit.models.cond_diffusion.ConditionalDiffusionConfig` of ``cfg.ch6`` for a sequence
+    latent ``(T*c, X', Y')`` and a :class:`~cmrkit.models.conditioning.ConditionSpace`."""
     from ..models.cond_diffusion import ConditionalDiffusionConfig
     from ..models.diffusion import LatentDiffusionConfig
 
@@ -672,13 +689,19 @@ def train_diffusion(
     tr, va = data.index("train"), data.index("val")
     names = _conditions(cfg)
     space = ConditionSpace.fit(data.covariates.iloc[tr], names, cohort=data.covariates)
-    mcfg = _ldm_config(cfg, ae.latent_shape, space)
+    mcfg = diffusion_config(cfg, ae.latent_shape, space)
     iters, bs = int(c.diffusion_iterations), int(c.diffusion_batch_size)
     if iters < 1 or bs < 1:
         raise ValueError(f"ch6.diffusion_iterations and ch6.diffusion_batch_size must be >= 1, got {iters}, {bs}")
     model_d = mcfg.to_dict()
     model_d["base"].pop("use_flash_attention")
-    payload = {"model": model_d, "iterations": iters, "batch_size": bs, "lr": float(c.diffusion_lr), "autoencoder": ae_folder.name}
+    payload = {
+        "model": model_d,
+        "iterations": iters,
+        "batch_size": bs,
+        "lr": float(c.diffusion_lr),
+        "autoencoder": ae_folder.name,
+    }
     folder = _checked_folder(cfg, "diffusion", payload, checkpoint)
     mu, sigma = encode_sequences(ae, data.images[tr], data.labels[tr], device=cfg.device)
     scale = compute_scale_factor(mu, sigma, seed=int(cfg.seed))
@@ -717,7 +740,12 @@ def train_diffusion(
             f"{scale:.6g}; the diffusion model was trained on another autoencoder"
         )
     if not is_complete(folder):
-        save_model(folder / "model.pt", res.model, mcfg.to_dict(), extra={"scale_factor": stored, "autoencoder": ae_folder.name})
+        save_model(
+            folder / "model.pt",
+            res.model,
+            mcfg.to_dict(),
+            extra={"scale_factor": stored, "autoencoder": ae_folder.name},
+        )
         mark_complete(folder, scale_factor=stored, steps=int(res.history[-1]["step"]) if res.history else 0)
     return Trained(res.model, res.history, int(res.best_epoch), folder)
 
@@ -867,7 +895,9 @@ def population_conditions(cfg: Any, data: SequenceData, space: Any, n: int) -> t
         except ConditionError:
             rejected += 1
             if rejected > 100 * n:
-                raise ValueError("population_conditions: the phantom's covariate model rarely falls inside the training ranges") from None
+                raise ValueError(
+                    "population_conditions: the phantom's covariate model rarely falls inside the training ranges"
+                ) from None
             continue
         rows.append({k: cov[k] for k in data.covariates.columns if k in cov})
     return pd.DataFrame(rows, columns=list(data.covariates.columns)), {
@@ -883,7 +913,16 @@ def generate_population_samples(
     (phantom: new covariate draws of the same population); labels and latents only."""
     cond, how = population_conditions(cfg, data, diffusion.model.space, int(cfg.ch6.n_population))
     return _sample_set(
-        cfg, "population_samples", data, autoencoder, diffusion, cond, how, stream=62, keep_images=False, progress=progress
+        cfg,
+        "population_samples",
+        data,
+        autoencoder,
+        diffusion,
+        cond,
+        how,
+        stream=62,
+        keep_images=False,
+        progress=progress,
     )
 
 
@@ -1011,8 +1050,12 @@ def _fidelity(
     ref = _frame_slices(data.images[subj[ok]], frames)
     n_pairs = int(cfg.ch6.eval_pairs)
     kw = _ms_ssim_kwargs(min(ref.shape[-2:]))
-    ms = mean_similarity_to_reference(g[ok], ref, metric="ms_ssim", data_range=1.0, n_pairs=n_pairs, rng=seed, device="cpu", **kw)
-    gr = mean_similarity_to_reference(g[ok], ref, metric="gr4_ssim", data_range=1.0, n_pairs=n_pairs, rng=seed, device="cpu")
+    ms = mean_similarity_to_reference(
+        g[ok], ref, metric="ms_ssim", data_range=1.0, n_pairs=n_pairs, rng=seed, device="cpu", **kw
+    )
+    gr = mean_similarity_to_reference(
+        g[ok], ref, metric="gr4_ssim", data_range=1.0, n_pairs=n_pairs, rng=seed, device="cpu"
+    )
     out["MS-SSIM"], out["4-G-R SSIM"] = float(ms.mean), float(gr.mean)
     out["_pairs"] = float(len(ms.scores))
     return out
@@ -1022,7 +1065,13 @@ TABLE_6_1_METRICS = ("FID", "FRD", "IP", "IR", "MMD", "MS-SSIM", "4-G-R SSIM")
 
 
 def table_6_1(
-    cfg: Any, rep: Report, data: SequenceData, samples: SampleSet, autoencoder: Trained, *, cache: FeatureCache | None = None
+    cfg: Any,
+    rep: Report,
+    data: SequenceData,
+    samples: SampleSet,
+    autoencoder: Trained,
+    *,
+    cache: FeatureCache | None = None,
 ) -> pd.DataFrame:
     """Table 6.1: FID, FRD, IP, IR, MMD, MS-SSIM and 4-G-R SSIM of the generated test-condition sequences.
 
@@ -1064,7 +1113,10 @@ def table_6_1(
     kw = _ms_ssim_kwargs(min(real_te.shape[-2:]))
     rec_i, _ = reconstruct(autoencoder.model, data.images[te], data.labels[te], device=cfg.device)
     rec = _frame_slices(rec_i, frames)
-    for who, a in (("reference: another real test subject", real_te[other]), ("reference: autoencoder reconstruction of the subject", rec)):
+    for who, a in (
+        ("reference: another real test subject", real_te[other]),
+        ("reference: autoencoder reconstruction of the subject", rec),
+    ):
         ms = mean_similarity_to_reference(a, real_te, metric="ms_ssim", data_range=1.0, rng=seed, device="cpu", **kw)
         gr = mean_similarity_to_reference(a, real_te, metric="gr4_ssim", data_range=1.0, rng=seed, device="cpu")
         rows.append(TableRow(who, "MS-SSIM", float(ms.mean), n=len(te), thesis_key=("-",)))
@@ -1136,7 +1188,13 @@ def table_6_2(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet) -> 
     other = real.iloc[np.roll(np.arange(len(te)), 1)].reset_index(drop=True)
     for key, units in PHENOTYPES:
         rows.append(
-            _summary_row("reference: another real test subject", key, (real[key] - other[key]).abs(), units=units, thesis_key=("-",))
+            _summary_row(
+                "reference: another real test subject",
+                key,
+                (real[key] - other[key]).abs(),
+                units=units,
+                thesis_key=("-",),
+            )
         )
     notes = [
         f"{len(te)} real test subjects x {n_per} generated sequences each (thesis: 50); |real - synthetic| per pair, "
@@ -1149,7 +1207,9 @@ def table_6_2(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet) -> 
     if cfg.dataset == "phantom":
         floor = _true_model_floor(data, te, n_per=max(n_per, 20), seed=int(cfg.seed))
         for key, units in PHENOTYPES:
-            rows.append(_summary_row("reference: phantom's true model", key, floor[key], units=units, thesis_key=("-",)))
+            rows.append(
+                _summary_row("reference: phantom's true model", key, floor[key], units=units, thesis_key=("-",))
+            )
         notes.append(
             "Reference 'phantom's true model': the phantom's covariate -> phenotype model (phenotype_model.yaml) drawn "
             "under each test subject's covariates against the subject's own targets: the floor of a perfect "
@@ -1199,7 +1259,14 @@ def _distances(real: pd.DataFrame, gen: pd.DataFrame, cfg: Any) -> dict[str, dic
 
 def _dist_row(row: str, key: str, est: Any, units: str, n: int, note: str = "", thesis: bool = True) -> TableRow:
     if est is None:
-        return TableRow(row, key, math.nan, units=units, note=note or "constant or too few values", thesis_key=None if thesis else ("-",))
+        return TableRow(
+            row,
+            key,
+            math.nan,
+            units=units,
+            note=note or "constant or too few values",
+            thesis_key=None if thesis else ("-",),
+        )
     if hasattr(est, "low"):
         sd = (est.high - est.low) / (2 * 1.959964)
         return TableRow(row, key, est.value, sd, n=n, units=units, note=note, thesis_key=None if thesis else ("-",))
@@ -1235,13 +1302,18 @@ def tables_6_3_6_4(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet
             rows["WD"].append(_dist_row(label, key, res[key]["WD"], units, n, why))
     ref = _distances(real, train, cfg)
     for key, units in PHENOTYPES:
-        rows["KL"].append(_dist_row("reference: real train vs real test", key, ref[key]["KL"], "nats", len(train), thesis=False))
-        rows["WD"].append(_dist_row("reference: real train vs real test", key, ref[key]["WD"], units, len(train), thesis=False))
+        rows["KL"].append(
+            _dist_row("reference: real train vs real test", key, ref[key]["KL"], "nats", len(train), thesis=False)
+        )
+        rows["WD"].append(
+            _dist_row("reference: real train vs real test", key, ref[key]["WD"], units, len(train), thesis=False)
+        )
     common = [
         f"Real: the {len(te)} test subjects' phenotypes; generated: the {len(gen)} sequences generated for their "
         "covariates. Phenotypes as in Table 6.2.",
         f"± = bootstrap half-width of the 95 % interval / 1.96 ({int(cfg.ch6.bootstrap)} resamples of each sample). "
-        "Reference row: real training vs real test subjects, the distance two real samples of these sizes already have.",
+        "Reference row: real training vs real test subjects, the distance two real samples of these sizes already "
+        "have.",
         "The thesis cells of this table repeat Table 6.2's mean absolute differences (mL / g), not divergences; they "
         "are shown as transcribed and are not comparable with this run's values.",
     ]
@@ -1257,7 +1329,10 @@ def tables_6_3_6_4(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet
     t64 = rep.save_table(
         "table_6_4",
         rows["WD"],
-        notes=["1-D Wasserstein-1 distance in the phenotype's units, thesis eq. 6.9 (cmrkit.metrics.wasserstein).", *common],
+        notes=[
+            "1-D Wasserstein-1 distance in the phenotype's units, thesis eq. 6.9 (cmrkit.metrics.wasserstein).",
+            *common,
+        ],
     )
     return {"table_6_3": t63, "table_6_4": t64}
 
@@ -1272,13 +1347,21 @@ def table_6_5(rep: Report, autoencoder_df: pd.DataFrame, table_6_1_df: pd.DataFr
         if hit.empty:
             return math.nan, None, None
         r = hit.iloc[0]
-        return float(r["value"]), (None if pd.isna(r["sd"]) else float(r["sd"])), (None if pd.isna(r["n"]) else int(r["n"]))
+        return (
+            float(r["value"]),
+            (None if pd.isna(r["sd"]) else float(r["sd"])),
+            (None if pd.isna(r["n"]) else int(r["n"])),
+        )
 
     rows: list[TableRow] = []
     lit = (("TexDC", ("FID",)), ("SADM", ("SSIM", "PSNR")), ("Diffusion Deformable Model", ("PSNR", "Dice")))
     for name, metrics in lit:
         for m in metrics:
-            rows.append(TableRow(name, m, math.nan, note="reported by the original paper (as quoted in thesis Table 6.5); not re-run"))
+            rows.append(
+                TableRow(
+                    name, m, math.nan, note="reported by the original paper (as quoted in thesis Table 6.5); not re-run"
+                )
+            )
     ae_row = str(autoencoder_df["row"].iloc[0])
     for m, src in (("SSIM", "SSIM"), ("PSNR", "PSNR"), ("Dice", "Dice Myo")):
         v, sd, n = cell(autoencoder_df, ae_row, src)
@@ -1289,7 +1372,7 @@ def table_6_5(rep: Report, autoencoder_df: pd.DataFrame, table_6_1_df: pd.DataFr
         "table_6_5",
         rows,
         notes=[
-            "Literature rows: the values the thesis quotes from each paper (thesis column); they were measured on other "
+            "Literature rows: the values the thesis quotes from each paper (thesis column); measured on other "
             "data and are not reproduced by the kit.",
             "LDM (this run): SSIM, PSNR and myocardial Dice of the autoencoder reconstruction (table ch6_autoencoder), "
             "as the thesis' Table 6.5 row uses its autoencoder numbers; FID from Table 6.1 (its feature extractor is "
@@ -1354,10 +1437,16 @@ def figure_6_2(
                 ax.set_title(f"t = {f}" + (" (ED)" if f == 0 else ""), fontsize=7)
         cv = cond.iloc[k]
         who = f"real {data.subject[subj[picks[k]]]}" if real else "generated"
-        axes[r, 0].set_ylabel(f"{who}\n{'M' if cv['sex'] else 'F'} {cv['age']:.0f} y, {cv['weight_kg']:.0f} kg", fontsize=6)
-    fig.suptitle("Real test sequences (top) and sequences generated for the same covariates (bottom), mid slice", fontsize=8)
+        axes[r, 0].set_ylabel(
+            f"{who}\n{'M' if cv['sex'] else 'F'} {cv['age']:.0f} y, {cv['weight_kg']:.0f} kg", fontsize=6
+        )
+    fig.suptitle(
+        "Real test sequences (top) and sequences generated for the same covariates (bottom), mid slice", fontsize=8
+    )
     fig.tight_layout()
-    rep.save_figure(fig, "fig_6_2", caption="Real and generated cine sequences over the cardiac cycle for chosen covariates")
+    rep.save_figure(
+        fig, "fig_6_2", caption="Real and generated cine sequences over the cardiac cycle for chosen covariates"
+    )
     show(fig)
 
 
@@ -1397,7 +1486,11 @@ def figures_6_4_6_5(cfg: Any, rep: Report, data: SequenceData, population: Sampl
         fig, axes = plt.subplots(1, len(PHENOTYPES), figsize=(3.0 * len(PHENOTYPES), 2.9))
         for ax, (key, units) in zip(axes, PHENOTYPES):
             _kde_panel(
-                ax, data.covariates[cov].to_numpy(float), real[key].to_numpy(float), gcov[cov].to_numpy(float), gen[key].to_numpy(float)
+                ax,
+                data.covariates[cov].to_numpy(float),
+                real[key].to_numpy(float),
+                gcov[cov].to_numpy(float),
+                gen[key].to_numpy(float),
             )
             ax.set_xlabel(label, fontsize=8)
             ax.set_ylabel(f"{key} ({units})", fontsize=8)
@@ -1407,7 +1500,9 @@ def figures_6_4_6_5(cfg: Any, rep: Report, data: SequenceData, population: Sampl
         axes[0].legend(fontsize=7, frameon=False, loc="upper left")
         fig.suptitle(f"Phenotypes vs {cov}: real subjects (filled) and generated sequences (contours)", fontsize=9)
         fig.tight_layout()
-        rep.save_figure(fig, fid, caption=f"Kernel density of LVEDV, LVESV, RVEDV, RVESV and LVM against {cov}, real vs generated")
+        rep.save_figure(
+            fig, fid, caption=f"Kernel density of LVEDV, LVESV, RVEDV, RVESV and LVM against {cov}, real vs generated"
+        )
         show(fig)
     return {"real": real, "generated": gen}
 
@@ -1440,14 +1535,20 @@ def figure_6_6(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet, *,
     for k in range(n):
         axes[1].plot(*np.vstack([emb3[k], emb3[k][:1]]).T, "-", color=cmap(norm(w[k])), lw=0.8, alpha=0.8)
         axes[1].scatter(emb3[k][:, 0], emb3[k][:, 1], color=cmap(norm(w[k])), s=10)
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[1], label="weight (kg)" if "weight_kg" in names else "sequence")
+    fig.colorbar(
+        plt.cm.ScalarMappable(norm=norm, cmap=cmap),
+        ax=axes[1],
+        label="weight (kg)" if "weight_kg" in names else "sequence",
+    )
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].set_title(f"{n} generated sequences x {t} frames", fontsize=9)
     axes[1].set_title("the same, frames of a sequence joined, coloured by weight", fontsize=9)
     fig.tight_layout()
-    rep.save_figure(fig, "fig_6_6", caption="t-SNE of the latent frames of generated sequences, by cardiac phase and by weight")
+    rep.save_figure(
+        fig, "fig_6_6", caption="t-SNE of the latent frames of generated sequences, by cardiac phase and by weight"
+    )
     show(fig)
     return emb
 
@@ -1455,7 +1556,18 @@ def figure_6_6(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet, *,
 # =============================================================================================== beyond the thesis
 #: (phenotype, term) pairs of the issue's quality bar: sex and body-size effects on LVEDV and LVM
 BAR_EFFECTS = (("LVEDV", "sex"), ("LVEDV", "log_bsa"), ("LVM", "sex"), ("LVM", "log_bsa"))
-EFFECT_TERMS = ("sex", "log_bsa", "age", "age_x_sex", "sbp", "dbp", "smoking_previous", "smoking_current", "alcohol_previous", "alcohol_current")
+EFFECT_TERMS = (
+    "sex",
+    "log_bsa",
+    "age",
+    "age_x_sex",
+    "sbp",
+    "dbp",
+    "smoking_previous",
+    "smoking_current",
+    "alcohol_previous",
+    "alcohol_current",
+)
 #: the main-effect design used when there are too few sequences for every term
 MAIN_TERMS = ("sex", "log_bsa", "age", "sbp")
 
@@ -1483,7 +1595,9 @@ def covariate_effects(cfg: Any, rep: Report, data: SequenceData, population: Sam
     n_min = min(len(gph), len(rph))
     terms = None if n_min >= 3 * (len(EFFECT_TERMS) + 1) else MAIN_TERMS
     if n_min <= len(MAIN_TERMS) + 2:
-        raise ValueError(f"covariate_effects: {n_min} sequences are too few for a regression on {len(MAIN_TERMS)} terms")
+        raise ValueError(
+            f"covariate_effects: {n_min} sequences are too few for a regression on {len(MAIN_TERMS)} terms"
+        )
     gen = fit_effects(gcov, gph, names=names, terms=terms)
     real = fit_effects(data.covariates, rph, names=names, terms=terms)
     true = true_effects(names=names, terms=terms, seed=int(cfg.seed)) if cfg.dataset == "phantom" else None
@@ -1514,7 +1628,9 @@ def covariate_effects(cfg: Any, rep: Report, data: SequenceData, population: Sam
             ratio = g / t if t != 0 else math.nan
             ok = float(np.sign(g) == np.sign(t) and abs(ratio - 1) <= 0.5)
             bars[f"{key}/{term}"] = {"true": t, "generated": g, "ratio": ratio, "pass": ok}
-            rows.append(TableRow(f"bar/{key}/{TERM_LABELS[term]}", "generated / true", ratio, note="bar: true sign and 0.5-1.5"))
+            rows.append(
+                TableRow(f"bar/{key}/{TERM_LABELS[term]}", "generated / true", ratio, note="bar: true sign and 0.5-1.5")
+            )
             rows.append(TableRow(f"bar/{key}/{TERM_LABELS[term]}", "meets bar (1 = yes)", ok))
     for key in PHENOTYPE_SCALE:
         rows.append(TableRow(f"{key}/R²", "generated", gen[key].r2, n=gen[key].n))
@@ -1522,10 +1638,10 @@ def covariate_effects(cfg: Any, rep: Report, data: SequenceData, population: Sam
         if true is not None:
             rows.append(TableRow(f"{key}/R²", "true (phantom model)", true[key].r2, n=true[key].n))
     notes = [
-        f"Regression of each phenotype on the covariates (cmrkit.effects.fit_effects): log LVEDV, LVESV, RVEDV, RVESV "
-        f"and LVM (a coefficient of 0.1 is +10.5 %), LVEF in %-points; terms sex (male = 1), log BSA (Mosteller), "
-        f"age and age x male per 10 y from 60, SBP per 10 mmHg from 130, DBP per 10 mmHg from 80, smoking and alcohol "
-        f"levels vs never. ± = standard error; 95 % Student-t intervals as separate metrics."
+        "Regression of each phenotype on the covariates (cmrkit.effects.fit_effects): log LVEDV, LVESV, RVEDV, RVESV "
+        "and LVM (a coefficient of 0.1 is +10.5 %), LVEF in %-points; terms sex (male = 1), log BSA (Mosteller), "
+        "age and age x male per 10 y from 60, SBP per 10 mmHg from 130, DBP per 10 mmHg from 80, smoking and alcohol "
+        "levels vs never. ± = standard error; 95 % Student-t intervals as separate metrics."
         + ("" if terms is None else f" Too few sequences for every term: main effects {list(MAIN_TERMS)} only."),
         f"generated: the {len(gph)} sequences of the population set ({population.meta.get('source', '')}), phenotypes "
         f"from their masks; real cohort: all {len(rph)} real subjects measured the same way (ROI grid, "
@@ -1549,7 +1665,15 @@ def covariate_effects(cfg: Any, rep: Report, data: SequenceData, population: Sam
         for j, key in enumerate(keys):
             for off, fit, color, label in ((-0.2, gen, "#c0392b", "generated"), (0.0, real, "#2f6fb0", "real cohort")):
                 e = fit[key][term]
-                ax.errorbar(e["coef"], j + off, xerr=[[e["coef"] - e["low"]], [e["high"] - e["coef"]]], fmt="o", color=color, ms=4, label=label if j == 0 else None)
+                ax.errorbar(
+                    e["coef"],
+                    j + off,
+                    xerr=[[e["coef"] - e["low"]], [e["high"] - e["coef"]]],
+                    fmt="o",
+                    color=color,
+                    ms=4,
+                    label=label if j == 0 else None,
+                )
             if true is not None:
                 ax.plot(true[key][term]["coef"], j + 0.2, "k*", ms=8, label="true (phantom)" if j == 0 else None)
         ax.axvline(0, color="0.7", lw=0.8)
@@ -1558,9 +1682,15 @@ def covariate_effects(cfg: Any, rep: Report, data: SequenceData, population: Sam
         ax.set_title(TERM_LABELS[term], fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7, frameon=False)
-    fig.suptitle("Covariate effects: generated sequences vs real cohort vs the phantom's true model (95 % CI)", fontsize=9)
+    fig.suptitle(
+        "Covariate effects: generated sequences vs real cohort vs the phantom's true model (95 % CI)", fontsize=9
+    )
     fig.tight_layout()
-    rep.save_figure(fig, "ch6_effects_forest", caption="Regression coefficients of phenotypes on covariates, generated vs real vs true")
+    rep.save_figure(
+        fig,
+        "ch6_effects_forest",
+        caption="Regression coefficients of phenotypes on covariates, generated vs real vs true",
+    )
     show(fig)
     return {"table": df, "generated": gen, "real": real, "true": true, "bars": bars}
 
@@ -1587,7 +1717,9 @@ class Predictors:
     def predict(self, ph: pd.DataFrame) -> dict[str, np.ndarray]:
         """Continuous: predicted values; binary/categorical: class probabilities ``(n, K)``."""
         x = _recovery_features(ph)
-        return {n: (m.predict(x) if self.kinds[n] == "continuous" else m.predict_proba(x)) for n, m in self.models.items()}
+        return {
+            n: (m.predict(x) if self.kinds[n] == "continuous" else m.predict_proba(x)) for n, m in self.models.items()
+        }
 
 
 def _score(kind: str, model: Any, x: np.ndarray, y: np.ndarray) -> float:
@@ -1635,9 +1767,15 @@ def condition_recovery(
     x_tr, x_held = _recovery_features(real_ph.iloc[tr]), _recovery_features(real_ph.iloc[held])
     sets = {
         "generated (population set)": (population, pd.DataFrame(population.conditions, columns=names)),
-        "generated (test covariates)": (samples, pd.DataFrame(samples.conditions, columns=list(samples.meta["condition_names"]))),
+        "generated (test covariates)": (
+            samples,
+            pd.DataFrame(samples.conditions, columns=list(samples.meta["condition_names"])),
+        ),
     }
-    gen_x = {k: _recovery_features(sequence_phenotypes(ss.arrays["labels"], data.reference_spacing)) for k, (ss, _) in sets.items()}
+    gen_x = {
+        k: _recovery_features(sequence_phenotypes(ss.arrays["labels"], data.reference_spacing))
+        for k, (ss, _) in sets.items()
+    }
     models: dict[str, Any] = {}
     rows: list[TableRow] = []
     for n in names:
@@ -1656,19 +1794,35 @@ def condition_recovery(
         models[n] = m
         metric = "R²" if kind == "continuous" else "AUC"
         y_held = data.covariates[n].to_numpy(float)[held]
-        rows.append(TableRow(n, f"real held-out {metric}", _score(kind, m, x_held, y_held if kind == "continuous" else y_held.astype(int)), n=len(held)))
-        for who, (ss, cov) in sets.items():
+        rows.append(
+            TableRow(
+                n,
+                f"real held-out {metric}",
+                _score(kind, m, x_held, y_held if kind == "continuous" else y_held.astype(int)),
+                n=len(held),
+            )
+        )
+        for who, (_, cov) in sets.items():
             y = cov[n].to_numpy(float)
-            rows.append(TableRow(n, f"{who} {metric}", _score(kind, m, gen_x[who], y if kind == "continuous" else y.astype(int)), n=len(y)))
+            rows.append(
+                TableRow(
+                    n,
+                    f"{who} {metric}",
+                    _score(kind, m, gen_x[who], y if kind == "continuous" else y.astype(int)),
+                    n=len(y),
+                )
+            )
     df = rep.save_table(
         "ch6_condition_recovery",
         rows,
         notes=[
-            f"Predictors trained on the {len(tr)} real training subjects' phenotypes (log LVEDV, LVESV, RVEDV, RVESV, LVM; "
+            f"Predictors trained on the {len(tr)} real training subjects' phenotypes (log LVEDV, LVESV, RVEDV, "
+            "RVESV, LVM; "
             "LVEF, RVEF; standardised), frozen, then applied to the held-out real subjects (validation + test, n = "
             f"{len(held)}) and to generated sequences with the covariates they were generated for as the truth.",
             "Continuous covariates: ridge regression (alpha by leave-one-out CV), R² (can be negative). Sex: logistic "
-            "regression, ROC AUC. Smoking, alcohol: multinomial logistic regression, one-vs-rest macro ROC AUC over the "
+            "regression, ROC AUC. Smoking, alcohol: multinomial logistic regression, one-vs-rest macro ROC AUC over "
+            "the "
             "levels present. 0.5 = chance.",
             "Reference points from the literature: EchoDiffusion reports R² up to 0.93 for the ejection fraction it is "
             "conditioned on (Reynaud et al. 2023); phenotypes the covariates barely determine cannot be recovered from "
@@ -1692,13 +1846,18 @@ def _sequence_dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _endpoints(space: Any, name: str, wanted: tuple[float, float], data: SequenceData) -> tuple[tuple[float, float], str]:
+def _endpoints(
+    space: Any, name: str, wanted: tuple[float, float], data: SequenceData
+) -> tuple[tuple[float, float], str]:
     """The intervention's two values: ``wanted`` when both are allowed, else the cohort's 10th/90th percentiles."""
     s = space.stats[name]
     if s["min"] <= wanted[0] <= s["max"] and s["min"] <= wanted[1] <= s["max"]:
         return wanted, ""
     lo, hi = np.percentile(data.covariates[name], [10, 90])
-    return (round(float(lo)), round(float(hi))), f"{wanted} outside the allowed range {space.allowed(name)}; cohort 10th/90th percentiles used"
+    return (
+        round(float(lo)),
+        round(float(hi)),
+    ), f"{wanted} outside the allowed range {space.allowed(name)}; cohort 10th/90th percentiles used"
 
 
 def counterfactuals(
@@ -1739,7 +1898,13 @@ def counterfactuals(
     space = ldm.space
     names = list(space.names)
     steps, w = int(cfg.ch6.ddim_steps), _guidance(cfg)
-    kw = {"guidance": w, "ddim_steps": steps, "batch_size": int(cfg.ch6.sample_batch_size), "device": cfg.device, "image_frames": []}
+    kw = {
+        "guidance": w,
+        "ddim_steps": steps,
+        "batch_size": int(cfg.ch6.sample_batch_size),
+        "device": cfg.device,
+        "image_frames": [],
+    }
     n_seeds = int(cfg.ch6.counterfactual_seeds)
     if n_seeds < 1:
         raise ValueError(f"ch6.counterfactual_seeds must be >= 1, got {n_seeds}")
@@ -1769,7 +1934,12 @@ def counterfactuals(
         rel = 100.0 * dgen / pa[list(keys)].where(pa[list(keys)] != 0)
         res = {"generated": dgen, "relative": rel}
         if phantom:
-            tr_a, tr_b = zip(*[true_counterfactual(ca.iloc[i].to_dict(), cb.iloc[i].to_dict(), seed=int(seeds[i])) for i in range(n_seeds)])
+            tr_a, tr_b = zip(
+                *[
+                    true_counterfactual(ca.iloc[i].to_dict(), cb.iloc[i].to_dict(), seed=int(seeds[i]))
+                    for i in range(n_seeds)
+                ]
+            )
             ta, tb = pd.DataFrame(tr_a)[list(keys)], pd.DataFrame(tr_b)[list(keys)]
             dtrue = tb - ta
             res["true"] = dtrue
@@ -1791,14 +1961,32 @@ def counterfactuals(
             if k != "LVEF":
                 rows.append(_summary_row(f"{label}/{k}", "generated change (%)", rel[k], units="%"))
                 if phantom:
-                    rows.append(_summary_row(f"{label}/{k}", "true model change (%)", 100.0 * res["true"][k] / ta[k], units="%"))
+                    rows.append(
+                        _summary_row(f"{label}/{k}", "true model change (%)", 100.0 * res["true"][k] / ta[k], units="%")
+                    )
         out["seed_based"][label] = res
     # null intervention: same covariates and seeds again (in another batch split)
-    g0 = generate_sequences(ae, ldm, base, seeds, **{**kw, "batch_size": max(1, int(cfg.ch6.sample_batch_size) // 2 + 1)})
+    g0 = generate_sequences(
+        ae, ldm, base, seeds, **{**kw, "batch_size": max(1, int(cfg.ch6.sample_batch_size) // 2 + 1)}
+    )
     g1 = generate_sequences(ae, ldm, base, seeds, **kw)
     same = np.all(g0.labels == g1.labels, axis=(1, 2, 3, 4))
-    rows.append(TableRow("null change (same noise and covariates)", "identical masks (% of seeds)", 100.0 * float(same.mean()), n=n_seeds, units="%"))
-    rows.append(TableRow("null change (same noise and covariates)", "max |latent difference|", float(np.abs(g0.latents - g1.latents).max())))
+    rows.append(
+        TableRow(
+            "null change (same noise and covariates)",
+            "identical masks (% of seeds)",
+            100.0 * float(same.mean()),
+            n=n_seeds,
+            units="%",
+        )
+    )
+    rows.append(
+        TableRow(
+            "null change (same noise and covariates)",
+            "max |latent difference|",
+            float(np.abs(g0.latents - g1.latents).max()),
+        )
+    )
     # ---- abduction on real test subjects
     n_ab = min(int(cfg.ch6.n_abduction), len(te))
     ab = te[:n_ab]
@@ -1813,10 +2001,19 @@ def counterfactuals(
         rec_ae = reconstruct(ae, data.images[ab], data.labels[ab], device=cfg.device)[1]
         null = generate_sequences(ae, ldm, own, noise=noise, **kw1)
         comp = _sequence_dice(null.labels, rec_ae)
-        lat_err = np.linalg.norm((null.latents - mu.numpy()).reshape(n_ab, -1), axis=1) / np.linalg.norm(mu.numpy().reshape(n_ab, -1), axis=1)
+        lat_err = np.linalg.norm((null.latents - mu.numpy()).reshape(n_ab, -1), axis=1) / np.linalg.norm(
+            mu.numpy().reshape(n_ab, -1), axis=1
+        )
         rows.append(_summary_row("abduction/composition (null intervention)", "Dice vs autoencoded original", comp))
         rows.append(_summary_row("abduction/composition (null intervention)", "relative latent error", lat_err))
-        rows.append(_summary_row("abduction/composition (null intervention)", "Dice autoencoded vs real masks", _sequence_dice(rec_ae, data.labels[ab]), note="the autoencoder's own ceiling"))
+        rows.append(
+            _summary_row(
+                "abduction/composition (null intervention)",
+                "Dice autoencoded vs real masks",
+                _sequence_dice(rec_ae, data.labels[ab]),
+                note="the autoencoder's own ceiling",
+            )
+        )
         preds = recovery["predictors"] if recovery else None
         ph_null = sequence_phenotypes(null.labels, data.reference_spacing)
         for label, change in (("do(sex := other)", "sex"), ("do(weight := weight + 20 kg)", "weight_kg")):
@@ -1832,7 +2029,14 @@ def counterfactuals(
             if change == "sex" and len(s["observed"]) < 2:
                 continue
             if ok.sum() < 1:
-                rows.append(TableRow(f"abduction/{label}", "subjects", 0, note="the new value is outside the allowed range for every subject"))
+                rows.append(
+                    TableRow(
+                        f"abduction/{label}",
+                        "subjects",
+                        0,
+                        note="the new value is outside the allowed range for every subject",
+                    )
+                )
                 continue
             idx = np.flatnonzero(ok)
             cf = generate_sequences(ae, ldm, new.iloc[idx], noise=noise[idx], **kw1)
@@ -1840,24 +2044,61 @@ def counterfactuals(
             noise2 = ddim_invert(ldm, torch.from_numpy(cf.latents).to(dev), f_new, ddim_steps=steps).cpu()
             back = generate_sequences(ae, ldm, own.iloc[idx], noise=noise2, **kw1)
             ph_cf = sequence_phenotypes(cf.labels, data.reference_spacing)
-            rows.append(_summary_row(f"abduction/{label}", "reversibility: Dice back vs null", _sequence_dice(back.labels, null.labels[idx])))
-            rows.append(_summary_row(f"abduction/{label}", "Dice counterfactual vs null", _sequence_dice(cf.labels, null.labels[idx]), note="how much the intervention changed"))
+            rows.append(
+                _summary_row(
+                    f"abduction/{label}",
+                    "reversibility: Dice back vs null",
+                    _sequence_dice(back.labels, null.labels[idx]),
+                )
+            )
+            rows.append(
+                _summary_row(
+                    f"abduction/{label}",
+                    "Dice counterfactual vs null",
+                    _sequence_dice(cf.labels, null.labels[idx]),
+                    note="how much the intervention changed",
+                )
+            )
             d_lvedv = ph_cf["LVEDV"].to_numpy() - ph_null["LVEDV"].to_numpy()[idx]
             if phantom:
                 tdir = []
                 for i in idx:
                     before, after = true_counterfactual(own.iloc[i].to_dict(), new.iloc[i].to_dict(), seed=int(i))
                     tdir.append(np.sign(after["LVEDV"] - before["LVEDV"]))
-                rows.append(TableRow(f"abduction/{label}", "effectiveness: LVEDV in the true direction (%)", 100.0 * float(np.mean(np.sign(d_lvedv) == tdir)), n=len(idx), units="%"))
+                rows.append(
+                    TableRow(
+                        f"abduction/{label}",
+                        "effectiveness: LVEDV in the true direction (%)",
+                        100.0 * float(np.mean(np.sign(d_lvedv) == tdir)),
+                        n=len(idx),
+                        units="%",
+                    )
+                )
             if preds is not None and change in preds.models:
                 p0 = preds.predict(ph_null.iloc[idx])[change]
                 p1 = preds.predict(ph_cf)[change]
                 if change == "sex":
                     target = new["sex"].to_numpy()[idx].astype(int)
                     moved = p1[np.arange(len(idx)), target] > p0[np.arange(len(idx)), target]
-                    rows.append(TableRow(f"abduction/{label}", "effectiveness: P(new sex) rises (%)", 100.0 * float(moved.mean()), n=len(idx), units="%"))
+                    rows.append(
+                        TableRow(
+                            f"abduction/{label}",
+                            "effectiveness: P(new sex) rises (%)",
+                            100.0 * float(moved.mean()),
+                            n=len(idx),
+                            units="%",
+                        )
+                    )
                 else:
-                    rows.append(_summary_row(f"abduction/{label}", "effectiveness: predicted weight change", p1 - p0, units="kg", note="true change +20 kg"))
+                    rows.append(
+                        _summary_row(
+                            f"abduction/{label}",
+                            "effectiveness: predicted weight change",
+                            p1 - p0,
+                            units="kg",
+                            note="true change +20 kg",
+                        )
+                    )
         out["abduction"] = {"composition_dice": comp, "latent_error": lat_err}
     notes = [
         f"Seed-based: {n_seeds} seeds, each with the other covariates of a test subject (cycled); both covariate sets "
@@ -1867,8 +2108,9 @@ def counterfactuals(
     ]
     if phantom:
         notes.append(
-            "true model change: the phantom's covariate -> phenotype model with the same residual draw under both covariate "
-            "sets (cmrkit.effects.true_counterfactual); direction right = sign of the generated LVEDV change equals the true one."
+            "true model change: the phantom's covariate -> phenotype model with the same residual draw under both "
+            "covariate sets (cmrkit.effects.true_counterfactual); direction right = sign of the generated LVEDV change "
+            "equals the true one."
         )
     notes.append(
         "Abduction (Monteiro et al. 2023, 'Measuring axiomatic soundness of counterfactual image models'): DDIM "
@@ -1883,7 +2125,16 @@ def counterfactuals(
     return out
 
 
-def _figure_counterfactuals(cfg: Any, rep: Report, data: SequenceData, ae: Any, ldm: Any, base: pd.DataFrame, seeds: np.ndarray, interventions: list) -> None:
+def _figure_counterfactuals(
+    cfg: Any,
+    rep: Report,
+    data: SequenceData,
+    ae: Any,
+    ldm: Any,
+    base: pd.DataFrame,
+    seeds: np.ndarray,
+    interventions: list,
+) -> None:
     import matplotlib.pyplot as plt
 
     from ..figures import show
@@ -1895,14 +2146,26 @@ def _figure_counterfactuals(cfg: Any, rep: Report, data: SequenceData, ae: Any, 
     fig, axes = plt.subplots(len(interventions), 5, figsize=(11, 2.4 * len(interventions)), squeeze=False)
     for r, (label, a_set, b_set) in enumerate(interventions):
         conds = pd.concat([base.iloc[:1].assign(**a_set), base.iloc[:1].assign(**b_set)], ignore_index=True)
-        g = generate_sequences(ae, ldm, conds, [int(seeds[0])] * 2, guidance=_guidance(cfg), ddim_steps=int(cfg.ch6.ddim_steps), device=cfg.device)
+        g = generate_sequences(
+            ae,
+            ldm,
+            conds,
+            [int(seeds[0])] * 2,
+            guidance=_guidance(cfg),
+            ddim_steps=int(cfg.ch6.ddim_steps),
+            device=cfg.device,
+        )
         ph = sequence_phenotypes(g.labels, data.reference_spacing)
         curves = volume_curves(g.labels, np.array(data.reference_spacing))["LV"]
-        for c, (k, f, what) in enumerate(((0, 0, "before, ED"), (1, 0, "after, ED"), (0, None, "before, ES"), (1, None, "after, ES"))):
+        for c, (k, f, what) in enumerate(
+            ((0, 0, "before, ED"), (1, 0, "after, ED"), (0, None, "before, ES"), (1, None, "after, ES"))
+        ):
             frame = int(ph["ES_frame"][k]) if f is None else f
             ax = axes[r, c]
             ax.imshow(g.images[k][:, :, zmid, frame].T, cmap="gray", vmin=0, vmax=1)
-            ax.contour((g.labels[k][:, :, zmid, frame] == 2).T.astype(float), levels=[0.5], colors=["#2ca02c"], linewidths=0.8)
+            ax.contour(
+                (g.labels[k][:, :, zmid, frame] == 2).T.astype(float), levels=[0.5], colors=["#2ca02c"], linewidths=0.8
+            )
             ax.set_title(f"{what} (LVEDV {ph['LVEDV'][k]:.0f} mL)" if f == 0 else what, fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -1916,11 +2179,15 @@ def _figure_counterfactuals(cfg: Any, rep: Report, data: SequenceData, ae: Any, 
         ax.legend(fontsize=6, frameon=False)
     fig.suptitle("Counterfactuals: the same noise, one covariate moved (mid slice, myocardium in green)", fontsize=9)
     fig.tight_layout()
-    rep.save_figure(fig, "ch6_counterfactual_pairs", caption="Same seed, one covariate moved: ED/ES images and LV volume curves")
+    rep.save_figure(
+        fig, "ch6_counterfactual_pairs", caption="Same seed, one covariate moved: ED/ES images and LV volume curves"
+    )
     show(fig)
 
 
-def temporal_plausibility(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet, population: SampleSet) -> dict[str, Any]:
+def temporal_plausibility(
+    cfg: Any, rep: Report, data: SequenceData, samples: SampleSet, population: SampleSet
+) -> dict[str, Any]:
     """Volume curves of generated sequences against the cohort's (table ``ch6_temporal``, figure ``ch6_volume_curves``).
 
     Per sequence: ES timing = frame of minimal LV volume / T; LVEF; ED at frame 0 (frame 0 within 2 % of
@@ -1956,11 +2223,28 @@ def temporal_plausibility(cfg: Any, rep: Report, data: SequenceData, samples: Sa
     rows: list[TableRow] = []
     for who, ph in sets.items():
         n = len(ph)
-        rows.append(TableRow(who, "physiological curve (%)", 100.0 * float(ph["physiological"].mean()), n=n, units="%", note="bar: >= 90 % (generated)"))
+        rows.append(
+            TableRow(
+                who,
+                "physiological curve (%)",
+                100.0 * float(ph["physiological"].mean()),
+                n=n,
+                units="%",
+                note="bar: >= 90 % (generated)",
+            )
+        )
         rows.append(TableRow(who, "ES in 25-55 % of the cycle (%)", 100.0 * float(ph["es_ok"].mean()), n=n, units="%"))
         rows.append(TableRow(who, "LVEF in the cohort's range (%)", 100.0 * float(ph["ef_ok"].mean()), n=n, units="%"))
         rows.append(TableRow(who, "ED at frame 0 (%)", 100.0 * float(ph["ed_at_0"].mean()), n=n, units="%"))
-        rows.append(TableRow(who, "roughness <= cohort 95th percentile (%)", 100.0 * float((ph["roughness"] <= rough_hi).mean()), n=n, units="%"))
+        rows.append(
+            TableRow(
+                who,
+                "roughness <= cohort 95th percentile (%)",
+                100.0 * float((ph["roughness"] <= rough_hi).mean()),
+                n=n,
+                units="%",
+            )
+        )
         rows.append(_summary_row(who, "ES phase", ph["ES_phase"]))
         rows.append(_summary_row(who, "LVEF", ph["LVEF"], units="%"))
         rows.append(_summary_row(who, "roughness", ph["roughness"]))
@@ -1968,10 +2252,12 @@ def temporal_plausibility(cfg: Any, rep: Report, data: SequenceData, samples: Sa
         "ch6_temporal",
         rows,
         notes=[
-            f"LV blood-pool volume per frame from the masks (T = {data.frames} frames, frame 0 = ED). ES phase = frame of "
+            f"LV blood-pool volume per frame from the masks (T = {data.frames} frames, frame 0 = ED). ES phase = "
+            "frame of "
             "minimal LV volume / T. Physiological: ES phase in [0.25, 0.55] and LVEF within the real cohort's range "
             f"[{ef_lo:.1f}, {ef_hi:.1f}] %.",
-            f"Roughness = mean |V(t+1) - 2 V(t) + V(t-1)| / LVEDV over the cycle (cyclic); the cohort's 95th percentile is {rough_hi:.4f}.",
+            f"Roughness = mean |V(t+1) - 2 V(t) + V(t-1)| / LVEDV over the cycle (cyclic); the cohort's 95th "
+            f"percentile is {rough_hi:.4f}.",
         ],
     )
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
@@ -1988,17 +2274,31 @@ def temporal_plausibility(cfg: Any, rep: Report, data: SequenceData, samples: Sa
     axes[0].set_ylabel("LV volume / LVEDV")
     axes[0].legend(fontsize=7, frameon=False)
     gen = sets["generated (test covariates)"]
-    axes[1].hist([real_all["ES_phase"], gen["ES_phase"]], bins=np.linspace(0, 1, 21), density=True, label=["real", "generated"], color=["0.6", "#c0392b"])
+    axes[1].hist(
+        [real_all["ES_phase"], gen["ES_phase"]],
+        bins=np.linspace(0, 1, 21),
+        density=True,
+        label=["real", "generated"],
+        color=["0.6", "#c0392b"],
+    )
     axes[1].axvspan(0.25, 0.55, color="#2ca02c", alpha=0.1)
     axes[1].set_xlabel("ES phase")
-    axes[2].hist([real_all["LVEF"].dropna(), gen["LVEF"].dropna()], bins=20, density=True, label=["real", "generated"], color=["0.6", "#c0392b"])
+    axes[2].hist(
+        [real_all["LVEF"].dropna(), gen["LVEF"].dropna()],
+        bins=20,
+        density=True,
+        label=["real", "generated"],
+        color=["0.6", "#c0392b"],
+    )
     axes[2].axvspan(ef_lo, ef_hi, color="#2ca02c", alpha=0.1)
     axes[2].set_xlabel("LVEF (%)")
     for ax in axes[1:]:
         ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Temporal plausibility: LV volume curves, ES timing and EF (green: physiological window)", fontsize=9)
     fig.tight_layout()
-    rep.save_figure(fig, "ch6_volume_curves", caption="LV volume curves, ES timing and EF of generated vs real sequences")
+    rep.save_figure(
+        fig, "ch6_volume_curves", caption="LV volume curves, ES timing and EF of generated vs real sequences"
+    )
     show(fig)
     return {"table": df, "sets": sets}
 
@@ -2021,7 +2321,8 @@ def slider_generator(cfg: Any, data: SequenceData, autoencoder: Trained, diffusi
 def condition_sliders(
     cfg: Any, rep: Report, data: SequenceData, autoencoder: Trained, diffusion: Trained, *, interactive: bool = False
 ) -> Any:
-    """Condition sliders: eight covariate controls, seed and guidance (:class:`cmrkit.condition_sliders.ConditionSliders`).
+    """Condition sliders: eight covariate controls, seed and guidance
+    (:class:`cmrkit.condition_sliders.ConditionSliders`).
 
     The default covariates (the training means; female, never smoked, the lowest alcohol level seen)
     are rendered with :func:`cmrkit.condition_sliders.render` and saved as figure ``ch6_sliders`` either
@@ -2038,7 +2339,13 @@ def condition_sliders(
         r.figure,
         "ch6_sliders",
         caption=f"Condition sliders, static view of the default covariates: {r.readout}",
-        extra={"conditions": r.conditions, "seed": r.seed, "guidance": r.guidance, "phenotypes": r.phenotypes, "expected": r.expected},
+        extra={
+            "conditions": r.conditions,
+            "seed": r.seed,
+            "guidance": r.guidance,
+            "phenotypes": r.phenotypes,
+            "expected": r.expected,
+        },
     )
     if not interactive:
         show(r.figure)

@@ -835,7 +835,7 @@ def figure_5_4(
         xp = PCA(n_components=k, random_state=int(cfg.seed)).fit_transform(x)
         perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3.0)))
         emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=int(cfg.seed)).fit_transform(xp)
-        parts = (("real train", len(f_tr), "tab:blue"), ("real test", len(f_te), "tab:green"), (f"generated", n, "tab:red"))
+        parts = (("real train", len(f_tr), "tab:blue"), ("real test", len(f_te), "tab:green"), ("generated", n, "tab:red"))
         s = 0
         for label, m, color in parts:
             ax.scatter(emb[s : s + m, 0], emb[s : s + m, 1], s=6, alpha=0.6, c=color, label=f"{label} (n={m})")

@@ -118,7 +118,8 @@ class SequenceAutoencoder(nn.Module):
 
     @classmethod
     def from_config(cls, d: Mapping[str, Any]) -> SequenceAutoencoder:
-        """Build from ``{"frame": VolumeAutoencoderConfig.to_dict(), "frames": T}`` (:func:`cmrkit.train.load_model`)."""
+        """Build from ``{"frame": VolumeAutoencoderConfig.to_dict(), "frames": T}`` (used by
+        :func:`cmrkit.train.load_model`)."""
         return cls(VolumeAutoencoderConfig.from_dict(d["frame"]), int(d["frames"]), seed=None)
 
     def to_config(self) -> dict[str, Any]:
@@ -145,7 +146,9 @@ class SequenceAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C_in, X, Y, Z, T)`` -> sequence latent mean and sd ``(B, T*c, X', Y')``."""
         if x.ndim != 6 or x.shape[-1] != self.frames:
-            raise ValueError(f"SequenceAutoencoder.encode: expected (B, C, X, Y, Z, {self.frames}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"SequenceAutoencoder.encode: expected (B, C, X, Y, Z, {self.frames}), got {tuple(x.shape)}"
+            )
         b = x.shape[0]
         frames = x.permute(0, 5, 1, 2, 3, 4).reshape(b * self.frames, *x.shape[1:5])
         mu, sigma = self.frame.encode(frames)
@@ -182,7 +185,9 @@ class FrameDataset(torch.utils.data.Dataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, frames: Sequence[int] | None = None) -> None:
         if images.ndim != 5 or labels.shape != images.shape:
-            raise ValueError(f"FrameDataset: images and labels must be equal (N, X, Y, Z, T), got {images.shape}, {labels.shape}")
+            raise ValueError(
+                f"FrameDataset: images and labels must be equal (N, X, Y, Z, T), got {images.shape}, {labels.shape}"
+            )
         self.images, self.labels = images, labels
         t = images.shape[-1]
         self.frames = list(range(t)) if frames is None else [int(f) for f in frames]
@@ -320,7 +325,10 @@ class ConditionalLatentDiffusion(nn.Module):
                 use_flash_attention=bool(b.use_flash_attention),
             )
             self.encoder = ConditionEncoder(
-                self.space.feature_dim, int(config.cross_attention_dim), int(config.n_tokens), int(config.encoder_hidden)
+                self.space.feature_dim,
+                int(config.cross_attention_dim),
+                int(config.n_tokens),
+                int(config.encoder_hidden),
             )
         self.register_buffer("scale_factor", torch.tensor(1.0, dtype=torch.float64))
 
@@ -339,7 +347,9 @@ class ConditionalLatentDiffusion(nn.Module):
 
     def null_context(self, n: int, *, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The unconditional context: ``(n, n_tokens, D)`` filled with :data:`NULL_FILL`."""
-        return torch.full((int(n), self.config.n_tokens, self.config.cross_attention_dim), NULL_FILL, device=device, dtype=dtype)
+        return torch.full(
+            (int(n), self.config.n_tokens, self.config.cross_attention_dim), NULL_FILL, device=device, dtype=dtype
+        )
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self.unet(x, timesteps, context=context)
@@ -376,7 +386,10 @@ class ConditionalLatentDataset(torch.utils.data.Dataset):
         self.sigma = torch.as_tensor(sigma, dtype=torch.float32)
         self.features = torch.as_tensor(np.asarray(features), dtype=torch.float32)
         if self.mu.shape != self.sigma.shape or self.mu.ndim != 4 or len(self.mu) == 0:
-            raise ValueError(f"mu and sigma must be equal (N>0, C, X, Y) arrays, got {tuple(self.mu.shape)}, {tuple(self.sigma.shape)}")
+            raise ValueError(
+                f"mu and sigma must be equal (N>0, C, X, Y) arrays, got {tuple(self.mu.shape)}, "
+                f"{tuple(self.sigma.shape)}"
+            )
         if self.features.ndim != 2 or len(self.features) != len(self.mu):
             raise ValueError(f"features must be (N={len(self.mu)}, F), got {tuple(self.features.shape)}")
         self.length = len(self.mu) if length is None else int(length)
@@ -403,7 +416,9 @@ class ConditionalDiffusionLoss:
     def __init__(self) -> None:
         self._scheduler: Any = None
 
-    def __call__(self, model: ConditionalLatentDiffusion, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    def __call__(
+        self, model: ConditionalLatentDiffusion, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict]:
         from monai.inferers import DiffusionInferer
 
         if self._scheduler is None:
@@ -479,7 +494,9 @@ def sample_latents(
 
 
 @torch.no_grad()
-def decode_latents(autoencoder: SequenceAutoencoder, diffusion: ConditionalLatentDiffusion, z: torch.Tensor, *, amp: bool = False) -> torch.Tensor:
+def decode_latents(
+    autoencoder: SequenceAutoencoder, diffusion: ConditionalLatentDiffusion, z: torch.Tensor, *, amp: bool = False
+) -> torch.Tensor:
     """Decode scaled latents: ``autoencoder.decode(z / scale_factor)`` -> ``(B, 1 + K, X, Y, Z, T)``."""
     autocast = torch.autocast(z.device.type, dtype=torch.bfloat16) if amp else nullcontext()
     with autocast:

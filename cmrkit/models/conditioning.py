@@ -87,7 +87,13 @@ COVARIATES: tuple[Covariate, ...] = (
 COVARIATE_NAMES: tuple[str, ...] = tuple(c.name for c in COVARIATES)
 _BY_NAME = {c.name: c for c in COVARIATES}
 #: short names a user may type, with the key they mean (only for the error message)
-_HINTS = {"height": "height_cm", "weight": "weight_kg", "gender": "sex", "smoke": "smoking", "alcohol_status": "alcohol"}
+_HINTS = {
+    "height": "height_cm",
+    "weight": "weight_kg",
+    "gender": "sex",
+    "smoke": "smoking",
+    "alcohol_status": "alcohol",
+}
 #: covariate ranges of the thesis' UK Biobank cohort (§6.3.1), shown beside the model's own ranges
 THESIS_RANGES: dict[str, tuple[float, float]] = {
     "age": (40.0, 69.0),
@@ -144,7 +150,9 @@ class ConditionSpace:
                 if not s["sd"] > 0:
                     raise ConditionError(f"covariate {n!r} has sd {s['sd']} in the training cohort (it must vary)")
                 if not s["min"] <= s["mean"] <= s["max"]:
-                    raise ConditionError(f"covariate {n!r}: mean {s['mean']} outside [min, max] = [{s['min']}, {s['max']}]")
+                    raise ConditionError(
+                        f"covariate {n!r}: mean {s['mean']} outside [min, max] = [{s['min']}, {s['max']}]"
+                    )
             else:
                 obs = sorted({int(v) for v in s.get("observed", range(len(cov.levels)))})
                 if not obs or min(obs) < 0 or max(obs) >= len(cov.levels):
@@ -238,9 +246,7 @@ class ConditionSpace:
                 try:
                     raw = float(key)
                 except ValueError:
-                    raise ConditionError(
-                        f"{name}={raw!r} is not a number; allowed: {self.allowed(name)}"
-                    ) from None
+                    raise ConditionError(f"{name}={raw!r} is not a number; allowed: {self.allowed(name)}") from None
             else:
                 names = {lv.lower(): i for i, lv in enumerate(cov.levels)}
                 if cov.name == "sex":
@@ -410,5 +416,7 @@ class ConditionEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.ndim != 2 or features.shape[1] != self.in_features:
-            raise ValueError(f"ConditionEncoder: expected features (B, {self.in_features}), got {tuple(features.shape)}")
+            raise ValueError(
+                f"ConditionEncoder: expected features (B, {self.in_features}), got {tuple(features.shape)}"
+            )
         return self.net(features).reshape(features.shape[0], self.n_tokens, self.dim)
