@@ -201,26 +201,42 @@ def _full(cond: Mapping[str, float]) -> dict[str, float]:
     return {**typical, **dict(cond)}
 
 
+#: outline colours of LV blood pool, myocardium and RV blood pool (RGB)
+_OUTLINE = {1: (0.84, 0.15, 0.16), 2: (0.17, 0.63, 0.17), 3: (0.12, 0.47, 0.71)}
+
+
+def _overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """RGB image ``(H, W, 3)`` with the one-pixel outline of each structure drawn in its colour (no
+    contouring: a slider move must redraw fast)."""
+    rgb = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=2)
+    for k, colour in _OUTLINE.items():
+        m = labels == k
+        if not m.any():
+            continue
+        inner = m.copy()
+        inner[1:, :] &= m[:-1, :]
+        inner[:-1, :] &= m[1:, :]
+        inner[:, 1:] &= m[:, :-1]
+        inner[:, :-1] &= m[:, 1:]
+        rgb[m & ~inner] = colour
+    return rgb
+
+
 def _figure(r: Rendered, spacing: np.ndarray) -> Any:
+    """ED and ES at three slices with mask outlines, the LV/RV volume curves and the readout."""
     import matplotlib.pyplot as plt
-    from matplotlib.gridspec import GridSpec
 
     x, y, z, t = r.images.shape
     zs = [max(0, z // 5), z // 2, min(z - 1, (4 * z) // 5)]
-    fig = plt.figure(figsize=(10.5, 4.4))
-    gs = GridSpec(2, 5, figure=fig, width_ratios=[1, 1, 1, 1.6, 1.5])
+    fig = plt.figure(figsize=(10.5, 4.2))
+    w, h, gap = 0.135, 0.38, 0.01
     for row, (frame, name) in enumerate(((0, "ED"), (r.es_frame, "ES"))):
         for col, zz in enumerate(zs):
-            ax = fig.add_subplot(gs[row, col])
-            ax.imshow(r.images[:, :, zz, frame].T, cmap="gray", vmin=0, vmax=1)
-            lab = r.labels[:, :, zz, frame].T
-            for k, colr in ((1, "#d62728"), (2, "#2ca02c"), (3, "#1f77b4")):
-                if np.any(lab == k):
-                    ax.contour((lab == k).astype(float), levels=[0.5], colors=[colr], linewidths=0.8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax = fig.add_axes((0.01 + col * (w + gap), 0.5 - row * (h + 0.06), w, h))
+            ax.imshow(_overlay(r.images[:, :, zz, frame].T, r.labels[:, :, zz, frame].T), interpolation="nearest")
+            ax.set_axis_off()
             ax.set_title(f"{name} (frame {frame}), slice {zz}", fontsize=7)
-    ax = fig.add_subplot(gs[:, 3])
+    ax = fig.add_axes((0.50, 0.14, 0.22, 0.72))
     tt = np.arange(t)
     ax.plot(tt, r.curves["LV"], color="#d62728", label="LV")
     ax.plot(tt, r.curves["RV"], color="#1f77b4", label="RV")
@@ -230,20 +246,16 @@ def _figure(r: Rendered, spacing: np.ndarray) -> Any:
     ax.set_ylabel("volume (mL)", fontsize=8)
     ax.legend(fontsize=7, frameon=False)
     ax.tick_params(labelsize=7)
-    ax = fig.add_subplot(gs[:, 4])
-    ax.axis("off")
-    lines = ["generated" + ("   model" if r.expected else "")]
+    lines = ["        generated" + ("    model" if r.expected else "")]
     for k, units in READOUT_KEYS:
-        v = f"{k:6s}{r.phenotypes[k]:7.1f}"
+        v = f"{k:6s}{r.phenotypes[k]:9.1f}"
         if r.expected:
             v += f"  {r.expected[k]:7.1f}"
         lines.append(f"{v} {units}")
-    cov = r.conditions
-    desc = [f"{k} = {cov[k]:g}" for k in cov]
-    ax.text(0, 1, "\n".join(lines), family="monospace", fontsize=8, va="top")
-    ax.text(0, 0.45, "\n".join(desc) + f"\nseed {r.seed}, guidance {r.guidance:g}", fontsize=7, va="top")
-    fig.suptitle("Generated heart for the chosen covariates (LV red, myocardium green, RV blue)", fontsize=9)
-    fig.tight_layout()
+    desc = [f"{k} = {v:g}" for k, v in r.conditions.items()]
+    fig.text(0.75, 0.86, "\n".join(lines), family="monospace", fontsize=8, va="top")
+    fig.text(0.75, 0.50, "\n".join(desc) + f"\nseed {r.seed}, guidance {r.guidance:g}", fontsize=7, va="top")
+    fig.suptitle("Generated heart for the chosen covariates (outlines: LV red, myocardium green, RV blue)", fontsize=9)
     return fig
 
 
