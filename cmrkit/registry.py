@@ -158,9 +158,24 @@ REGISTRY: tuple[Artefact, ...] = (
     _f("fig_5_2", "02_ldm3d", "Fig 5.2: generated 3D cine volumes with masks"),
     _f("fig_5_3", "02_ldm3d", "Fig 5.3: ventricular volume box plots, real vs generated"),
     _f("fig_5_4", "02_ldm3d", "Fig 5.4: t-SNE of real and generated features"),
-    _f("ch5_reconstructions", "02_ldm3d", "A test volume and its autoencoder reconstruction with masks", thesis_item=False),
-    _f("ch5_memorisation", "02_ldm3d", "Generated volumes nearest to a training volume, side by side", thesis_item=False),
-    _f("ch5_sample_browser", "02_ldm3d", "Slice x sample montage of generated volumes (static browser)", thesis_item=False),
+    _f(
+        "ch5_reconstructions",
+        "02_ldm3d",
+        "A test volume and its autoencoder reconstruction with masks",
+        thesis_item=False,
+    ),
+    _f(
+        "ch5_memorisation",
+        "02_ldm3d",
+        "Generated volumes nearest to a training volume, side by side",
+        thesis_item=False,
+    ),
+    _f(
+        "ch5_sample_browser",
+        "02_ldm3d",
+        "Slice x sample montage of generated volumes (static browser)",
+        thesis_item=False,
+    ),
     # chapter 6
     _t("table_6_5", "03_cond_ldm4d", "Table 6.5: comparison with literature", "chapter6.table_6_5"),
     _f("fig_6_2", "03_cond_ldm4d", "Fig 6.2: generated 4D sequences for chosen conditions"),
