@@ -538,7 +538,10 @@ def _fit(
             ck = _load_torch(ckpt_path, "fit(resume)")
             if ck.get("format") != _CKPT_FORMAT:
                 raise ValueError(f"fit: {ckpt_path} is not a cmrkit fit checkpoint (format {ck.get('format')!r})")
-            diff = {k: (ck["settings"].get(k), v) for k, v in settings.items() if ck["settings"].get(k) != v}
+            keys = sorted(set(settings) | set(ck["settings"]))  # "betas" is only recorded when set
+            diff = {
+                k: (ck["settings"].get(k), settings.get(k)) for k in keys if ck["settings"].get(k) != settings.get(k)
+            }
             if diff:
                 raise ValueError(
                     f"fit: checkpoint {ckpt_path} was written with other settings "

@@ -241,3 +241,34 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     ck = torch.load(tmp_path / "ckpt" / CHECKPOINT_NAME, weights_only=True)
     assert ck["settings"]["world_size"] == 2
     assert_same_state(ck["best_model"], r0["state_dict"])
+
+
+def test_keep_last_returns_the_final_weights_and_resumes(tmp_path):
+    res = run(4, keep="last", checkpoint_dir=tmp_path / "a")
+    last = Net()
+    load_checkpoint(tmp_path / "a", last, which="last")
+    assert_same_state(res.model, last)
+    assert res.best_epoch == 4 and res.best_val == res.history[-1]["val_loss"]
+    # the default keeps the best epoch, which differs here from the last one's weights
+    best = run(4)
+    assert best.history == res.history
+    if best.best_epoch != 4:
+        assert not torch.equal(best.model.body[0].weight, res.model.body[0].weight)
+    # an interrupted keep="last" run resumes to the same final weights
+    run(2, keep="last", checkpoint_dir=tmp_path / "b")
+    resumed = run(4, keep="last", model_seed=5, checkpoint_dir=tmp_path / "b")
+    assert_same_state(resumed.model, res.model)
+    with pytest.raises(ValueError, match="keep must be"):
+        run(1, keep="first")
+
+
+def test_adam_betas_are_used_and_recorded(tmp_path):
+    a = run(2, betas=(0.9, 0.99), checkpoint_dir=tmp_path)
+    b = run(2)
+    assert not torch.equal(a.model.body[0].weight, b.model.body[0].weight)
+    ck = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert ck["settings"]["betas"] == [0.9, 0.99]
+    with pytest.raises(ValueError, match="other settings"):
+        run(3, checkpoint_dir=tmp_path)  # resuming with the default betas is refused
+    with pytest.raises(ValueError, match="betas"):
+        run(1, betas=(1.0, 0.9))

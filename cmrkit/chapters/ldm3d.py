@@ -60,11 +60,16 @@ __all__ = [
     "Trained",
     "load_volumes",
     "split_subjects",
+    "autoencoder_config",
+    "diffusion_config",
     "train_autoencoder",
     "reconstruct",
     "autoencoder_table",
     "train_diffusion",
     "generate_samples",
+    "sample_counts",
+    "FeatureCache",
+    "feature_cache",
     "evaluate_set",
     "table_5_1",
     "figure_5_2",
@@ -115,7 +120,8 @@ class VolumeData:
     spacing : (N, 3) float -- voxel size (mm) of each volume (in-plane equal for all; slice spacing
         as acquired)
     meta : dict -- ``dropped`` (subject: reason), ``flipped`` (stacks reordered base -> apex),
-        ``n_subjects``, ``pixel_mm``
+        ``n_subjects``, ``pixel_mm`` (median in-plane pixel; within a few per cent of ``roi_mm / image_size``
+        because the in-plane resampling keeps a whole number of pixels over the field of view)
     """
 
     images: np.ndarray
@@ -249,13 +255,19 @@ def load_volumes(cfg: Any, *, max_subjects: int | None = None) -> VolumeData:
             f"Dropped: {reasons}"
         )
     split_of = split_subjects(subjects, [float(v) for v in c.split], int(cfg.seed))
+    spacing_arr = np.array(spacing, dtype=np.float64)
     return VolumeData(
         images=np.stack(images),
         labels=np.stack(labels),
         subject=np.array(subjects),
         split=np.array([split_of[s] for s in subjects]),
-        spacing=np.array(spacing, dtype=np.float64),
-        meta={"dropped": dropped, "flipped": flipped, "n_subjects": len(subjects), "pixel_mm": px},
+        spacing=spacing_arr,
+        meta={
+            "dropped": dropped,
+            "flipped": flipped,
+            "n_subjects": len(subjects),
+            "pixel_mm": float(np.median(spacing_arr[:, 0])),  # the resampling keeps whole pixels over the FOV
+        },
     )
 
 
@@ -270,11 +282,13 @@ def _slices(volumes: np.ndarray) -> np.ndarray:
 
 
 # =============================================================================================== stage 1
-def _ae_config(cfg: Any, data: VolumeData) -> Any:
+def autoencoder_config(cfg: Any, shape: Sequence[int]) -> Any:
+    """The :class:`~cmrkit.models.autoencoder.VolumeAutoencoderConfig` of ``cfg.ch5`` for volumes of
+    ``shape = (X, Y, Z)`` (flash attention on CUDA)."""
     from ..models.autoencoder import VolumeAutoencoderConfig
 
     c = cfg.ch5
-    x, y, z = data.shape
+    x, y, z = (int(v) for v in shape)
     return VolumeAutoencoderConfig(
         image_size=(x, y),
         depth=z,
@@ -329,7 +343,7 @@ def train_autoencoder(cfg: Any, data: VolumeData, *, checkpoint: Any = None, pro
     from ..train import fit, save_model
 
     c = cfg.ch5
-    mcfg = _ae_config(cfg, data)
+    mcfg = autoencoder_config(cfg, data.shape)
     folder = _checked_folder(cfg, "autoencoder", _ae_payload(cfg, data, mcfg), checkpoint)
     model = VolumeAutoencoder(mcfg, seed=int(cfg.seed))
     tr, va = data.index("train"), data.index("val")
@@ -427,9 +441,9 @@ def autoencoder_table(cfg: Any, rep: Report, data: VolumeData, model: Any, *, sp
         "ch5_autoencoder",
         rows,
         notes=[
-            f"{split} split, {len(idx)} volumes of {data.shape} voxels; reconstruction = decoder(latent mean). SSIM per 2D "
-            "slice (11-tap Gaussian window) averaged per volume, PSNR over each volume, both on [0, 1] intensities "
-            "(data_range 1); Dice per volume averaged over LV, Myo and RV (and per structure).",
+            f"{split} split, {len(idx)} volumes of {data.shape} voxels; reconstruction = decoder(latent mean). "
+            "SSIM per 2D slice (11-tap Gaussian window) averaged per volume, PSNR over each volume, both on [0, 1] "
+            "intensities (data_range 1); Dice per volume averaged over LV, Myo and RV (and per structure).",
             f"Latent {model.config.latent_shape[1]} x {model.config.latent_shape[2]} x 1 x "
             f"{model.config.latent_shape[0]} (slices folded into the first layer, cmrkit.models.autoencoder).",
         ],
@@ -449,7 +463,9 @@ def autoencoder_table(cfg: Any, rep: Report, data: VolumeData, model: Any, *, sp
 
 
 # =============================================================================================== stage 2
-def _ldm_config(cfg: Any, latent_shape: Sequence[int]) -> Any:
+def diffusion_config(cfg: Any, latent_shape: Sequence[int]) -> Any:
+    """The :class:`~cmrkit.models.diffusion.LatentDiffusionConfig` of ``cfg.ch5`` for latents of
+    ``latent_shape = (C, X', Y')``."""
     from ..models.diffusion import LatentDiffusionConfig
 
     c = cfg.ch5
@@ -483,7 +499,7 @@ def train_diffusion(
 
     c = cfg.ch5
     ae, ae_folder = autoencoder.model, autoencoder.folder
-    mcfg = _ldm_config(cfg, ae.config.latent_shape)
+    mcfg = diffusion_config(cfg, ae.config.latent_shape)
     iters, bs = int(c.diffusion_iterations), int(c.diffusion_batch_size)
     if iters < 1 or bs < 1:
         raise ValueError(f"ch5.diffusion_iterations and ch5.diffusion_batch_size must be >= 1, got {iters}, {bs}")
@@ -546,7 +562,8 @@ def train_diffusion(
 
 
 # =============================================================================================== sampling
-def _sample_counts(cfg: Any) -> list[int]:
+def sample_counts(cfg: Any) -> list[int]:
+    """The nested sample-set sizes ``ch5.n_samples`` (positive integers; a clear error otherwise)."""
     raw = cfg.ch5.n_samples
     counts = [int(v) for v in raw] if isinstance(raw, (list, tuple)) else [int(raw)]
     if not counts or min(counts) < 1:
@@ -565,7 +582,7 @@ def generate_samples(
     """
     from ..models.diffusion import generate, sample_seeds
 
-    counts = _sample_counts(cfg)
+    counts = sample_counts(cfg)
     n = max(counts)
     ae, ldm = autoencoder.model, diffusion.model
     steps = int(cfg.ch5.ddim_steps)
@@ -631,8 +648,9 @@ def _ms_ssim_kwargs(size: int, kernel: int = 7) -> dict[str, Any]:
     return {"weights": MS_SSIM_WEIGHTS[:1], "kernel_size": kernel}  # pragma: no cover
 
 
-class _FeatureCache:
-    """Slice features of named image sets per extractor (computed once)."""
+class FeatureCache:
+    """Slice features of named image sets per extractor (computed once); ``extractors`` maps
+    ``"FID"`` and ``"FRD"`` to :class:`cmrkit.metrics.generative.FeatureExtractor` objects."""
 
     def __init__(self, extractors: Mapping[str, Any]):
         self.extractors = dict(extractors)
@@ -645,8 +663,14 @@ class _FeatureCache:
         return self._cache[key]
 
 
+def feature_cache(cfg: Any) -> FeatureCache:
+    """A :class:`FeatureCache` with the FID and FRD extractors of ``cfg`` (the offline extractor when
+    no local Inception-V3 / ResNet50 weights are configured)."""
+    return FeatureCache(_extractors(cfg))
+
+
 def evaluate_set(
-    cfg: Any, name: str, images: np.ndarray, real: np.ndarray, cache: _FeatureCache, *, real_name: str = "real test"
+    cfg: Any, name: str, images: np.ndarray, real: np.ndarray, cache: FeatureCache, *, real_name: str = "real test"
 ) -> dict[str, float]:
     """Table 5.1 metrics of one generated set against real volumes (both ``(N, X, Y, Z)`` in [0, 1]).
 
@@ -675,7 +699,9 @@ def _diversity(cfg: Any, images: np.ndarray) -> dict[str, float]:
     ms = mean_pairwise_similarity(
         sl, metric="ms_ssim", data_range=1.0, n_pairs=n_pairs, rng=int(cfg.seed), device="cpu", **kw
     )
-    gr = mean_pairwise_similarity(sl, metric="gr4_ssim", data_range=1.0, n_pairs=n_pairs, rng=int(cfg.seed), device="cpu")
+    gr = mean_pairwise_similarity(
+        sl, metric="gr4_ssim", data_range=1.0, n_pairs=n_pairs, rng=int(cfg.seed), device="cpu"
+    )
     return {"MS-SSIM": float(ms.mean), "4-G-R SSIM": float(gr.mean)}
 
 
@@ -698,8 +724,8 @@ def _baseline_set(cfg: Any, name: str, shape: tuple[int, ...]) -> tuple[SampleSe
 def table_5_1(cfg: Any, rep: Report, data: VolumeData, samples: SampleSet, *, cache: Any = None) -> pd.DataFrame:
     """Table 5.1: FID, FRD, IP, IR, MS-SSIM and 4-G-R SSIM of the LDM (its first ``ch5.n_samples[0]``
     samples) and of the baselines' sample sets against the real test split, with reference rows."""
-    cache = cache if cache is not None else _FeatureCache(_extractors(cfg))
-    n0 = _sample_counts(cfg)[0]
+    cache = cache if cache is not None else feature_cache(cfg)
+    n0 = sample_counts(cfg)[0]
     te, tr = data.index("test"), data.index("train")
     real = data.images[te]
     metrics = ("FID", "FRD", "IP", "IR", "MS-SSIM", "4-G-R SSIM")
@@ -799,14 +825,18 @@ def figure_5_3(rep: Report, data: VolumeData, samples: SampleSet, counts: Sequen
         groups[f"generated n={n}"] = gen.iloc[:n]
     fig, axes = plt.subplots(1, len(PHENOTYPES), figsize=(3.2 * len(PHENOTYPES) + 1, 3.6))
     for ax, (key, short, units) in zip(np.atleast_1d(axes), PHENOTYPES):
-        box_plot({short: {g: df[key].to_numpy() for g, df in groups.items()}}, ax=ax, ylabel=units, legend=key == "RVEDV")
+        box_plot(
+            {short: {g: df[key].to_numpy() for g, df in groups.items()}}, ax=ax, ylabel=units, legend=key == "RVEDV"
+        )
     fig.tight_layout()
-    rep.save_figure(fig, "fig_5_3", caption="LV volume (LVV), LV mass (LVM) and RV volume (RVV), real vs generated sets")
+    rep.save_figure(
+        fig, "fig_5_3", caption="LV volume (LVV), LV mass (LVM) and RV volume (RVV), real vs generated sets"
+    )
     show(fig)
     return groups
 
 
-def _volume_features(cache: _FeatureCache, name: str, volumes: np.ndarray, depth: int) -> np.ndarray:
+def _volume_features(cache: FeatureCache, name: str, volumes: np.ndarray, depth: int) -> np.ndarray:
     f = cache.get("FRD", name, volumes)
     return f.reshape(len(volumes), depth * f.shape[1])  # slices of a volume in order: one row per volume
 
@@ -822,7 +852,7 @@ def figure_5_4(
 
     from ..figures import show
 
-    cache = cache if cache is not None else _FeatureCache(_extractors(cfg))
+    cache = cache if cache is not None else feature_cache(cfg)
     z = data.shape[2]
     tr, te = data.index("train"), data.index("test")
     f_tr = _volume_features(cache, "real train", data.images[tr], z)
@@ -835,7 +865,11 @@ def figure_5_4(
         xp = PCA(n_components=k, random_state=int(cfg.seed)).fit_transform(x)
         perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3.0)))
         emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=int(cfg.seed)).fit_transform(xp)
-        parts = (("real train", len(f_tr), "tab:blue"), ("real test", len(f_te), "tab:green"), ("generated", n, "tab:red"))
+        parts = (
+            ("real train", len(f_tr), "tab:blue"),
+            ("real test", len(f_te), "tab:green"),
+            ("generated", n, "tab:red"),
+        )
         s = 0
         for label, m, color in parts:
             ax.scatter(emb[s : s + m, 0], emb[s : s + m, 1], s=6, alpha=0.6, c=color, label=f"{label} (n={m})")
@@ -851,7 +885,9 @@ def figure_5_4(
 
 
 # =============================================================================================== checks
-def nearest_distances(query: np.ndarray, reference: np.ndarray, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def nearest_distances(
+    query: np.ndarray, reference: np.ndarray, *, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Root-mean-square voxel distance from each query volume to its nearest reference volume.
 
     ``query`` ``(Nq, ...)`` and ``reference`` ``(Nr, ...)`` of equal item shape; returns the distances
@@ -939,7 +975,13 @@ def _row(row: str, metric: str, v: Any, units: str = "", note: str = "") -> Tabl
     if v.size == 0:
         return TableRow(row, metric, math.nan, n=0, units=units, note=note or "no finite value")
     return TableRow(
-        row, metric, float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else None, n=int(v.size), units=units, note=note
+        row,
+        metric,
+        float(v.mean()),
+        float(v.std(ddof=1)) if v.size > 1 else None,
+        n=int(v.size),
+        units=units,
+        note=note,
     )
 
 
@@ -1030,7 +1072,9 @@ def generated_checks(
         )
     )
     for who, v in (("generated", m_g), ("test", m_t)):
-        rows.append(TableRow(f"memorisation/{who}", "median NN mask distance (1 - Dice)", float(np.median(v)), n=len(v)))
+        rows.append(
+            TableRow(f"memorisation/{who}", "median NN mask distance (1 - Dice)", float(np.median(v)), n=len(v))
+        )
     rows.append(
         TableRow(
             "memorisation/ratio",
@@ -1117,9 +1161,9 @@ def run_all(cfg: Any, rep: Report, *, interactive: bool = False, progress: bool 
     ae_table = autoencoder_table(cfg, rep, data, ae.model)
     ldm = train_diffusion(cfg, data, ae, progress=progress)
     samples = generate_samples(cfg, data, ae, ldm, progress=progress)
-    cache = _FeatureCache(_extractors(cfg))
+    cache = feature_cache(cfg)
     t51 = table_5_1(cfg, rep, data, samples, cache=cache)
-    counts = _sample_counts(cfg)
+    counts = sample_counts(cfg)
     figure_5_2(rep, data, samples)
     figure_5_3(rep, data, samples, counts)
     figure_5_4(cfg, rep, data, samples, counts, cache=cache)

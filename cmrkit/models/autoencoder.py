@@ -348,4 +348,3 @@ class VolumeDataset(torch.utils.data.Dataset):
         if self.labels is not None:
             item["labels"] = self.labels[i]
         return item
-

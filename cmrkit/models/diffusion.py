@@ -164,7 +164,9 @@ class LatentDiffusionConfig:
         return cls(**dict(d))
 
 
-def ddim_scheduler(config: LatentDiffusionConfig, num_inference_steps: int, device: str | torch.device | None = None) -> Any:
+def ddim_scheduler(
+    config: LatentDiffusionConfig, num_inference_steps: int, device: str | torch.device | None = None
+) -> Any:
     """A MONAI :class:`~monai.networks.schedulers.DDIMScheduler` with self-consistent timesteps.
 
     Same schedule as training, ``clip_sample=False``, and ``timesteps = [(N-1) k, ..., k, 0] +
@@ -266,7 +268,9 @@ class LatentDataset(torch.utils.data.Dataset):
         self.mu = torch.as_tensor(mu, dtype=torch.float32)
         self.sigma = torch.as_tensor(sigma, dtype=torch.float32)
         if self.mu.shape != self.sigma.shape or self.mu.ndim != 4 or len(self.mu) == 0:
-            raise ValueError(f"mu and sigma must be equal (N>0, C, X, Y) arrays, got {self.mu.shape}, {self.sigma.shape}")
+            raise ValueError(
+                f"mu and sigma must be equal (N>0, C, X, Y) arrays, got {self.mu.shape}, {self.sigma.shape}"
+            )
         self.length = len(self.mu) if length is None else int(length)
         if self.length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
@@ -363,7 +367,8 @@ def sample_seeds(seed: int, n: int, *, stream: int = 5) -> np.ndarray:
 
 
 def initial_noise(seeds: Sequence[int], latent_shape: Sequence[int]) -> torch.Tensor:
-    """``(len(seeds), *latent_shape)`` standard normal latents, row ``i`` from ``Generator().manual_seed(seeds[i])`` (CPU)."""
+    """``(len(seeds), *latent_shape)`` standard normal latents; row ``i`` is drawn on the CPU from
+    ``torch.Generator().manual_seed(seeds[i])``, so it does not depend on the batch or the device."""
     rows = [torch.randn(tuple(latent_shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds]
     return torch.stack(rows)
 
