@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=$(PROFILE) (smoke|demo|paper)  ONLY=01,03  DATASET=phantom|ukbb|acdc|mnms  DATA_DIR=...  SEED=0"
+	@echo "  variables: PROFILE=$(PROFILE) (smoke|cpu|demo|paper)  ONLY=01,03  DATASET=phantom|ukbb|acdc|mnms  DATA_DIR=...  SEED=0"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install the kit with notebook and test extras
 
-reproduce: $(STAMP) ## execute every notebook headless (PROFILE=smoke|demo|paper) into reports/$(PROFILE)/
+reproduce: $(STAMP) ## execute every notebook headless (PROFILE=smoke|cpu|demo|paper) into reports/$(PROFILE)/
 	$(BIN)/cmrkit reproduce --profile $(PROFILE) --dataset $(DATASET) --seed $(SEED) \
 		$(if $(ONLY),--only $(ONLY)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
@@ -47,8 +47,13 @@ format: $(STAMP) ## ruff: fix what can be fixed and format the tree
 	$(BIN)/ruff check --fix cmrkit tests benchmarks notebooks
 	$(BIN)/ruff format cmrkit tests benchmarks notebooks
 
-lab: $(STAMP) ## start JupyterLab on the notebooks with the kit's environment
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+# JupyterLab refuses to run as root ("Running as root is not recommended"); containers often are root
+ROOT_USER := $(filter 0,$(shell id -u 2>/dev/null))
+LAB_ARGS ?= $(if $(ROOT_USER),--allow-root)
+
+lab: $(STAMP) ## start JupyterLab on the notebooks with the kit's environment (sliders and 3D views on)
+	@$(if $(ROOT_USER),echo "note: running as root (a container?): starting JupyterLab with --allow-root; run as an ordinary user where you can")
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 phantom: $(STAMP) ## generate the phantom cohort of PROFILE under data/phantom/$(PROFILE)
 	$(BIN)/cmrkit phantom --profile $(PROFILE) --seed $(SEED) --out data/phantom/$(PROFILE)

@@ -15,10 +15,10 @@ Sections
 3. agreement of label-measured volumes with the model targets over N subjects at the demo geometry
    (labels only, ED and ES), and how often the drawn peak E_cc target was realised exactly;
 4. realism (``--realism`` runs only this): myocardial tag modulation per frame of the mid tagging
-   slice (noise-free), as the spectral peak of :func:`cmrkit.realism.tag_period_and_contrast` and as
+   slice (noise-free), as the spectral peak of :func:`cmrkit.metrics.realism.tag_period_and_contrast` and as
    the depth fitted to the known pattern (:func:`cmrkit.phantom.render.myocardial_tag_depth`), both
    relative to the first frame, next to T1 relaxation alone, for ``slice_samples`` 1 and 3; and the
-   ED blood/myocardium ratio and myocardial SNR of the cine (:mod:`cmrkit.realism`).
+   ED blood/myocardium ratio and myocardial SNR of the cine (:mod:`cmrkit.metrics.realism`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cmrkit.metrics.realism import expected_tag_contrast, snr, tag_period_and_contrast, tissue_contrast  # noqa: E402
 from cmrkit.phantom import (
     Geometry,
     build_scene,
@@ -46,7 +47,6 @@ from cmrkit.phantom.anatomy import MYO_DENSITY  # noqa: E402
 from cmrkit.phantom.contrast import TISSUES  # noqa: E402
 from cmrkit.phantom.render import myocardial_tag_depth, render_cine, render_labels, render_tagging  # noqa: E402
 from cmrkit.phantom.subject import _rngs  # noqa: E402
-from cmrkit.realism import expected_tag_contrast, snr, tag_period_and_contrast, tissue_contrast  # noqa: E402
 
 SMOKE = Geometry(cine_frames=20)
 DEMO = Geometry(cine_frames=50)

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "phenotypes": ("cmrkit.clinical", "LV/RV volumes, EF and mass from ED/ES label volumes"),
     "strain": ("cmrkit.strain", "Green strain from landmark grids in a Ferdian-format HDF5 file"),
     "track": ("cmrkit.tagging.cli", "track tags in a Ferdian-format HDF5 file and report strain"),
+    "segment": ("cmrkit.segment", "train the kit's segmenter on a cohort and score it on real M&Ms volumes"),
 }
 
 

@@ -1,7 +1,8 @@
 """Clinical indices of the left and right ventricle from label maps.
 
-Definitions (as in ukbb_cardiac ``short_axis/eval_ventricular_volume.py``, Bai et al. 2018;
-Petersen et al. 2017 for the UK Biobank reference ranges; data-and-norms notes ยงB.5):
+Definitions (as in ukbb_cardiac ``short_axis/eval_ventricular_volume.py``, Bai et al. 2018, which
+also gives the 1.05 g/mL density and ED = frame 0, ES = minimum LV volume; Petersen et al. 2017 for
+the UK Biobank reference ranges):
 
 - volume of a structure = number of its voxels x voxel volume, with the voxel volume
   ``|det(A[:3, :3])|`` from the affine (or ``sx*sy*sz`` from spacings), in mL (1 mL = 1000 mm^3);
@@ -13,8 +14,10 @@ Petersen et al. 2017 for the UK Biobank reference ranges; data-and-norms notes ย
 Labels: kit convention (0 background, 1 LV, 2 Myo, 3 RV; UK Biobank and M&Ms use it);
 ``labels="acdc"`` remaps ACDC's 1 RV / 3 LV first. An EF whose EDV is 0 is NaN (``null`` in JSON).
 
-Command line: ``cmrkit phenotypes --ed LABEL_ED.nii.gz --es LABEL_ES.nii.gz [--labels ukbb|acdc]
-[--heart-rate BPM] [--json]``.
+Command line: ``cmrkit phenotypes --ed LABEL_ED.nii.gz --es LABEL_ES.nii.gz [--labels ukbb|acdc|mnms]
+[--heart-rate BPM] [--json] [--allow-swapped]``. ED is the largest LV volume of the cycle by
+definition, so an ED file whose LV is smaller than the ES file's (ED and ES swapped, or mislabelled
+frames) is refused unless ``--allow-swapped`` (then the numbers are printed as given, with a warning).
 """
 
 from __future__ import annotations
@@ -28,12 +31,21 @@ from typing import Any
 
 import numpy as np
 
-from cmrkit.io.nifti import DataError, check_label_values, check_same_geometry, load_nifti, voxel_volume_ml
+from cmrkit.io.nifti import (
+    KIT_LABEL_LEGEND,
+    DataError,
+    check_label_values,
+    check_same_geometry,
+    load_nifti,
+    voxel_volume_ml,
+)
+from cmrkit.labels import LV_BLOOD, LV_MYO, RV_BLOOD, remap_acdc_labels
 
 __all__ = [
     "MYOCARDIAL_DENSITY_G_PER_ML",
     "PHENOTYPE_KEYS",
     "PHENOTYPE_UNITS",
+    "MEASURED_COLUMNS",
     "LABEL_CONVENTIONS",
     "to_kit_labels",
     "phenotypes",
@@ -60,10 +72,27 @@ PHENOTYPE_UNITS: dict[str, str] = {
     "RVEF": "%",
     "CO": "L/min",
 }
+#: phenotype -> column under which cohort tables store it when measured from label maps (the phantom
+#: manifest's ``*_measured`` columns; :func:`cmrkit.io.cohort.load_cohort` uses them for every data set)
+MEASURED_COLUMNS: dict[str, str] = {
+    "LVEDV": "lvedv_ml_measured",
+    "LVESV": "lvesv_ml_measured",
+    "LVEF": "lvef_pct_measured",
+    "LVM": "lvm_g_measured",
+    "RVEDV": "rvedv_ml_measured",
+    "RVESV": "rvesv_ml_measured",
+    "RVEF": "rvef_pct_measured",
+}
 #: accepted ``labels=`` names; all but ``acdc`` already use the kit convention.
 LABEL_CONVENTIONS: tuple[str, ...] = ("ukbb", "kit", "mnms", "acdc")
 
-LV, MYO, RV = 1, 2, 3
+#: what the label values mean in each convention (quoted when a label file is refused)
+_LEGENDS = {
+    "ukbb": f"UK Biobank convention: {KIT_LABEL_LEGEND}",
+    "kit": f"kit convention: {KIT_LABEL_LEGEND}",
+    "mnms": f"M&Ms convention: {KIT_LABEL_LEGEND}",
+    "acdc": "ACDC convention: 0 background, 1 RV, 2 Myo, 3 LV",
+}
 
 
 def to_kit_labels(label: np.ndarray, labels: str = "ukbb") -> np.ndarray:
@@ -73,8 +102,6 @@ def to_kit_labels(label: np.ndarray, labels: str = "ukbb") -> np.ndarray:
         raise ValueError(f"labels: expected one of {list(LABEL_CONVENTIONS)}, got {labels!r}")
     arr = check_label_values(label, None)
     if conv == "acdc":
-        from cmrkit.io.acdc import remap_acdc_labels
-
         arr = remap_acdc_labels(arr)
     return arr
 
@@ -113,11 +140,11 @@ def phenotypes(
     if ed.shape != es.shape:
         raise ValueError(f"label_es: shape {es.shape} differs from label_ed {ed.shape}")
     v = voxel_volume_ml(spacing_or_affine)
-    lvedv = float(np.count_nonzero(ed == LV)) * v
-    lvesv = float(np.count_nonzero(es == LV)) * v
-    rvedv = float(np.count_nonzero(ed == RV)) * v
-    rvesv = float(np.count_nonzero(es == RV)) * v
-    lvm = float(np.count_nonzero(ed == MYO)) * v * MYOCARDIAL_DENSITY_G_PER_ML
+    lvedv = float(np.count_nonzero(ed == LV_BLOOD)) * v
+    lvesv = float(np.count_nonzero(es == LV_BLOOD)) * v
+    rvedv = float(np.count_nonzero(ed == RV_BLOOD)) * v
+    rvesv = float(np.count_nonzero(es == RV_BLOOD)) * v
+    lvm = float(np.count_nonzero(ed == LV_MYO)) * v * MYOCARDIAL_DENSITY_G_PER_ML
     out = {
         "LVEDV": lvedv,
         "LVESV": lvesv,
@@ -155,7 +182,7 @@ def volume_curve(
     v = voxel_volume_ml(affine)
     out = {
         name: np.sum(lab == k, axis=(0, 1, 2)).astype(np.float64) * v
-        for name, k in (("LV", LV), ("MYO", MYO), ("RV", RV))
+        for name, k in (("LV", LV_BLOOD), ("MYO", LV_MYO), ("RV", RV_BLOOD))
     }
     out["LVM"] = out["MYO"] * MYOCARDIAL_DENSITY_G_PER_ML
     if labelled_frames is not None:
@@ -269,7 +296,7 @@ def wall_thickness(
     total, count = 0.0, 0
     for z in range(lab.shape[2]):
         sl = lab[..., z]
-        myo, cav = sl == MYO, sl == LV
+        myo, cav = sl == LV_MYO, sl == LV_BLOOD
         if not myo.any() or not cav.any():
             continue
         outside = ~(myo | cav)
@@ -322,15 +349,33 @@ def cli_main(argv: list[str] | None = None) -> int:
         "--heart-rate", type=float, default=None, help="heart rate (bpm): also report cardiac output CO (L/min)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--allow-swapped",
+        action="store_true",
+        help="print the numbers even when the ED file's LV is smaller than the ES file's (with a warning)",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed its message
         return int(exc.code or 0) if exc.code in (0, None) else 2
+    legend = _LEGENDS[args.labels]
     try:
-        ed = load_nifti(args.ed, ndim=3, kind="label")
-        es = load_nifti(args.es, ndim=3, kind="label")
+        ed = load_nifti(args.ed, ndim=3, kind="label", label_legend=legend)
+        es = load_nifti(args.es, ndim=3, kind="label", label_legend=legend)
         check_same_geometry(ed, es)
         res = phenotypes(ed.data, es.data, ed.affine, labels=args.labels, heart_rate=args.heart_rate)
+        swapped = math.isfinite(res["LVEDV"]) and res["LVESV"] > res["LVEDV"]
+        if swapped:
+            msg = (
+                f"the ED file {args.ed} has a smaller LV ({res['LVEDV']:.1f} mL) than the ES file {args.es} "
+                f"({res['LVESV']:.1f} mL): ED and ES look swapped (ED is the largest LV volume of the cycle)"
+            )
+            if not args.allow_swapped:
+                raise ValueError(
+                    f"{msg}; pass them the other way round, or --allow-swapped to print negative SV/EF as they are"
+                )
+            warn = f"cmrkit phenotypes: WARNING: {msg}; numbers below are as given (negative SV and EF)"
+            print(warn, file=sys.stderr)
     except (DataError, ValueError, OSError) as exc:
         msg = " ".join(str(exc).split())
         print(f"cmrkit phenotypes: error: {msg}", file=sys.stderr)

@@ -9,12 +9,16 @@ Overrides use dotted keys that must already exist in the profile::
     cfg = load("smoke", seed=1, overrides={"ch4.epochs": 2, "phantom.n_subjects": 6})
     cfg.ch4.epochs  # -> 2
 
+Folders of real data shown beside the phantom (``realdata:``, e.g. ``realdata.mnms``) are resolved
+to absolute paths relative to the repository root; ``""`` means none.
+
 An unknown profile, an unknown or misspelt key, or a value of the wrong type raises
 :class:`ConfigError` naming the key and what is allowed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ __all__ = [
     "load",
     "load_raw",
     "parse_overrides",
+    "resolve_realdata",
 ]
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -166,7 +171,7 @@ def load(
     Parameters
     ----------
     profile
-        Name of a profile in ``cmrkit/profiles`` (``smoke``, ``demo``, ``paper``).
+        Name of a profile in ``cmrkit/profiles`` (``smoke``, ``cpu``, ``demo``, ``paper``).
     seed
         The single seed from which every random draw of the run flows.
     dataset
@@ -200,6 +205,7 @@ def load(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     data.update(seed=seed, dataset=dataset, data_dir=str(ddir), device=dev)
+    data["realdata"] = resolve_realdata(data.get("realdata") or {}, profile)
     data["profile"] = data.pop("name", profile)
     data["overrides"] = dict(overrides or {})
     if check_data:
@@ -218,9 +224,25 @@ _LAYOUT_MARKERS = {
 }
 
 
+def resolve_realdata(section: Mapping[str, Any], profile: str = "") -> dict[str, str]:
+    """The profile's ``realdata:`` folders as absolute paths (relative ones anchor at the repository
+    root); ``""`` or ``null`` stays ``""`` (no such data). A folder that does not exist is kept: the
+    chapters skip the parts that need it and say so in their tables."""
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"profile {profile!r}: 'realdata' must be a mapping of data set -> folder, got {section!r}")
+    out = {}
+    for name, folder in section.items():
+        if folder is not None and not isinstance(folder, (str, Path)):
+            raise ConfigError(f"realdata.{name} must be a folder path or empty, got {folder!r}")
+        out[str(name)] = os.path.normpath(resolve_path(folder)) if folder not in (None, "") else ""
+    return out
+
+
 def check_data_dir(dataset: str, path: str | Path) -> Path:
     """Check that ``path`` exists and looks like the layout of ``dataset``; return it resolved."""
     path = resolve_path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"data folder {path} for dataset {dataset!r} is a file; give the folder that holds the data")
     if not path.is_dir():
         hint = " (run `cmrkit phantom` or `make reproduce` to create it)" if dataset == "phantom" else ""
         raise ConfigError(f"data folder {path} for dataset {dataset!r} does not exist{hint}")

@@ -16,15 +16,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .config import ConfigError, check_data_dir, load
+from .config import Config, ConfigError, check_data_dir, load
 from .registry import NOTEBOOKS
-from .report import Report
+from .report import Report, claim_report_dir, default_report_dir
 from .runner import PARAMETERS
+from .utils import resolve_path
 
 __all__ = ["resolve", "dataset_label"]
 
 
-def dataset_label(cfg: Any, n_subjects: int | None = None) -> str:
+def dataset_label(cfg: Config, n_subjects: int | None = None) -> str:
     """Human label of a run's data set for tables, e.g. ``"phantom (smoke, 10 subjects)"``."""
     n = f", {n_subjects} subjects" if n_subjects is not None else ""
     if cfg.dataset == "phantom":
@@ -32,7 +33,7 @@ def dataset_label(cfg: Any, n_subjects: int | None = None) -> str:
     return f"{cfg.dataset} ({cfg.data_dir}{n})"
 
 
-def resolve(notebook: str, namespace: Mapping[str, Any], *, prepare_data: bool = True) -> tuple[Any, Report]:
+def resolve(notebook: str, namespace: Mapping[str, Any], *, prepare_data: bool = True) -> tuple[Config, Report]:
     """Validate the notebook's parameters and return ``(cfg, report)``.
 
     Parameters
@@ -63,6 +64,8 @@ def resolve(notebook: str, namespace: Mapping[str, Any], *, prepare_data: bool =
         device=p["DEVICE"],
         overrides=p["OVERRIDES"],
     )
+    root = resolve_path(p["REPORT_DIR"]) if p["REPORT_DIR"] else default_report_dir(cfg.profile, cfg.dataset)
+    claim_report_dir(root, cfg.dataset, cfg.data_dir, write=False)  # a bad REPORT_DIR fails before any data work
     if prepare_data:
         if cfg.dataset == "phantom":
             from .phantom import ensure_cohort

@@ -29,7 +29,8 @@ import pandas as pd
 import yaml
 
 from . import __version__
-from .registry import NOTEBOOKS, REGISTRY, Artefact, by_id
+from .config import Config
+from .registry import NOTEBOOKS, REGISTRY, Artefact, by_id, for_notebook
 from .utils import REPO_ROOT, atomic_path, atomic_write, git_sha, resolve_path
 
 __all__ = [
@@ -39,6 +40,11 @@ __all__ = [
     "thesis_value",
     "default_report_dir",
     "write_index",
+    "coverage",
+    "coverage_line",
+    "claim_report_dir",
+    "md_cell",
+    "DATASET_FILE",
     "FIGURE_DPI",
     "THESIS_DATASET",
 ]
@@ -110,9 +116,11 @@ class TableRow:
         return self.thesis_key if self.thesis_key is not None else (*self.row.split("/"), self.metric)
 
 
-def default_report_dir(profile: str) -> Path:
-    """``reports/<profile>`` at the repository root."""
-    return REPO_ROOT / "reports" / profile
+def default_report_dir(profile: str, dataset: str = "phantom") -> Path:
+    """``reports/<profile>`` at the repository root for the phantom, ``reports/<profile>/<dataset>``
+    for a run on another data set (a report never mixes data sets; see :func:`claim_report_dir`)."""
+    base = REPO_ROOT / "reports" / profile
+    return base if dataset == "phantom" else base / dataset
 
 
 def _fmt(v: float | None, sd: float | None = None, digits: int = 3) -> str:
@@ -136,11 +144,14 @@ class Report:
         Recorded in every sidecar; ``dataset`` is a human label of this run's data
         (e.g. ``"phantom (smoke, 10 subjects)"``).
     root
-        Report folder; default ``reports/<profile>``.
+        Report folder; default :func:`default_report_dir` (``reports/<profile>``, or
+        ``reports/<profile>/<dataset>`` off the phantom).
     notebook
         Stem of the notebook writing through this report; artefacts must belong to it.
     parameters
-        Resolved run parameters, stored in the sidecars.
+        Resolved run parameters, stored in the sidecars; with ``dataset`` and ``data_dir`` among them
+        (a :class:`~cmrkit.config.Config`'s) the folder is claimed for that data set
+        (:func:`claim_report_dir`).
     """
 
     profile: str
@@ -151,13 +162,16 @@ class Report:
     parameters: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.root = resolve_path(self.root) if self.root else default_report_dir(self.profile)
+        ds, ddir = self.parameters.get("dataset"), self.parameters.get("data_dir")
+        self.root = resolve_path(self.root) if self.root else default_report_dir(self.profile, ds or "phantom")
+        if ds and ddir:  # a run's report: refuse a folder that holds another data set's artefacts
+            claim_report_dir(self.root, ds, ddir)
         (self.root / "tables").mkdir(parents=True, exist_ok=True)
         (self.root / "figures").mkdir(parents=True, exist_ok=True)
 
     @classmethod
     def from_config(
-        cls, cfg: Any, notebook: str | None = None, root: str | Path | None = None, dataset_label: str | None = None
+        cls, cfg: Config, notebook: str | None = None, root: str | Path | None = None, dataset_label: str | None = None
     ) -> Report:
         """Build from a :class:`cmrkit.config.Config`."""
         label = dataset_label or cfg.dataset
@@ -245,6 +259,25 @@ class Report:
             json.dump(meta, fh, indent=2, default=str)
         return df
 
+    # ------------------------------------------------------------------ status
+    def artefact_status(self, *, require: bool = False) -> pd.DataFrame:
+        """Every artefact the registry assigns to this report's notebook and whether it was written.
+
+        Columns ``id, kind, written, title``. With ``require=True`` a missing artefact raises
+        ``RuntimeError`` naming it (the last cell of every notebook checks this).
+        """
+        if self.notebook is None:
+            raise ValueError("artefact_status needs a Report bound to a notebook (Report(..., notebook=...))")
+        rows = [
+            {"id": a.id, "kind": a.kind, "written": _status(self.root, a) == "present", "title": a.title}
+            for a in for_notebook(self.notebook)
+        ]
+        status = pd.DataFrame(rows, columns=["id", "kind", "written", "title"])
+        missing = list(status.loc[~status["written"].astype(bool), "id"])
+        if require and missing:
+            raise RuntimeError(f"{self.notebook}: artefacts not written under {self.root}: {', '.join(missing)}")
+        return status
+
     # ------------------------------------------------------------------ figures
     def save_figure(
         self, fig: Any, artefact_id: str, *, caption: str = "", extra: Mapping[str, Any] | None = None
@@ -261,9 +294,10 @@ class Report:
         return png
 
 
-def _table_markdown(art: Artefact, df: pd.DataFrame, dataset: str, notes: Sequence[str]) -> str:
-    out = io.StringIO()
-    out.write(f"### {art.title}\n\n")
+def _table_parts(
+    art: Artefact, df: pd.DataFrame, dataset: str, notes: Sequence[str]
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, formatted rows and notes of a table as the Markdown file and the HTML index show it."""
     # a table of the thesis always shows the thesis column, even when no row of this run has a
     # thesis counterpart (e.g. the reduced ablation grid of the smoke profile)
     has_thesis = bool(art.thesis) or df["thesis_value"].notna().any()
@@ -271,25 +305,40 @@ def _table_markdown(art: Artefact, df: pd.DataFrame, dataset: str, notes: Sequen
     if has_thesis:
         head.append(f"thesis ({THESIS_DATASET})")
     head += ["units", "n"]
-    out.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+    rows = []
     for r in df.itertuples(index=False):
         cells = [str(r.row), str(r.metric), _fmt(r.value, None if pd.isna(r.sd) else r.sd)]
         if has_thesis:
             cells.append(
                 _fmt(None if pd.isna(r.thesis_value) else r.thesis_value, None if pd.isna(r.thesis_sd) else r.thesis_sd)
             )
-        cells += [str(r.units or ""), "" if pd.isna(r.n) else str(int(r.n))]
-        out.write("| " + " | ".join(cells) + " |\n")
+        cells += ["" if pd.isna(r.units) else str(r.units or ""), "" if pd.isna(r.n) else str(int(r.n))]
+        rows.append(cells)
     row_notes = sorted({n for n in df["note"] if isinstance(n, str) and n})
     if art.thesis and not df["thesis_value"].notna().any():
         node = _lookup(art.thesis.split("."))
-        rows = ", ".join(map(str, node)) if isinstance(node, Mapping) else "none"
-        row_notes.append(f"No row of this run has a thesis counterpart; the thesis reports rows {rows}.")
-    for n in [*notes, *row_notes]:
+        names = ", ".join(map(str, node)) if isinstance(node, Mapping) else "none"
+        row_notes.append(f"No row of this run has a thesis counterpart; the thesis reports rows {names}.")
+    all_notes = [*notes, *row_notes]
+    all_notes += [f"Thesis anomaly: {a}" for a in thesis_reference().get("anomalies", []) if _mentions(a, art)]
+    return head, rows, all_notes
+
+
+def md_cell(text: Any) -> str:
+    """Text safe inside a Markdown table cell: ``|`` escaped (``|real - synthetic|`` must not split
+    the row), line breaks folded."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _table_markdown(art: Artefact, df: pd.DataFrame, dataset: str, notes: Sequence[str]) -> str:
+    head, rows, all_notes = _table_parts(art, df, dataset, notes)
+    out = io.StringIO()
+    out.write(f"### {art.title}\n\n")
+    out.write("| " + " | ".join(map(md_cell, head)) + " |\n|" + "---|" * len(head) + "\n")
+    for cells in rows:
+        out.write("| " + " | ".join(map(md_cell, cells)) + " |\n")
+    for n in all_notes:
         out.write(f"\n- {n}")
-    anomalies = [a for a in thesis_reference().get("anomalies", []) if _mentions(a, art)]
-    for a in anomalies:
-        out.write(f"\n- Thesis anomaly: {a}")
     out.write("\n")
     return out.getvalue()
 
@@ -299,6 +348,55 @@ def _mentions(anomaly: str, art: Artefact) -> bool:
         return False
     num = art.id.replace("table_", "").replace("_", ".")
     return f"Table {num}" in anomaly or f"Tables {num}" in anomaly or f"and {num}" in anomaly
+
+
+# ---------------------------------------------------------------------- report folders
+#: file in a report folder naming the data set its artefacts came from (runs never mix data sets)
+DATASET_FILE = "dataset.json"
+
+
+def claim_report_dir(root: str | Path, dataset: str, data_dir: str | Path, *, write: bool = True) -> Path:
+    """Make ``root`` the report folder of a run on ``dataset`` read from ``data_dir``.
+
+    A report describes one run: a folder that already holds artefacts of another data set (or the same
+    data set read from another folder) is refused with a :class:`cmrkit.config.ConfigError` that names
+    both and says how to keep them apart, instead of mixing tables of two data sets under one index.
+    The claim is recorded in ``dataset.json`` (older folders: ``run.json``); with ``write=False`` the
+    folder is only checked (before a run has checked its data).
+    """
+    from .config import ConfigError
+
+    root = resolve_path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"report folder {root} is a file; give a folder (REPORT_DIR / --report-dir)")
+    want = {"dataset": str(dataset), "data_dir": str(resolve_path(data_dir))}
+    have = None
+    for name in (DATASET_FILE, "run.json"):
+        f = root / name
+        if f.is_file():
+            try:
+                d = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if d.get("dataset") and d.get("data_dir"):
+                have = {"dataset": str(d["dataset"]), "data_dir": str(d["data_dir"])}
+                break
+    if have is not None and have != want:
+        raise ConfigError(
+            f"report folder {root} holds a run on {have['dataset']} ({have['data_dir']}), not on "
+            f"{want['dataset']} ({want['data_dir']}); a report never mixes data sets: give another folder "
+            "(REPORT_DIR in a notebook, --report-dir on the command line) or remove that one"
+        )
+    if not write:
+        return root
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"report folder {root} cannot be created ({exc.strerror or exc})") from None
+    if have is None or not (root / DATASET_FILE).is_file():
+        with atomic_write(root / DATASET_FILE, "w") as fh:
+            json.dump(want, fh, indent=1)
+    return root
 
 
 # ---------------------------------------------------------------------- index
@@ -321,24 +419,93 @@ def coverage(root: str | Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+def coverage_line(root: str | Path) -> str:
+    """``Coverage: thesis tables 2/10, thesis figures 8/16, kit artefacts 11/11``."""
+    cov = coverage(root)
+    return (
+        f"Coverage: thesis tables {cov['tables'][0]}/{cov['tables'][1]}, "
+        f"thesis figures {cov['figures'][0]}/{cov['figures'][1]}, "
+        f"kit artefacts {cov['kit'][0]}/{cov['kit'][1]}"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _notebook_written(stem: str) -> bool:
+    return (REPO_ROOT / "notebooks" / f"{stem}.ipynb").is_file()
+
+
+def _missing_reason(art: Artefact) -> str:
+    return f"missing: {art.notebook} " + (
+        "did not write it" if _notebook_written(art.notebook) else "is not written yet"
+    )
+
+
+def _run_line(run: Mapping[str, Any], claimed: Mapping[str, Any]) -> str:
+    ds = run.get("dataset") or claimed.get("dataset")
+    parts = []
+    if ds:
+        where = run.get("data_dir") or claimed.get("data_dir")
+        parts.append(f"data set {ds}" + (f" ({where})" if where else ""))
+    if run:
+        parts += [f"seed {run.get('seed')}", f"git {run.get('git_sha')}", f"cmrkit {run.get('cmrkit_version')}"]
+    return ", ".join(parts)
+
+
 def write_index(root: str | Path, profile: str | None = None) -> Path:
-    """Write ``index.md`` and ``index.html`` listing every registered artefact with its status."""
+    """Write ``index.md`` and ``index.html``: every registered artefact with its status.
+
+    ``index.html`` is the page to read: the coverage line at the top, the executed notebooks (their
+    HTML export when the runner made one), every present table rendered with its notes, and figure
+    thumbnails linking to the full PNG; missing artefacts are listed with the notebook that should
+    write them. ``index.md`` lists the same in Markdown (table cells with ``|`` escaped).
+    """
     root = resolve_path(root)
     root.mkdir(parents=True, exist_ok=True)
-    run = {}
-    if (root / "run.json").is_file():
-        run = json.loads((root / "run.json").read_text())
+    run = _read_json(root / "run.json")
+    claimed = _read_json(root / DATASET_FILE)
+    profile = profile or run.get("profile", root.name)
+    md = _index_markdown(root, profile, run, claimed)
+    with atomic_write(root / "index.md", "w") as fh:
+        fh.write(md)
+    with atomic_write(root / "index.html", "w") as fh:
+        fh.write(_index_html(root, profile, run, claimed))
+    return root / "index.md"
+
+
+def _notebook_links(root: Path, stem: str) -> tuple[str | None, str | None]:
+    nb = root / "notebooks"
+    page = f"notebooks/{stem}.html" if (nb / f"{stem}.html").is_file() else None
+    raw = f"notebooks/{stem}.ipynb" if (nb / f"{stem}.ipynb").is_file() else None
+    return page, raw
+
+
+def _stray(root: Path) -> list[str]:
+    known = {a.id for a in REGISTRY}
+    return sorted(
+        p.stem
+        for d in ("tables", "figures")
+        if (root / d).is_dir()
+        for p in (root / d).glob("*.*")
+        if p.suffix in (".csv", ".png") and p.stem not in known
+    )
+
+
+def _index_markdown(root: Path, profile: str, run: Mapping[str, Any], claimed: Mapping[str, Any]) -> str:
     nb_status = run.get("notebooks", {})
-    cov = coverage(root)
-    lines = [f"# cmrkit report: profile `{profile or run.get('profile', root.name)}`", ""]
-    if run:
-        lines += [
-            f"seed {run.get('seed')}, dataset {run.get('dataset')}, git {run.get('git_sha')}, "
-            f"cmrkit {run.get('cmrkit_version')}",
-            "",
-        ]
+    cov_line = coverage_line(root)
+    lines = [f"# cmrkit report: profile {profile}", "", cov_line, ""]
+    info = _run_line(run, claimed)
+    if info:
+        lines += [info, ""]
     lines += [
         "Thesis values were measured on UK Biobank; this run's values come from the data set named in each table.",
+        "Read this report as a web page: index.html.",
         "",
         "## Notebooks",
         "",
@@ -347,85 +514,171 @@ def write_index(root: str | Path, profile: str | None = None) -> Path:
     ]
     for stem, purpose in NOTEBOOKS.items():
         st = nb_status.get(stem, {})
-        status = st.get("status", "not run")
+        status = st.get("status", "not run" if _notebook_written(stem) else "not written yet")
         wall = st.get("wall_s")
-        link = f"[{stem}](notebooks/{stem}.ipynb)" if (root / "notebooks" / f"{stem}.ipynb").is_file() else stem
-        lines.append(f"| {link} | {purpose} | {status} | {'' if wall is None else f'{wall:.1f}'} |")
+        page, raw = _notebook_links(root, stem)
+        link = f"[{stem}]({page or raw})" if (page or raw) else stem
+        if page and raw:
+            link += f" ([ipynb]({raw}))"
+        lines.append(f"| {link} | {md_cell(purpose)} | {md_cell(status)} | {'' if wall is None else f'{wall:.1f}'} |")
     for kind, folder, suffix in (("table", "tables", ".md"), ("figure", "figures", ".png")):
         lines += ["", f"## {kind.capitalize()}s", "", "| id | title | notebook | status |", "|---|---|---|---|"]
         for art in (a for a in REGISTRY if a.kind == kind):
             st = _status(root, art)
             link = f"[{art.id}]({folder}/{art.id}{suffix})" if st == "present" else art.id
-            lines.append(f"| {link} | {art.title} | {art.notebook} | {st} |")
-    known = {a.id for a in REGISTRY}
-    stray = (
-        sorted(
-            p.stem
-            for d in ("tables", "figures")
-            for p in (root / d).glob("*.*")
-            if p.suffix in (".csv", ".png") and p.stem not in known
-        )
-        if root.exists()
-        else []
-    )
+            lines.append(f"| {link} | {md_cell(art.title)} | {art.notebook} | {st} |")
+    stray = _stray(root)
     if stray:
         lines += ["", "Unregistered files (not part of the registry): " + ", ".join(stray)]
-    cov_line = (
-        f"Coverage: thesis tables {cov['tables'][0]}/{cov['tables'][1]}, "
-        f"thesis figures {cov['figures'][0]}/{cov['figures'][1]}, "
-        f"kit artefacts {cov['kit'][0]}/{cov['kit'][1]}"
-    )
     lines += ["", cov_line, ""]
-    md = "\n".join(lines)
-    with atomic_write(root / "index.md", "w") as fh:
-        fh.write(md)
-    with atomic_write(root / "index.html", "w") as fh:
-        fh.write(_html(md))
-    return root / "index.md"
+    return "\n".join(lines)
 
 
-def _html(md: str) -> str:
-    """A minimal static rendering of the index (tables, headings, links) with no dependencies."""
-    import re
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2430;background:#f6f7f9;
+line-height:1.45}
+header{background:#1f3a5f;color:#fff;padding:1.2em 2em}
+header h1{margin:0 0 .3em;font-size:1.5em}
+header p{margin:.2em 0;opacity:.92}
+.coverage{font-size:1.08em;font-weight:600;background:#fff;color:#1f3a5f;display:inline-block;padding:.3em .8em;
+border-radius:4px;margin-top:.5em}
+nav{padding:.6em 2em;background:#e8ecf2;font-size:.95em}nav a{margin-right:1.2em}
+main{padding:1em 2em 3em;max-width:1400px}
+h2{border-bottom:2px solid #1f3a5f;padding-bottom:.2em;margin-top:1.6em}
+h3{margin:1.4em 0 .4em;font-size:1.08em}
+table{border-collapse:collapse;background:#fff;font-size:.9em;margin:.4em 0}
+td,th{border:1px solid #cfd6df;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.status-ok,.present{color:#1a7f37;font-weight:600}.status-failed{color:#b42318;font-weight:600}
+.muted,.missing{color:#8a94a3}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:14px}
+.card{background:#fff;border:1px solid #d8dee6;border-radius:6px;padding:8px}
+.card img{width:100%;height:190px;object-fit:contain;background:#fafbfc;display:block}
+.card .cap{font-size:.85em;margin-top:.4em}.card .id{font-family:monospace;font-size:.85em;color:#55606e}
+.src{font-size:.85em;color:#55606e;margin:.1em 0 .3em}
+ul.notes{font-size:.85em;color:#333;margin:.3em 0 0 1.2em;padding:0}
+details{margin:.3em 0}summary{cursor:pointer}summary h3{display:inline}
+code{background:#eef1f5;padding:0 3px;border-radius:3px}
+"""
 
-    body = []
-    in_table = False
-    for line in md.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if all(set(c) <= {"-"} for c in cells):
-                continue
-            if not in_table:
-                body.append("<table>")
-                in_table = True
-                tag = "th"
-            else:
-                tag = "td"
-            conv = [
-                re.sub(
-                    r"\[([^\]]+)\]\(([^)]+)\)",
-                    lambda m: f'<a href="{html.escape(m.group(2))}">{html.escape(m.group(1))}</a>',
-                    html.escape(c, quote=False).replace("&amp;", "&"),
-                )
-                for c in cells
-            ]
-            body.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in conv) + "</tr>")
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    style = (
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px}"
-    )
+
+#: tables longer than this start folded in index.html
+_OPEN_ROWS = 30
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _table_html(root: Path, art: Artefact) -> str:
+    """One present table rendered from its CSV and JSON sidecar, with its notes."""
+    csv = root / "tables" / f"{art.id}.csv"
+    meta = _read_json(csv.with_suffix(".json"))
+    try:
+        df = pd.read_csv(csv)
+        dataset = str(df["dataset"].iloc[0]) if "dataset" in df and len(df) else str(meta.get("dataset", ""))
+        head, rows, notes = _table_parts(art, df, dataset, meta.get("notes", []))
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        return f"<p class='missing'>{_e(art.id)}: the CSV cannot be read ({_e(exc)})</p>"
+    numeric = {i for i, h in enumerate(head) if h.startswith(("this run", "thesis")) or h == "n"}
+    # long tables start folded so the page stays scannable; the summary says how long they are
+    fold = "" if len(rows) <= _OPEN_ROWS else f" <span class='muted'>({len(rows)} rows: click to show)</span>"
+    out = [
+        f"<section id='{_e(art.id)}'><details{'' if fold else ' open'}>"
+        f"<summary><h3>{_e(art.title)}{fold}</h3></summary>"
+    ]
+    links = " · ".join(f"<a href='tables/{_e(art.id)}.{ext}'>{ext}</a>" for ext in ("csv", "md", "json"))
+    out.append(f"<p class='src'>{_e(art.notebook)} · {links}</p><table><tr>")
+    out.append("".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
+    for cells in rows:
+        tds = "".join(
+            f"<td class='num'>{_e(c)}</td>" if i in numeric else f"<td>{_e(c)}</td>" for i, c in enumerate(cells)
+        )
+        out.append(f"<tr>{tds}</tr>")
+    out.append("</table>")
+    if notes:
+        out.append("<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    out.append("</details></section>")
+    return "\n".join(out)
+
+
+def _figure_card(root: Path, art: Artefact) -> str:
+    png = f"figures/{art.id}.png"
+    meta = _read_json(root / "figures" / f"{art.id}.json")
+    cap = str(meta.get("caption") or "")
+    if len(cap) > 160:  # a long caption folds behind its first sentence
+        first, _, rest = cap.partition(". ")
+        cap_html = f"<details><summary>{_e(first)}.</summary>{_e(rest)}</details>" if rest else _e(cap)
+    else:
+        cap_html = _e(cap)
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>cmrkit "
-        f"report</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        f"<div class='card' id='{_e(art.id)}'><a href='{_e(png)}'><img src='{_e(png)}' loading='lazy' "
+        f"alt='{_e(art.title)}'></a><div class='cap'><b>{_e(art.title)}</b>"
+        + (f"<br>{cap_html}" if cap else "")
+        + f"</div><div class='id'>{_e(art.id)} · {_e(art.notebook)}</div></div>"
+    )
+
+
+def _index_html(root: Path, profile: str, run: Mapping[str, Any], claimed: Mapping[str, Any]) -> str:
+    nb_status = run.get("notebooks", {})
+    body = [
+        "<header>",
+        f"<h1>cmrkit report — profile {_e(profile)}</h1>",
+        f"<p>{_e(_run_line(run, claimed))}</p>" if _run_line(run, claimed) else "",
+        "<p>Thesis values were measured on UK Biobank; this run's values come from the data set named in each "
+        "table.</p>",
+        f"<div class='coverage'>{_e(coverage_line(root))}</div>",
+        "</header>",
+        "<nav><a href='#notebooks'>Notebooks</a><a href='#figures'>Figures</a><a href='#tables'>Tables</a>"
+        "<a href='#missing'>Missing</a><a href='index.md'>index.md</a></nav><main>",
+        "<h2 id='notebooks'>Notebooks</h2><table><tr><th>notebook</th><th>purpose</th><th>status</th>"
+        "<th>wall time (s)</th></tr>",
+    ]
+    for stem, purpose in NOTEBOOKS.items():
+        st = nb_status.get(stem, {})
+        status = st.get("status", "not run" if _notebook_written(stem) else "not written yet")
+        wall = st.get("wall_s")
+        page, raw = _notebook_links(root, stem)
+        name = (
+            f"<a href='{_e(page or raw)}'>{_e(stem)}</a>" if (page or raw) else f"<span class='muted'>{_e(stem)}</span>"
+        )
+        if page and raw:
+            name += f" <span class='muted'>(<a href='{_e(raw)}'>ipynb</a>)</span>"
+        err = f"<br><span class='status-failed'>{_e(st['error'])}</span>" if st.get("error") else ""
+        cls = {"ok": "status-ok", "failed": "status-failed"}.get(status, "muted")
+        body.append(
+            f"<tr><td>{name}</td><td>{_e(purpose)}</td><td class='{cls}'>{_e(status)}{err}</td>"
+            f"<td class='num'>{'' if wall is None else f'{wall:.1f}'}</td></tr>"
+        )
+    body.append("</table>")
+    figs = [a for a in REGISTRY if a.kind == "figure"]
+    tabs = [a for a in REGISTRY if a.kind == "table"]
+    present_f = [a for a in figs if _status(root, a) == "present"]
+    present_t = [a for a in tabs if _status(root, a) == "present"]
+    body.append(f"<h2 id='figures'>Figures ({len(present_f)} of {len(figs)})</h2><div class='grid'>")
+    body += [_figure_card(root, a) for a in present_f]
+    body.append("</div>")
+    body.append(f"<h2 id='tables'>Tables ({len(present_t)} of {len(tabs)})</h2>")
+    body += [_table_html(root, a) for a in present_t]
+    missing = [a for a in REGISTRY if _status(root, a) == "missing"]
+    body.append(f"<h2 id='missing'>Missing artefacts ({len(missing)})</h2>")
+    if missing:
+        body.append("<table><tr><th>id</th><th>title</th><th>status</th></tr>")
+        body += [
+            f"<tr><td>{_e(a.id)}</td><td>{_e(a.title)}</td><td class='missing'>{_e(_missing_reason(a))}</td></tr>"
+            for a in missing
+        ]
+        body.append("</table>")
+    else:
+        body.append("<p>None: every registered table and figure is present.</p>")
+    stray = _stray(root)
+    if stray:
+        body.append(f"<p class='muted'>Unregistered files (not part of the registry): {_e(', '.join(stray))}</p>")
+    body.append("</main>")
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>cmrkit report — {_e(profile)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(b for b in body if b)
+        + "\n</body></html>\n"
     )

@@ -19,14 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import DATASETS, ConfigError, available_profiles, check_data_dir, load, parse_overrides
-from .report import default_report_dir, write_index
+from .config import DATASETS, Config, ConfigError, available_profiles, check_data_dir, load, parse_overrides
+from .report import claim_report_dir, coverage_line, default_report_dir, write_index
 from .utils import REPO_ROOT, atomic_write, git_sha, resolve_path
 
-__all__ = ["NOTEBOOK_DIR", "PARAMETERS", "discover_notebooks", "execute_notebook", "reproduce", "cli_main"]
+__all__ = [
+    "NOTEBOOK_DIR",
+    "PARAMETERS",
+    "HEADLESS",
+    "discover_notebooks",
+    "execute_notebook",
+    "export_html",
+    "reproduce",
+    "cli_main",
+]
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-#: the parameters every notebook's first (``parameters``-tagged) cell defines, with their defaults
+#: the parameters every notebook's first (``parameters``-tagged) cell defines, with their defaults:
+#: what a person gets on opening a notebook in JupyterLab (sliders and interactive plots on)
 PARAMETERS: dict[str, Any] = {
     "PROFILE": "smoke",
     "DATASET": "phantom",
@@ -34,9 +44,13 @@ PARAMETERS: dict[str, Any] = {
     "SEED": 0,
     "DEVICE": "auto",
     "REPORT_DIR": "",
-    "INTERACTIVE": False,
+    "INTERACTIVE": True,
     "OVERRIDES": {},
 }
+#: what every headless run (papermill through :func:`reproduce`, ``cmrkit run``, the tests) passes
+#: instead: no widget front end there, so static figures (nbclient keeps ipywidgets ``Output``
+#: content in the widget state, not in the cell outputs)
+HEADLESS: dict[str, Any] = {"INTERACTIVE": False}
 
 
 def discover_notebooks(only: Sequence[str] | None = None, folder: Path | None = None) -> list[Path]:
@@ -94,10 +108,28 @@ def execute_notebook(
         progress_bar=progress_bar,
         execution_timeout=timeout_s,
         request_save_on_cell_execute=True,
+        **_kernel_transport(),
     )
 
 
-def _prepare_data(cfg: Any) -> None:
+def _kernel_transport() -> dict[str, Any]:
+    """Engine arguments that let the kernel manager give the kernel CurveZMQ keys when both sides
+    support it (jupyter_client >= 8.9 ``transport_encryption="auto"``, a kernelspec that declares
+    ``supported_encryption: curve``, libzmq with CurveZMQ). The kernel then talks to papermill
+    encrypted and does not print ipykernel's "Kernel is running over TCP without encryption"
+    warning into ``cmrkit reproduce``'s output; elsewhere nothing changes."""
+    try:
+        import zmq
+        from jupyter_client.manager import KernelManager
+        from traitlets.config import Config as TraitletsConfig
+    except ImportError:  # pragma: no cover - papermill brings all three
+        return {}
+    if not (KernelManager.class_traits().get("transport_encryption") and zmq.has("curve")):
+        return {}
+    return {"config": TraitletsConfig({"KernelManager": {"transport_encryption": "auto"}})}
+
+
+def _prepare_data(cfg: Config) -> None:
     """Make sure the data set of the run is there; the phantom cohort is generated when missing."""
     if cfg.dataset == "phantom":
         try:
@@ -136,7 +168,8 @@ def reproduce(
     books = discover_notebooks(only, notebook_dir)
     if not books:
         raise ConfigError(f"no notebooks found in {notebook_dir or NOTEBOOK_DIR}")
-    root = resolve_path(report_dir) if report_dir else default_report_dir(profile)
+    root = resolve_path(report_dir) if report_dir else default_report_dir(profile, dataset)
+    claim_report_dir(root, dataset, cfg.data_dir)  # before any work: never mix two data sets in one report
     _prepare_data(cfg)
     params = {
         "PROFILE": profile,
@@ -145,8 +178,8 @@ def reproduce(
         "SEED": seed,
         "DEVICE": device,
         "REPORT_DIR": str(root),
-        "INTERACTIVE": False,
         "OVERRIDES": dict(overrides or {}),
+        **HEADLESS,
     }
     if progress_bar is None:
         progress_bar = sys.stderr.isatty()
@@ -187,16 +220,35 @@ def reproduce(
         run["notebooks"][nb.stem] = {"status": status, "wall_s": round(wall, 2), "error": error}
         with atomic_write(run_file, "w") as fh:
             json.dump(run, fh, indent=2)
+        page = export_html(root / "notebooks" / nb.name)
         msg = f"[{i}/{len(books)}] {nb.stem}: {status} in {wall:.1f} s"
-        print(
-            msg
-            + (f" -> {error}\n    executed notebook with the error: {root / 'notebooks' / nb.name}" if error else ""),
-            flush=True,
-        )
+        shown = page or root / "notebooks" / nb.name
+        print(msg + (f" -> {error}\n    executed notebook with the error: {shown}" if error else ""), flush=True)
     index = write_index(root, profile)
-    print(index.read_text().strip().splitlines()[-1])
-    print(f"report: {index}")
+    print(coverage_line(root))
+    print(f"report: {index.with_suffix('.html')} (open it in a browser; Markdown: {index.name})")
     return failures
+
+
+def export_html(executed: Path) -> Path | None:
+    """Export an executed notebook to HTML next to it (nbconvert's ``lab`` template, images inline)
+    so the report links a page a person can read instead of raw ``.ipynb`` JSON. Returns the page,
+    or ``None`` (with a note on stderr) when the notebook is missing or nbconvert fails."""
+    if not executed.is_file():
+        return None
+    try:
+        import nbformat
+        from nbconvert import HTMLExporter
+
+        nb = nbformat.read(executed, as_version=4)
+        body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    except Exception as exc:  # nbconvert missing or a template problem: the .ipynb stays linked
+        print(f"    note: no HTML page for {executed.name} ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
+    page = executed.with_suffix(".html")
+    with atomic_write(page, "w", encoding="utf-8") as fh:
+        fh.write(body)
+    return page
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .config import Config
 from .utils import REPO_ROOT, atomic_path, atomic_write, git_sha
 
 __all__ = [
@@ -121,7 +122,7 @@ class RunKey:
         return root / self.profile / self.dataset / self.chapter / f"{self.name}-{self.hash}"
 
 
-def run_key(cfg: Any, chapter: str, name: str, payload: Mapping[str, Any] | None = None) -> RunKey:
+def run_key(cfg: Config, chapter: str, name: str, payload: Mapping[str, Any] | None = None) -> RunKey:
     """The :class:`RunKey` of an artefact of ``chapter`` made under the run settings of ``cfg``."""
     for arg, v in (("chapter", chapter), ("name", name)):
         if not isinstance(v, str) or not v or "/" in v:
@@ -135,7 +136,7 @@ def _write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
 
 
 def run_dir(
-    cfg: Any, chapter: str, name: str, payload: Mapping[str, Any] | None = None, *, root: Path | None = None
+    cfg: Config, chapter: str, name: str, payload: Mapping[str, Any] | None = None, *, root: Path | None = None
 ) -> Path:
     """Create (or reuse) the run folder of an artefact and return it.
 
@@ -216,7 +217,7 @@ def is_complete(folder: str | Path) -> bool:
 
 
 def find_run(
-    cfg: Any, chapter: str, name: str, payload: Mapping[str, Any] | None = None, *, root: Path | None = None
+    cfg: Config, chapter: str, name: str, payload: Mapping[str, Any] | None = None, *, root: Path | None = None
 ) -> Path | None:
     """The complete run folder of this key, or ``None`` (nothing is created)."""
     folder = run_key(cfg, chapter, name, payload).folder(root)
@@ -224,7 +225,7 @@ def find_run(
 
 
 def list_runs(
-    cfg: Any, chapter: str | None = None, name: str | None = None, *, root: Path | None = None
+    cfg: Config, chapter: str | None = None, name: str | None = None, *, root: Path | None = None
 ) -> list[dict[str, Any]]:
     """Manifests (with ``"folder"``) of the complete runs of ``cfg``'s profile and data set, newest first,
     optionally restricted to a chapter and an artefact name; seeds and payloads may differ."""

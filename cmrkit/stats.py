@@ -1,21 +1,17 @@
-"""Agreement statistics and the plot helpers behind the thesis figures.
+"""Agreement statistics behind the thesis tables (numbers only; the plots are in :mod:`cmrkit.figures`).
 
-* :func:`bland_altman` / :func:`bland_altman_plot` — bias and 95 % limits of agreement (Bland &
-  Altman 1986, Lancet; thesis §4.3.8, Fig. 4.8: "mean difference ± 1.96 × SD of differences").
+* :func:`bland_altman` — bias and 95 % limits of agreement (Bland & Altman 1986, Lancet; thesis
+  §4.3.8, Fig. 4.8: "mean difference ± 1.96 × SD of differences"); drawn by
+  :func:`cmrkit.figures.bland_altman_plot`.
 * :func:`paired_summary` — mean ± SD of each method, of the paired differences, and paired tests
   (Table 4.2 layout; thesis §4.3.8 uses SciPy statistics).
-* :func:`violin_plot`, :func:`box_plot` — grouped violins/boxes (Fig. 4.9 strain distributions,
-  Fig. 5.3 volumes of real vs generated masks).
 * :func:`format_mean_sd` — ``"0.86 ± 0.04"`` strings for tables.
-
-Plot helpers draw on a given (or new) matplotlib ``Axes`` and return it; saving figures is the
-caller's business (``cmrkit.figures`` / ``cmrkit.utils.atomic_path``).
+* :func:`as_finite_vector` — the input check every function here applies (also used by the plots).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,18 +20,18 @@ import numpy as np
 __all__ = [
     "BlandAltman",
     "bland_altman",
-    "bland_altman_plot",
     "PairedSummary",
     "paired_summary",
-    "violin_plot",
-    "box_plot",
     "format_mean_sd",
+    "as_finite_vector",
 ]
 
 ArrayLike = Any
 
 
-def _vector(x: ArrayLike, name: str) -> np.ndarray:
+def as_finite_vector(x: ArrayLike, name: str) -> np.ndarray:
+    """``x`` (array, list or torch tensor) flattened to a float64 vector; ``ValueError`` naming
+    ``name`` when it is empty or holds NaN or infinite values."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     arr = np.asarray(x, dtype=np.float64).ravel()
@@ -49,7 +45,7 @@ def _vector(x: ArrayLike, name: str) -> np.ndarray:
 
 
 def _pair(a: ArrayLike, b: ArrayLike, min_n: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _vector(a, "a"), _vector(b, "b")
+    x, y = as_finite_vector(a, "a"), as_finite_vector(b, "b")
     if x.shape != y.shape:
         raise ValueError(f"a and b must be paired measurements of equal length, got {x.size} and {y.size}")
     if x.size < min_n:
@@ -114,55 +110,6 @@ def bland_altman(a: ArrayLike, b: ArrayLike, *, k: float = 1.96, ci_level: float
     )
 
 
-def bland_altman_plot(
-    a: ArrayLike,
-    b: ArrayLike,
-    *,
-    ax: Any = None,
-    k: float = 1.96,
-    title: str | None = None,
-    xlabel: str = "Mean of the two measurements",
-    ylabel: str = "Difference (a - b)",
-    annotate: bool = True,
-    digits: int = 3,
-    scatter_kw: Mapping[str, Any] | None = None,
-) -> Any:
-    """Scatter of differences against means with the bias (solid) and the limits of agreement
-    (dashed), as thesis Fig. 4.8. Returns the ``Axes``; the :class:`BlandAltman` result is in
-    ``ax.bland_altman``."""
-    import matplotlib.pyplot as plt
-
-    res = bland_altman(a, b, k=k)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4.5, 3.5))
-    kw = {"s": 14, "alpha": 0.7, "color": "tab:blue", "edgecolors": "none", **(scatter_kw or {})}
-    ax.scatter(res.mean, res.diff, **kw)
-    ax.axhline(res.bias, color="k", lw=1.2, ls="-")
-    for y in (res.loa_low, res.loa_high):
-        ax.axhline(y, color="tab:red", lw=1.0, ls="--")
-    if annotate:
-        tr = ax.get_yaxis_transform()
-        ax.text(1.0, res.bias, f" bias {res.bias:.{digits}f}", transform=tr, va="bottom", ha="right", fontsize=8)
-        ax.text(
-            1.0,
-            res.loa_high,
-            f" +{k:g} SD {res.loa_high:.{digits}f}",
-            transform=tr,
-            va="bottom",
-            ha="right",
-            fontsize=8,
-        )
-        ax.text(
-            1.0, res.loa_low, f" -{k:g} SD {res.loa_low:.{digits}f}", transform=tr, va="top", ha="right", fontsize=8
-        )
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.bland_altman = res
-    return ax
-
-
 @dataclass(frozen=True)
 class PairedSummary:
     """Mean ± SD of two paired methods, of their differences (``a - b``) and paired test p-values."""
@@ -216,140 +163,3 @@ def paired_summary(a: ArrayLike, b: ArrayLike) -> PairedSummary:
 def format_mean_sd(mean: float, sd: float, digits: int = 2) -> str:
     """``"mean ± sd"`` with ``digits`` decimals (``"nan"`` parts stay visible)."""
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-
-def _groups(
-    data: Mapping[str, Any] | Sequence[Any], labels: Sequence[str] | None
-) -> tuple[list[str], list[str] | None, list[list[np.ndarray]]]:
-    """Normalise {x: values} / {x: {hue: values}} / [values, ...] into (x labels, hue labels, arrays[x][hue])."""
-    if isinstance(data, Mapping):
-        xs = [str(k) for k in data]
-        vals = list(data.values())
-    else:
-        vals = list(data)
-        xs = list(labels) if labels is not None else [str(i) for i in range(len(vals))]
-    if not vals:
-        raise ValueError("no groups to plot")
-    if len(xs) != len(vals):
-        raise ValueError(f"labels has {len(xs)} entries for {len(vals)} groups")
-    if all(isinstance(v, Mapping) for v in vals):
-        hues = list(dict.fromkeys(str(h) for v in vals for h in v))
-        arrs = [[_vector(v[h], f"{x}/{h}") if h in v else np.empty(0) for h in hues] for x, v in zip(xs, vals)]
-        return xs, hues, arrs
-    if any(isinstance(v, Mapping) for v in vals):
-        raise ValueError("mix of grouped ({hue: values}) and plain groups")
-    return xs, None, [[_vector(v, x)] for x, v in zip(xs, vals)]
-
-
-def _grouped_plot(
-    kind: str,
-    data: Mapping[str, Any] | Sequence[Any],
-    *,
-    ax: Any,
-    labels: Sequence[str] | None,
-    colors: Sequence[str] | None,
-    width: float,
-    ylabel: str | None,
-    title: str | None,
-    legend: bool,
-    **kw: Any,
-) -> Any:
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    xs, hues, arrs = _groups(data, labels)
-    nh = 1 if hues is None else len(hues)
-    cycle = list(colors) if colors is not None else plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(3.5, 1.2 * len(xs) * nh), 3.5))
-    w = width / nh
-    for h in range(nh):
-        pos = [i + (h - (nh - 1) / 2) * w for i in range(len(xs))]
-        data_h = [arrs[i][h] for i in range(len(xs))]
-        keep = [j for j, a in enumerate(data_h) if a.size]
-        if not keep:
-            continue
-        color = cycle[h % len(cycle)]
-        pts, vals = [pos[j] for j in keep], [data_h[j] for j in keep]
-        if kind == "violin":
-            parts = ax.violinplot(vals, positions=pts, widths=w * 0.9, showmedians=False, showextrema=False, **kw)
-            for body in parts["bodies"]:
-                body.set_facecolor(color)
-                body.set_edgecolor("k")
-                body.set_alpha(0.6)
-            for p, v in zip(pts, vals):  # Fig. 4.9 style: IQR bar and white median dot
-                q1, med, q3 = np.percentile(v, [25, 50, 75])
-                ax.vlines(p, q1, q3, color="k", lw=4)
-                ax.scatter([p], [med], color="white", s=12, zorder=3)
-        else:
-            bp = ax.boxplot(vals, positions=pts, widths=w * 0.8, patch_artist=True, manage_ticks=False, **kw)
-            for box in bp["boxes"]:
-                box.set_facecolor(color)
-                box.set_alpha(0.7)
-            for med in bp["medians"]:
-                med.set_color("k")
-    ax.set_xticks(range(len(xs)))
-    ax.set_xticklabels(xs)
-    if ylabel:
-        ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    if legend and hues is not None:
-        ax.legend(
-            handles=[Patch(facecolor=cycle[h % len(cycle)], alpha=0.6, label=hues[h]) for h in range(nh)],
-            frameon=False,
-            fontsize=8,
-        )
-    return ax
-
-
-def violin_plot(
-    data: Mapping[str, Any] | Sequence[Any],
-    *,
-    ax: Any = None,
-    labels: Sequence[str] | None = None,
-    colors: Sequence[str] | None = None,
-    width: float = 0.8,
-    ylabel: str | None = None,
-    title: str | None = None,
-    legend: bool = True,
-    **kw: Any,
-) -> Any:
-    """Violins per group, optionally split by a second factor drawn side by side.
-
-    ``data``: ``{"Basal": values, ...}`` or ``{"Basal": {"Original": v1, "Generated": v2}, ...}``
-    (Fig. 4.9), or a list of arrays with ``labels``. Each violin shows the KDE (matplotlib), the
-    interquartile range (black bar) and the median (white dot). Returns the ``Axes``.
-    """
-    return _grouped_plot(
-        "violin",
-        data,
-        ax=ax,
-        labels=labels,
-        colors=colors,
-        width=width,
-        ylabel=ylabel,
-        title=title,
-        legend=legend,
-        **kw,
-    )
-
-
-def box_plot(
-    data: Mapping[str, Any] | Sequence[Any],
-    *,
-    ax: Any = None,
-    labels: Sequence[str] | None = None,
-    colors: Sequence[str] | None = None,
-    width: float = 0.8,
-    ylabel: str | None = None,
-    title: str | None = None,
-    legend: bool = True,
-    **kw: Any,
-) -> Any:
-    """Box plots per group, optionally split by a second factor (Fig. 5.3:
-    ``{"LVV": {"Real": v, "n=1000": g1, "n=2000": g2, "n=4000": g4}, ...}``). Whiskers at 1.5 IQR
-    (matplotlib default). Returns the ``Axes``."""
-    return _grouped_plot(
-        "box", data, ax=ax, labels=labels, colors=colors, width=width, ylabel=ylabel, title=title, legend=legend, **kw
-    )

@@ -1,12 +1,13 @@
 """Myocardial strain from Ferdian-style landmark grids (thesis §4.2.2, eq. 4.2).
 
-Landmark layout (Ferdian et al. 2020, *Radiol Cardiothorac Imaging* 2(1):e190032, and the kit's
-convention, see ``DESIGN.md``): 168 points = 24 radial spokes x 7 transmural points, flattened index
-``spoke * 7 + k``, arrays ``(frames, 2, 168)`` with row 0 = x and row 1 = y (pixels unless stated),
-frame 0 = end-diastolic (ED) reference. ``k = 0`` is the endocardial ring and ``k = 6`` the
-epicardial ring. (Ferdian's own code comments contradict each other on this; the variable names
-there say ``endo = [::7]``, ``epi = [6::7]``, which is what we use. Global E_cc, E_rr and the
-Green/linear values do not depend on the choice; only the labelling of individual rings does.)
+Landmark layout (Ferdian et al. 2020, *Radiol Cardiothorac Imaging* 2(1):e190032, code at
+github.com/EdwardFerdian/mri-tagging-strain; the kit uses it everywhere): 168 points = 24 radial
+spokes x 7 transmural points, flattened index ``spoke * 7 + k``, arrays ``(frames, 2, 168)`` with
+row 0 = x and row 1 = y (pixels unless stated), frame 0 = end-diastolic (ED) reference. ``k = 0`` is
+the endocardial ring and ``k = 6`` the epicardial ring. (Ferdian's own code comments contradict each
+other on this; the variable names there say ``endo = [::7]``, ``epi = [6::7]``, which is what we
+use. Global E_cc, E_rr and the Green/linear values do not depend on the choice; only the labelling
+of individual rings does.)
 
 Strain of a line segment of length ``L_t`` at frame ``t`` and ``L_0`` at the reference frame
 (thesis eq. 4.2, Ferdian ``src/PredictionResult.py``):
@@ -57,9 +58,15 @@ __all__ = [
     "linear_strain_from_landmarks",
     "ferdian_strain_arrays",
     "regional_strain",
+    "AHA_SEGMENT_NAMES",
+    "AHA_LEVELS",
+    "aha_segment",
+    "spoke_segment_angles",
+    "regional_peak_ecc",
     "peak_strain",
     "ideal_ring_grid",
     "slice_report",
+    "missing_landmark_warnings",
     "cli_main",
 ]
 
@@ -360,6 +367,90 @@ def regional_strain(
     return out
 
 
+# ----------------------------------------------------------------------------------------------
+# AHA 17-segment model
+# ----------------------------------------------------------------------------------------------
+#: AHA 17-segment model (Cerqueira et al., Circulation 2002;105:539-542)
+AHA_SEGMENT_NAMES: dict[int, str] = {
+    1: "basal anterior",
+    2: "basal anteroseptal",
+    3: "basal inferoseptal",
+    4: "basal inferior",
+    5: "basal inferolateral",
+    6: "basal anterolateral",
+    7: "mid anterior",
+    8: "mid anteroseptal",
+    9: "mid inferoseptal",
+    10: "mid inferior",
+    11: "mid inferolateral",
+    12: "mid anterolateral",
+    13: "apical anterior",
+    14: "apical septal",
+    15: "apical inferior",
+    16: "apical lateral",
+    17: "apex",
+}
+#: slice levels of :func:`aha_segment`
+AHA_LEVELS: tuple[str, ...] = ("basal", "mid", "apical", "apex")
+
+
+def aha_segment(angle_deg: Any, level: str) -> Any:
+    """AHA segment (1-17) at a bullseye angle and level (Cerqueira et al. 2002).
+
+    ``angle_deg`` is the bullseye display angle, counter-clockwise from 3 o'clock: anterior at 90
+    (top), septum at 180 (left), inferior at 270, lateral at 0. ``level`` is ``"basal"`` (segments 1-6:
+    anterior, anteroseptal, inferoseptal, inferior, inferolateral, anterolateral, each 60 degrees,
+    segment 1 centred at the top, numbered counter-clockwise), ``"mid"`` (7-12, same sectors),
+    ``"apical"`` (13-16: anterior, septal, inferior, lateral, 90 degrees each) or ``"apex"`` (17).
+    Returns an int for a scalar angle, an int array otherwise.
+    """
+    a = np.mod(np.asarray(angle_deg, dtype=float), 360.0)
+    if level in ("basal", "mid"):
+        seg = 1 + np.floor(np.mod(a - 60.0, 360.0) / 60.0).astype(int)
+        seg = seg + (6 if level == "mid" else 0)
+    elif level == "apical":
+        seg = 13 + np.floor(np.mod(a - 45.0, 360.0) / 90.0).astype(int)
+    elif level == "apex":
+        seg = np.full(a.shape, 17, dtype=int)
+    else:
+        raise ValueError(f"level: expected one of {', '.join(map(repr, AHA_LEVELS))}, got {level!r}")
+    return int(seg) if np.ndim(seg) == 0 else seg
+
+
+def spoke_segment_angles(theta_rv: float, sense: float, landmark_theta0: float) -> np.ndarray:
+    """Bullseye angle (degrees, :func:`aha_segment` convention) of the midpoint of each of the 24
+    circumferential landmark segments (spoke ``r`` to ``r + 1``) of a slice.
+
+    The slice's frame: ``theta_rv`` (radians) is the image angle of the septum (the direction of the
+    RV from the LV centre), ``sense`` (+1 or -1) the direction of increasing image angle that points
+    from the septum towards the anterior wall, and ``landmark_theta0`` the image angle of spoke 0,
+    the spokes following at ``2 pi / 24`` steps of increasing angle (the phantom records all three in
+    its ground truth, ``attrs["info"]``). The angle from the septum, positive towards the anterior
+    wall, is mapped to the bullseye's septum at 180 and anterior at 90.
+    """
+    th = float(landmark_theta0) + 2 * np.pi * (np.arange(N_SPOKES) + 0.5) / N_SPOKES
+    rel = np.degrees(np.angle(np.exp(1j * (th - float(theta_rv)) * float(sense))))
+    return np.mod(180.0 - rel, 360.0)
+
+
+def regional_peak_ecc(landmarks: np.ndarray, level: str, segment_angles_deg: np.ndarray) -> dict[int, float]:
+    """Peak (most negative over frames) circumferential Green strain per AHA segment of one slice.
+
+    ``landmarks`` ``(T, 2, 168)`` (frame 0 = ED reference); each of the 24 circumferential segments
+    (spoke ``r`` to ``r + 1``, mean over the 7 rings) is assigned to the AHA segment of its midpoint
+    angle ``segment_angles_deg[r]`` (bullseye convention, :func:`aha_segment`, e.g. from
+    :func:`spoke_segment_angles`); a segment's curve is the mean of its circumferential segments'
+    strain curves. Returns ``{AHA segment: peak E_cc}``.
+    """
+    cc = np.asarray(circumferential_segment_strains(np.asarray(landmarks, float), "green", 0)).mean(-2)  # (T, 24)
+    seg_of = aha_segment(np.asarray(segment_angles_deg), level)
+    out = {}
+    for seg in np.unique(seg_of):
+        curve = cc[:, seg_of == seg].mean(-1)
+        out[int(seg)] = float(np.nanmin(curve))
+    return out
+
+
 def peak_strain(result: StrainResult) -> dict[str, np.ndarray]:
     """Peak strains as used downstream of Ferdian (``YuukiAS/Heart_Pipeline``): peak E_cc is the
     minimum over frames (most negative), peak E_rr the maximum; NaN frames are ignored.
@@ -425,6 +516,31 @@ def _print_table(rep: dict[str, Any], title: str) -> None:
         print(f"{t:5d} {f(ecc)} {f(err)}   " + " ".join(f(v) for v in rings))
 
 
+def missing_landmark_warnings(landmarks: np.ndarray, source: str = "landmarks", limit: int = 10) -> list[str]:
+    """One line per landmark that is NaN/inf in ``(n, T, 2, 168)`` landmarks (naming slice, frame,
+    landmark ``spoke*7 + k``, spoke and point ``k``; 0 = endocardium) and per slice whose frames are
+    zero-filled (Ferdian's padding); at most ``limit`` lines plus a count of the rest. Either makes the
+    strain of that frame NaN (``null`` in JSON)."""
+    lm = np.asarray(landmarks, dtype=float)
+    lines: list[str] = []
+    bad = ~np.isfinite(lm).all(axis=-2)  # (n, T, 168)
+    for i, t in zip(*np.nonzero(bad.any(axis=-1))):
+        ks = np.flatnonzero(bad[i, t])
+        named = ", ".join(
+            f"landmark {k} (spoke {k // N_RINGS}, point {k % N_RINGS} of 0..6, 0 = endocardium)" for k in ks[:3]
+        )
+        more = f" and {len(ks) - 3} more" if len(ks) > 3 else ""
+        verb = "are" if len(ks) > 1 else "is"
+        lines.append(f"{source} slice {i} frame {t}: {named}{more} {verb} NaN; the strain of that frame is NaN")
+    zero = np.all(lm == 0, axis=(-2, -1))  # (n, T)
+    for i in np.flatnonzero(zero.any(axis=1)):
+        frames = ", ".join(map(str, np.flatnonzero(zero[i])))
+        lines.append(f"{source} slice {i}: frame(s) {frames} have no landmarks (all zeros); their strain is NaN")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more missing landmarks or frames"]
+    return lines
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     """``cmrkit strain FILE.h5 [--json] [--slice I] [--linear]``.
 
@@ -458,6 +574,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"cmrkit strain: error: {exc}", file=sys.stderr)
         return 2
+    for line in missing_landmark_warnings(data.landmark_coords, str(args.file)):
+        print(f"cmrkit strain: warning: {line}", file=sys.stderr)
     slices = []
     for i in range(n):
         r = StrainResult(res.Ecc[i], res.Ecc_rings[i], res.Err[i], kind)

@@ -1,7 +1,10 @@
 """Small shared helpers: repository paths, atomic writes, optional imports, seeding.
 
 Everything that writes a file in cmrkit goes through :func:`atomic_write` (write to a temporary
-sibling, then ``os.replace``) so that an interrupted run never leaves a half-written artefact.
+sibling, then ``os.replace``) so that an interrupted run never leaves a half-written artefact. The
+temporary file that becomes the artefact gets the permissions an ordinary ``open(path, "w")`` would
+give it (``0o666`` less the process umask; :func:`shared_mode`), not ``mkstemp``'s private ``0o600``,
+so colleagues sharing a folder can read what the kit wrote when their umask allows it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import random
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,9 @@ __all__ = [
     "repo_root",
     "resolve_path",
     "atomic_write",
+    "current_umask",
+    "shared_mode",
+    "make_shared",
     "optional_import",
     "seed_everything",
     "git_sha",
@@ -55,9 +62,43 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
     return p if p.is_absolute() else (REPO_ROOT / p)
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (``/proc/self/status`` on
+    Linux); elsewhere it is set and restored at once under a lock."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def shared_mode(directory: bool = False) -> int:
+    """Permission bits a new file (``0o666``) or folder (``0o777``) gets under the current umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def make_shared(path: str | os.PathLike[str]) -> None:
+    """Give a file or folder made by ``tempfile`` (``0o600``/``0o700``) the mode that ``open`` or
+    ``mkdir`` would have given it under the current umask (:func:`shared_mode`)."""
+    p = Path(path)
+    os.chmod(p, shared_mode(directory=p.is_dir()))
+
+
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None) -> Iterator[Any]:
     """Open a temporary sibling of ``path`` for writing and rename it over ``path`` on success.
+
+    Text modes write UTF-8 unless ``encoding`` says otherwise (never the locale's encoding, so a
+    report written under ``LANG=C`` is the same file).
 
     On any exception the temporary file is removed and ``path`` is left untouched.
 
@@ -70,7 +111,9 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as fh:
+        os.fchmod(fd, shared_mode())  # mkstemp makes 0o600; the artefact gets what open() would give
+        text = "b" not in mode
+        with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if text else None) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -84,7 +127,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` for libraries that write by file name
-    (nibabel, h5py, matplotlib); it is renamed over ``path`` when the block succeeds."""
+    (nibabel, h5py, matplotlib); it is renamed over ``path`` when the block succeeds, with the mode
+    an ordinary ``open`` would have given it under the umask (:func:`shared_mode`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the real suffixes (e.g. ".nii.gz") so libraries pick the right format
@@ -93,6 +137,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # libraries may truncate the placeholder (keeping mkstemp's 0o600) or recreate it: set the mode last
+        os.chmod(tmp, shared_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,19 +1,20 @@
 """Interactive viewers for the notebooks: a slice x frame cine viewer (ipywidgets) with a static twin.
 
-Design (notes ``notebook-kit-conventions.md`` §3.2-3.3): every view is a **pure render function**
-returning a matplotlib ``Figure`` (:func:`render_slice_frame`, :func:`slice_montage`); the ipywidgets
-UI (:class:`SliceFrameViewer`) is a thin shell that calls the renderer when a slider changes and is
-only built when asked for (``interactive=True``). Headless runs (papermill, the CLI) get a static
-montage figure, which is displayed and saved like any other figure, never only inside an ipywidgets
-``Output`` (whose content nbclient keeps in the widget state, not in the cell outputs).
+Design: every view is a **pure render function** returning a matplotlib ``Figure``
+(:func:`render_slice_frame`, :func:`slice_montage`); the ipywidgets UIs (:class:`SliceFrameViewer`
+for a cine, :class:`IndexFrameViewer` for any ``render(item, frame)``) are thin shells that call
+the renderer when a slider changes and are only built when asked for (``interactive=True``).
+Headless runs (papermill, the CLI) get a static figure, which is displayed and saved like any other
+figure, never only inside an ipywidgets ``Output`` (whose content nbclient keeps in the widget state,
+not in the cell outputs).
 
 Array layouts
 -------------
 ``layout="xyzt"`` (default) is the kit's :class:`cmrkit.io.Subject` convention ``cine[x, y, z, t]``;
 ``layout="zthw"`` is ``cine[z, t, row, column]``. Images are shown with row = y and column = x and
-the origin at the top left, as in :mod:`cmrkit.figures`. Labels follow the kit convention (0
-background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool) and are drawn with
-:data:`cmrkit.figures.LABEL_CMAP`.
+the origin at the top left, as in :mod:`cmrkit.figures`. Labels follow the kit convention of
+:mod:`cmrkit.labels` (0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool) and are drawn
+with :data:`cmrkit.figures.LABEL_CMAP`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "render_slice_frame",
     "slice_montage",
     "SliceFrameViewer",
+    "IndexFrameViewer",
     "slice_frame_viewer",
 ]
 
@@ -263,6 +265,74 @@ class SliceFrameViewer:
         if self.renderer is render_slice_frame:
             kwargs["crop"] = self.crop
         fig = self.renderer(self.cine, self.slice_slider.value, self.frame_slider.value, **kwargs)
+        self.last_figure = fig
+        with self.output:
+            from IPython.display import clear_output, display
+
+            clear_output(wait=True)
+            if fig is not None:
+                display(fig)
+        if isinstance(fig, plt.Figure):
+            plt.close(fig)
+        return fig
+
+    def _ipython_display_(self) -> None:  # pragma: no cover - needs a front end
+        from IPython.display import display
+
+        display(self.ui)
+
+
+class IndexFrameViewer:
+    """ipywidgets UI: an item slider and a frame slider (``continuous_update=False``) driving any
+    renderer ``render(item, frame) -> Figure`` (e.g. the test slices of a chapter and their frames).
+
+    The figure is shown in ``output`` and closed; ``item_slider``, ``frame_slider``, ``output``, ``ui``
+    and ``last_figure`` are public so a notebook (or a test) can drive the viewer. ``labels`` are the
+    two slider descriptions.
+    """
+
+    def __init__(
+        self,
+        render: Callable[[int, int], Any],
+        n_items: int,
+        n_frames: int,
+        *,
+        item: int = 0,
+        frame: int = 0,
+        labels: tuple[str, str] = ("item", "frame"),
+    ) -> None:
+        import ipywidgets as W
+
+        if int(n_items) < 1 or int(n_frames) < 1:
+            raise ValueError(f"IndexFrameViewer needs at least one item and one frame, got {n_items} and {n_frames}")
+        self.render = render
+        self.item_slider = W.IntSlider(
+            value=_check_index(item, int(n_items), "item"),
+            min=0,
+            max=int(n_items) - 1,
+            description=labels[0],
+            continuous_update=False,
+        )
+        self.frame_slider = W.IntSlider(
+            value=_check_index(frame, int(n_frames), "frame"),
+            min=0,
+            max=int(n_frames) - 1,
+            description=labels[1],
+            continuous_update=False,
+        )
+        self.output = W.Output()
+        self.ui = W.VBox([W.HBox([self.item_slider, self.frame_slider]), self.output])
+        self.item_slider.observe(self._on_change, names="value")
+        self.frame_slider.observe(self._on_change, names="value")
+        self.last_figure: Any = None
+        self.update()
+
+    def _on_change(self, _change: Any = None) -> None:
+        self.update()
+
+    def update(self) -> Any:
+        """Render the current slider position into ``output``; returns the renderer's figure."""
+        fig = self.render(self.item_slider.value, self.frame_slider.value)
         self.last_figure = fig
         with self.output:
             from IPython.display import clear_output, display

@@ -164,6 +164,34 @@ def test_cli_bad_inputs_exit_2_with_one_line(ed_es_files, tmp_path, capsys):
     assert "--es" in capsys.readouterr().err
 
 
+def test_cli_refuses_swapped_ed_es_naming_both_files(ed_es_files, capsys):
+    ed, es = ed_es_files
+    assert cli_main(["--ed", str(es), "--es", str(ed)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "look swapped" in err and str(ed) in err and str(es) in err
+    assert "--allow-swapped" in err
+    # with --allow-swapped: the numbers as given, and a loud warning on stderr naming both files
+    assert cli_main(["--ed", str(es), "--es", str(ed), "--json", "--allow-swapped"]) == 0
+    cap = capsys.readouterr()
+    out = json.loads(cap.out)
+    assert out["LVSV"] == pytest.approx(-75.0) and out["LVEF"] < 0
+    assert "WARNING" in cap.err and str(ed) in cap.err and str(es) in cap.err
+
+
+def test_cli_quotes_the_label_convention_asked_for(tmp_path, capsys):
+    aff = np.diag([*SPACING, 1.0])
+    bad = box_labels(lv=8000, myo=6000, rv=9000)
+    bad[0, 0, 0] = 4
+    f = save_nifti(tmp_path / "bad.nii.gz", bad.astype(np.float32), aff)
+    assert cli_main(["--ed", str(f), "--es", str(f), "--labels", "acdc"]) == 2
+    err = capsys.readouterr().err
+    assert "ACDC convention: 0 background, 1 RV, 2 Myo, 3 LV" in err and "bad.nii.gz" in err
+    assert cli_main(["--ed", str(f), "--es", str(f)]) == 2
+    assert "UK Biobank convention: 0 background, 1 LV, 2 Myo, 3 RV" in capsys.readouterr().err
+    assert cli_main(["--ed", str(f), "--es", str(f), "--labels", "mnms"]) == 2
+    assert "M&Ms convention" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- real data
 @pytest.mark.realdata
 def test_cli_on_real_mnms_case(realdata, capsys):

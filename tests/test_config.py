@@ -39,12 +39,10 @@ def test_paper_profile_carries_thesis_hyperparameters():
 
 
 def test_overrides_apply_and_keep_types():
-    cfg = config.load(
-        "smoke", seed=3, overrides={"ch4.epochs": 2, "phantom.pixel_mm": 2, "ch4.segmenter": {"epochs": 1}}
-    )
+    cfg = config.load("smoke", seed=3, overrides={"ch4.epochs": 2, "phantom.pixel_mm": 2, "segmenter": {"epochs": 1}})
     assert cfg.ch4.epochs == 2 and isinstance(cfg.ch4.epochs, int)
     assert cfg.phantom.pixel_mm == 2.0 and isinstance(cfg.phantom.pixel_mm, float)
-    assert cfg.ch4.segmenter.epochs == 1
+    assert cfg.segmenter.epochs == 1
     assert cfg.seed == 3 and cfg.profile == "smoke"
     # the raw profile is untouched
     assert config.load("smoke").ch4.epochs == config.load_raw("smoke")["ch4"]["epochs"]
@@ -96,3 +94,18 @@ def test_relative_data_dir_anchors_at_repo_root(repo_root):
     cfg = config.load("smoke", dataset="ukbb", data_dir="data/somewhere")
     assert cfg.data_dir == str(repo_root / "data" / "somewhere")
     assert config.load("demo").data_dir == str(repo_root / "data" / "phantom" / "demo")
+
+
+def test_realdata_folders_resolve_against_the_repository_root(repo_root, tmp_path):
+    import os
+
+    cfg = config.load("smoke")
+    raw = config.load_raw("smoke")["realdata"]["mnms"]
+    assert cfg.realdata.mnms == os.path.normpath(repo_root / raw)  # relative -> absolute, '..' folded
+    assert config.load("smoke", overrides={"realdata.mnms": ""}).realdata.mnms == ""
+    assert config.load("smoke", overrides={"realdata.mnms": str(tmp_path)}).realdata.mnms == str(tmp_path)
+    assert config.resolve_realdata({"mnms": None, "x": "data/x"}) == {"mnms": "", "x": str(repo_root / "data" / "x")}
+    with pytest.raises(ConfigError, match="realdata.mnms must be a folder path"):
+        config.resolve_realdata({"mnms": 3})
+    with pytest.raises(ConfigError, match="'realdata' must be a mapping"):
+        config.resolve_realdata(["mnms"], "smoke")

@@ -1,5 +1,7 @@
 """Parameter resolution in the notebooks' second cell and the chapter CLI."""
 
+import json
+
 import pytest
 
 from cmrkit import notebook
@@ -43,3 +45,24 @@ def test_run_cli_bad_input(capsys, tmp_path):
     assert run_cli(["ch9"]) == 2
     assert "unknown chapter 'ch9'" in capsys.readouterr().err
     assert run_cli(["smcvae_strain", "--device", "cuda"]) == 2 or __import__("torch").cuda.is_available()
+
+
+def test_a_report_folder_of_another_data_set_is_refused_before_any_data_work(tmp_path, monkeypatch):
+    from cmrkit.report import claim_report_dir
+
+    rep_dir = tmp_path / "rep"
+    claim_report_dir(rep_dir, "mnms", tmp_path / "mnms")
+
+    def no_data(*_a, **_k):
+        raise AssertionError("the phantom was prepared before the report folder was checked")
+
+    monkeypatch.setattr("cmrkit.phantom.ensure_cohort", no_data)
+    with pytest.raises(ConfigError, match="holds a run on mnms"):
+        notebook.resolve("00_background", {**PARAMETERS, "REPORT_DIR": str(rep_dir)})
+    assert json.loads((rep_dir / "dataset.json").read_text())["dataset"] == "mnms"  # untouched
+
+
+def test_notebooks_default_to_interactive_and_headless_runs_do_not():
+    from cmrkit.runner import HEADLESS
+
+    assert PARAMETERS["INTERACTIVE"] is True and HEADLESS == {"INTERACTIVE": False}

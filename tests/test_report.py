@@ -117,7 +117,107 @@ def test_index_reports_missing_honestly(tmp_path):
     assert "| table_4_2 |" in idx and "missing" in idx
     assert "Unregistered files" in idx and "stray" in idx
     html = (tmp_path / "index.html").read_text()
-    assert "<table>" in html and 'href="tables/table_4_1.md"' in html
+    assert "<table>" in html and "href='tables/table_4_1.md'" in html
+
+
+def _md_row_cells(line: str) -> list[str]:
+    """Cells of a Markdown table row, honouring escaped pipes."""
+    import re
+
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def test_index_is_a_page_to_read(tmp_path):
+    rep = _report(tmp_path)
+    rep.save_table("table_4_1", [TableRow("reconstruction_tagging/apical", "SSIM", 0.5, 0.1, n=4)], notes=["a note"])
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    rep.save_figure(fig, "fig_4_4", caption="cap <b>")
+    plt.close(fig)
+    nb = tmp_path / "notebooks"
+    nb.mkdir()
+    (nb / "01_smcvae_strain.ipynb").write_text("{}")
+    (nb / "01_smcvae_strain.html").write_text("<html></html>")
+    (tmp_path / "run.json").write_text(
+        json.dumps(
+            {
+                "profile": "smoke",
+                "seed": 0,
+                "dataset": "phantom",
+                "data_dir": "/d",
+                "notebooks": {"01_smcvae_strain": {"status": "ok", "wall_s": 12.5, "error": None}},
+            }
+        )
+    )
+    md = write_index(tmp_path, "smoke").read_text()
+    lines = md.splitlines()
+    # the coverage line comes right after the heading (and stays the last line); no backticks in headings
+    assert lines[0] == "# cmrkit report: profile smoke" and lines[2].startswith("Coverage: thesis tables 1/10")
+    assert lines[-1].startswith("Coverage:")
+    assert not [ln for ln in lines if ln.startswith("#") and "`" in ln]
+    # |real - synthetic| in a title does not split its row: every row of the artefact tables has 4 cells
+    row62 = next(ln for ln in lines if ln.startswith("| table_6_2 "))
+    assert _md_row_cells(row62) == [
+        "table_6_2",
+        by_id("table_6_2").title.replace("|", "\\|"),
+        "04_baselines",
+        "missing",
+    ]
+    for ln in lines:
+        if ln.startswith("| ") and ("table_" in ln or "fig_" in ln or "bg_" in ln or "ch4_" in ln):
+            assert len(_md_row_cells(ln)) == 4, ln
+    assert "[01_smcvae_strain](notebooks/01_smcvae_strain.html) ([ipynb](notebooks/01_smcvae_strain.ipynb))" in md
+    html = (tmp_path / "index.html").read_text()
+    head, body = html.split("<h2 id='notebooks'>", 1)
+    assert "Coverage: thesis tables 1/10, thesis figures 1/16" in head and "`" not in html.split("<main>")[0]
+    assert "data set phantom (/d), seed 0" in head
+    assert "<a href='notebooks/01_smcvae_strain.html'>01_smcvae_strain</a>" in body
+    assert "<img src='figures/fig_4_4.png'" in body and "cap &lt;b&gt;" in body  # thumbnail, escaped caption
+    # the table is rendered as HTML with this run's and the thesis value, and its notes
+    assert "<td class='num'>0.500 ± 0.100</td>" in body and "<td class='num'>0.860 ± 0.040</td>" in body
+    assert "<li>a note</li>" in body
+    title62 = by_id("table_6_2").title
+    assert f"<td>{title62}</td>" in body  # whole, in one cell, in the missing list
+    assert "04_baselines is not written yet" in body
+
+
+def test_report_folders_never_mix_data_sets(tmp_path):
+    from cmrkit.config import ConfigError
+
+    root = tmp_path / "rep"
+    report.claim_report_dir(root, "phantom", tmp_path / "ph")
+    report.claim_report_dir(root, "phantom", tmp_path / "ph")  # the same run again: fine
+    with pytest.raises(ConfigError, match="holds a run on phantom .* not on mnms .*REPORT_DIR"):
+        report.claim_report_dir(root, "mnms", tmp_path / "mm")
+    with pytest.raises(ConfigError, match="holds a run on phantom"):
+        report.claim_report_dir(root, "phantom", tmp_path / "other_cohort")
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        report.claim_report_dir(f, "phantom", tmp_path / "ph")
+    # a Report built from a run configuration claims its folder
+    Report(profile="smoke", seed=0, dataset="x", root=tmp_path / "r2", parameters={"dataset": "acdc", "data_dir": "/a"})
+    with pytest.raises(ConfigError, match="holds a run on acdc"):
+        Report(
+            profile="smoke", seed=0, dataset="x", root=tmp_path / "r2", parameters={"dataset": "mnms", "data_dir": "/m"}
+        )
+    # default folders: reports/<profile> for the phantom, reports/<profile>/<dataset> otherwise
+    assert report.default_report_dir("smoke").name == "smoke"
+    assert report.default_report_dir("smoke", "mnms").parts[-2:] == ("smoke", "mnms")
+
+
+def test_artefact_status_lists_the_notebooks_artefacts(tmp_path):
+    from cmrkit.registry import for_notebook
+
+    rep = Report(profile="smoke", seed=0, dataset="phantom", root=tmp_path, notebook="01_smcvae_strain")
+    rep.save_table("table_4_1", [TableRow("reconstruction_tagging/apical", "SSIM", 0.5)])
+    st = rep.artefact_status()
+    assert list(st["id"]) == [a.id for a in for_notebook("01_smcvae_strain")]
+    assert list(st.loc[st["written"], "id"]) == ["table_4_1"]
+    with pytest.raises(RuntimeError, match="artefacts not written under .*table_4_2"):
+        rep.artefact_status(require=True)
+    with pytest.raises(ValueError, match="bound to a notebook"):
+        Report(profile="smoke", seed=0, dataset="phantom", root=tmp_path).artefact_status()
 
 
 def test_by_id_unknown():

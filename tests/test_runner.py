@@ -100,6 +100,14 @@ def test_cli_errors_are_one_line_and_nonzero(capsys, tmp_path):
     assert "unknown parameter 'ch4.epochz'" in capsys.readouterr().err
     assert cli(["frobnicate"]) == 2
     assert cli([]) == 0 and "reproduce" in capsys.readouterr().out
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for command in (["reproduce"], ["run", "background"]):
+        assert cli([*command, "--report-dir", str(afile)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"report folder {afile} is a file" in err
+    assert cli(["reproduce", "--dataset", "mnms", "--data-dir", str(afile)]) == 2
+    assert f"data folder {afile} for dataset 'mnms' is a file" in capsys.readouterr().err
 
 
 def test_readme_test_command_is_what_ci_runs(repo_root):
@@ -107,3 +115,40 @@ def test_readme_test_command_is_what_ci_runs(repo_root):
     readme = (repo_root / "README.md").read_text()
     assert "make test" in readme
     assert "\nmake test\n" in ci
+
+
+@pytest.mark.slow
+def test_kernel_prints_no_tcp_warning(tmp_path):
+    """``cmrkit reproduce --quiet`` is quiet: the kernel papermill starts gets CurveZMQ keys where
+    jupyter_client and the kernelspec support it, so ipykernel prints no "running over TCP without
+    encryption" warning to the terminal (the kernel inherits our stderr, hence the subprocess)."""
+    import subprocess
+    import sys
+
+    _nb(tmp_path / "00_x.ipynb", "print('cell ran', SEED)")
+    code = (
+        "from pathlib import Path; from cmrkit.runner import execute_notebook; "
+        f"execute_notebook(Path({str(tmp_path / '00_x.ipynb')!r}), Path({str(tmp_path / 'out.ipynb')!r}), "
+        "{'SEED': 3}, timeout_s=120, log_output=False)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "without encryption" not in res.stderr and "IPKernelApp" not in res.stderr, res.stderr
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert "cell ran 3" in out.cells[-1].outputs[0]["text"]
+
+
+def test_make_lab_as_root_passes_allow_root_with_a_notice(repo_root):
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-n", "lab"], cwd=repo_root, capture_output=True, text=True, timeout=60).stdout
+    lab = [ln for ln in out.splitlines() if "jupyter lab" in ln]
+    assert lab, out
+    if os.geteuid() == 0:
+        assert "--allow-root" in lab[-1] and "running as root" in out
+    else:
+        assert "--allow-root" not in lab[-1]

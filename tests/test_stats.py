@@ -1,10 +1,9 @@
-"""cmrkit.stats: Bland-Altman against a hand computation, paired summaries against scipy, plots."""
+"""cmrkit.stats: Bland-Altman against a hand computation, paired summaries against scipy."""
 
 from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt  # the Agg backend is selected in tests/conftest.py
 import numpy as np
 import pytest
 from scipy import stats as st
@@ -32,15 +31,6 @@ def test_bland_altman_hand_computation():
     assert res.within_loa == 1.0
 
 
-def test_bland_altman_plot_draws_bias_and_limits():
-    ax = stats.bland_altman_plot(A, B, title="Ec basal")
-    ys = sorted(line.get_ydata()[0] for line in ax.get_lines())
-    res = ax.bland_altman
-    assert ys == pytest.approx(sorted([res.bias, res.loa_low, res.loa_high]))
-    assert ax.get_title() == "Ec basal"
-    plt.close(ax.figure)
-
-
 def test_paired_summary_matches_scipy():
     rng = np.random.default_rng(0)
     a = rng.normal(-0.2, 0.03, 40)
@@ -55,19 +45,6 @@ def test_paired_summary_matches_scipy():
     assert stats.format_mean_sd(0.8612, 0.0391) == "0.86 ± 0.04"
 
 
-def test_violin_and_box_plots():
-    rng = np.random.default_rng(1)
-    data = {r: {"Original": rng.normal(size=30), "Generated": rng.normal(size=30)} for r in ("Basal", "Mid", "Apical")}
-    ax = stats.violin_plot(data, ylabel="Ec")
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["Basal", "Mid", "Apical"]
-    assert len(ax.collections) >= 6  # 6 violin bodies (+ IQR bars and median dots)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Original", "Generated"]
-    plt.close(ax.figure)
-    ax = stats.box_plot({"LVV": rng.normal(size=20), "LVM": rng.normal(size=20)})
-    assert len(ax.patches) == 2 and ax.get_legend() is None
-    plt.close(ax.figure)
-
-
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="equal length"):
         stats.bland_altman(A, B[:4])
@@ -75,5 +52,7 @@ def test_bad_inputs_raise_clear_errors():
         stats.bland_altman(np.r_[A, np.nan], np.r_[B, 1.0])
     with pytest.raises(ValueError, match="at least 2 pairs"):
         stats.paired_summary([1.0], [2.0])
-    with pytest.raises(ValueError, match="mix"):
-        stats.box_plot({"a": [1, 2], "b": {"x": [1, 2]}})
+    with pytest.raises(ValueError, match="x contains 1 NaN"):
+        stats.as_finite_vector([1.0, np.nan], "x")
+    with pytest.raises(ValueError, match="x is empty"):
+        stats.as_finite_vector([], "x")

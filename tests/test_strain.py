@@ -1,15 +1,19 @@
-"""Tests for cmrkit.strain: Ferdian landmark strain in closed form and against a loop reference."""
+"""Tests for cmrkit.strain: Ferdian landmark strain in closed form and against a loop reference, and
+the AHA 17-segment numbering of regional strain."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from cmrkit.strain import (
+    AHA_SEGMENT_NAMES,
     N_LANDMARKS,
     StrainResult,
+    aha_segment,
     circumferential_segment_strains,
     cli_main,
     ferdian_strain_arrays,
@@ -18,7 +22,9 @@ from cmrkit.strain import (
     linear_strain_from_landmarks,
     peak_strain,
     radial_spoke_strains,
+    regional_peak_ecc,
     regional_strain,
+    spoke_segment_angles,
     strain_from_landmarks,
 )
 
@@ -238,6 +244,8 @@ def test_cli_errors(tmp_path, capsys):
 
     assert cli_main([str(tmp_path / "nope.h5")]) == 2
     assert "nope.h5" in capsys.readouterr().err
+    assert cli_main([str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a folder" in capsys.readouterr().err
     f = tmp_path / "img_only.h5"
     write_ferdian_h5(f, image_seqs=np.zeros((1, 20, 16, 16), np.float32))
     assert cli_main([str(f), "--json"]) == 2
@@ -246,3 +254,104 @@ def test_cli_errors(tmp_path, capsys):
     write_ferdian_h5(g, landmark_coords=ideal_ring_grid()[None])
     assert cli_main([str(g)]) == 2
     assert "one frame" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ AHA 17 segments
+@pytest.mark.parametrize(
+    "angle, level, seg",
+    [
+        (90, "basal", 1),
+        (150, "basal", 2),
+        (210, "basal", 3),
+        (270, "basal", 4),
+        (330, "basal", 5),
+        (30, "basal", 6),
+        (61, "basal", 1),
+        (119.9, "basal", 1),
+        (120, "basal", 2),
+        (59.9, "basal", 6),
+        (-30, "basal", 5),
+        (450, "basal", 1),
+        (90, "mid", 7),
+        (170, "mid", 8),
+        (180, "mid", 9),
+        (200, "mid", 9),
+        (270, "mid", 10),
+        (300, "mid", 11),
+        (0, "mid", 12),
+        (90, "apical", 13),
+        (180, "apical", 14),
+        (270, "apical", 15),
+        (0, "apical", 16),
+        (44, "apical", 16),
+        (46, "apical", 13),
+        (123, "apex", 17),
+    ],
+)
+def test_aha_segment_numbering(angle, level, seg):
+    # Cerqueira et al. 2002: segment 1 anterior at the top, counter-clockwise, septum on the left
+    assert aha_segment(angle, level) == seg
+
+
+def test_aha_segment_vectorised_and_names():
+    segs = aha_segment(np.arange(0, 360, 60) + 30, "mid")
+    assert sorted(segs.tolist()) == list(range(7, 13))
+    assert AHA_SEGMENT_NAMES[2] == "basal anteroseptal" and AHA_SEGMENT_NAMES[14] == "apical septal"
+    with pytest.raises(ValueError, match="level"):
+        aha_segment(0, "middle")
+
+
+def test_spoke_segment_angles_follow_the_phantom_frame():
+    # septum at theta_rv = 0, anterior at +90 (sense +1), first spoke 45 degrees from the septum
+    ang = spoke_segment_angles(0.0, 1.0, math.radians(45))
+    np.testing.assert_allclose(ang[:2], [180 - 52.5, 180 - 67.5])
+    assert aha_segment(ang[0], "basal") == 2 and aha_segment(ang[1], "basal") == 1
+    # the other sense: anterior lies at decreasing angle, spokes still run towards increasing angle
+    other = spoke_segment_angles(0.0, -1.0, math.radians(-45))
+    np.testing.assert_allclose(other[:2], [180 - 37.5, 180 - 22.5])
+
+
+@pytest.mark.parametrize("theta_rv, sense", [(-2.8, 1.0), (0.7, -1.0), (2.0, 1.0)])
+def test_bullseye_segments_agree_with_the_phantom_regional_model(theta_rv, sense):
+    from cmrkit.phantom.motion import RegionalFunction
+
+    theta0 = theta_rv + sense * 1.1
+    th = theta0 + 2 * np.pi * (np.arange(24) + 0.5) / 24
+    rf = RegionalFunction(theta_septum=theta_rv, sense=sense, z_apex_en=0.0, z_base=90.0)
+    for level, z in (("basal", 85.0), ("mid", 45.0), ("apical", 10.0)):
+        ours = aha_segment(spoke_segment_angles(theta_rv, sense, theta0), level)
+        np.testing.assert_array_equal(ours, rf.segment_of(th, np.full(24, z)))
+
+
+def test_regional_peak_ecc_of_a_uniform_contraction():
+    ed = ideal_ring_grid((64, 64), 20, 30)
+    frames = [ed]
+    for lam in (0.95, 0.85, 0.9):
+        frames.append(64 + lam * (ed - 64))  # uniform in-plane scaling by lam
+    lm = np.stack(frames)
+    seg_angles = np.mod(180 - (np.arange(24) + 0.5) * 15.0, 360)
+    out = regional_peak_ecc(lm, "basal", seg_angles)
+    assert sorted(out) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose(list(out.values()), (0.85**2 - 1) / 2, rtol=1e-9)
+    out4 = regional_peak_ecc(lm, "apical", seg_angles)
+    assert sorted(out4) == [13, 14, 15, 16]
+
+
+def test_cli_warns_about_nan_landmarks_naming_frame_and_landmark(tmp_path, capsys):
+    from cmrkit.io.ferdian import write_ferdian_h5
+
+    g0 = ideal_ring_grid((64, 64), 20, 30)
+    seqs = np.stack([np.stack([_scaled(g0, s) for s in np.linspace(1, 0.8, 6)])] * 2)
+    seqs[1, 4, 1, 23] = np.nan  # slice 1, frame 4, landmark 23 = spoke 3, point 2
+    seqs[0, 5] = 0.0  # slice 0, frame 5 zero-filled (Ferdian's padding)
+    f = tmp_path / "nan.h5"
+    write_ferdian_h5(f, landmark_coords=seqs)
+    assert cli_main([str(f), "--json"]) == 0
+    cap = capsys.readouterr()
+    out = json.loads(cap.out)  # still valid JSON on stdout, NaN as null
+    assert out["slices"][1]["Ecc"][4] is None and out["slices"][1]["Ecc"][3] is not None
+    warnings = cap.err.strip().splitlines()
+    assert len(warnings) == 2
+    assert "slice 1 frame 4: landmark 23 (spoke 3, point 2" in warnings[0] and "nan.h5" in warnings[0]
+    assert "slice 0: frame(s) 5 have no landmarks" in warnings[1]
+    assert cli_main([str(f)]) == 0 and "warning" in capsys.readouterr().err  # table output warns too

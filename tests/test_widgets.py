@@ -108,3 +108,23 @@ def test_interactive_viewer_with_the_real_renderer_keeps_the_last_figure():
     np.testing.assert_array_equal(v.last_figure.axes[0].get_images()[0].get_array(), cine[:, :, 1, 2].T)
     v.frame_slider.value = 3
     np.testing.assert_array_equal(v.last_figure.axes[0].get_images()[0].get_array(), cine[:, :, 1, 3].T)
+
+
+def test_index_frame_viewer_drives_any_renderer():
+    pytest.importorskip("ipywidgets")
+    calls = []
+
+    def render(i, t):
+        calls.append((i, t))
+        fig, ax = plt.subplots()
+        ax.set_title(f"{i}/{t}")
+        return fig
+
+    v = widgets.IndexFrameViewer(render, 3, 7, frame=5, labels=("test slice", "frame"))
+    assert calls == [(0, 5)] and v.last_figure.axes[0].get_title() == "0/5"
+    assert (v.item_slider.max, v.frame_slider.max) == (2, 6) and v.item_slider.description == "test slice"
+    assert not plt.fignum_exists(v.last_figure.number)  # shown in the output widget, then closed
+    v.item_slider.value = 2
+    assert calls[-1] == (2, 5) and v.last_figure.axes[0].get_title() == "2/5"
+    with pytest.raises(ValueError, match="frame=7 outside 0..6"):
+        widgets.IndexFrameViewer(render, 3, 7, frame=7)

@@ -7,7 +7,15 @@ The chapter contract, written once here and checked by ``tests/chapters/test_con
 - the module defines ``NOTEBOOK`` (the notebook stem), ``STEPS`` (the names of its public step
   functions in the order the notebook calls them) and ``run_all(cfg, rep, *, interactive=False,
   progress=False) -> dict`` which runs every step and writes the notebook's registered artefacts;
-- chapters exchange models and samples only through :mod:`cmrkit.runs`.
+- chapters exchange models and samples only through :mod:`cmrkit.runs`;
+- a chapter that trains models defines ``dry_runs(cfg: Config) -> list[DryRun]``: one
+  :class:`DryRun` per model it trains, built at the sizes of ``cfg``'s profile. Each ``run()`` builds
+  the model on the CPU, takes one training step and one synthesis/prediction step with a batch of
+  1-2 random inputs through the chapter's own code, and returns its outputs by name; ``expected``
+  gives their shapes. ``tests/test_dryrun.py`` runs every chapter's dry runs at the ``demo`` and
+  ``paper`` sizes (:func:`dry_runs`), so a shape or memory-layout error at the thesis resolution
+  (128 x 128) shows up without a GPU. Adding a chapter's models to it means writing that one
+  function; models of equal sizes in two profiles (equal ``key``) are run once.
 
 ``cmrkit run smcvae_strain --profile demo`` therefore runs the same steps as
 ``notebooks/01_smcvae_strain.ipynb`` and writes the same artefacts, so a GPU machine needs the
@@ -20,15 +28,17 @@ import argparse
 import importlib
 import importlib.util
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import ModuleType
 
-from ..config import DATASETS, ConfigError, available_profiles, parse_overrides
+import numpy as np
+
+from ..config import DATASETS, ConfigError, available_profiles, load, parse_overrides
 from ..registry import NOTEBOOKS
 from ..utils import DEVICES
 
-__all__ = ["Chapter", "CHAPTERS", "chapter", "cli_main"]
+__all__ = ["Chapter", "CHAPTERS", "chapter", "DryRun", "dry_runs", "cli_main"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,45 @@ def chapter(name: str) -> Chapter:
     raise ConfigError(f"unknown chapter {name!r}; chapters: {', '.join(CHAPTERS)}")
 
 
+@dataclass(frozen=True)
+class DryRun:
+    """One model of a chapter at one profile's sizes, for the CPU dry run.
+
+    Attributes
+    ----------
+    chapter, name
+        The chapter and the model (e.g. ``"smcvae_strain"``, ``"smcvae D=1024 L=7"``).
+    key
+        The model's sizes as a string (e.g. the JSON of its config): dry runs with equal keys are the
+        same model and are run once.
+    expected
+        Output name -> shape that ``run()`` must return.
+    run
+        Builds the model on the CPU, takes one training step and one synthesis/prediction step with a
+        batch of 1-2, and returns ``{output name: array}`` (the training loss included).
+    """
+
+    chapter: str
+    name: str
+    key: str
+    expected: Mapping[str, tuple[int, ...]] = field(repr=False)
+    run: Callable[[], Mapping[str, np.ndarray]] = field(repr=False)
+
+
+def dry_runs(profile: str, *, chapters: Sequence[str] | None = None) -> list[DryRun]:
+    """The :class:`DryRun` of every written chapter (or of ``chapters``) at the sizes of ``profile``,
+    from each chapter module's ``dry_runs(cfg)``; chapters without models contribute none."""
+    cfg = load(profile, device="cpu")
+    out: list[DryRun] = []
+    for ch in CHAPTERS.values():
+        if (chapters is not None and ch.name not in chapters) or not ch.available:
+            continue
+        fn = getattr(ch.load(), "dry_runs", None)
+        if fn is not None:
+            out += list(fn(cfg))
+    return out
+
+
 def _listing() -> str:
     width = max(map(len, CHAPTERS))
     rows = []
@@ -97,6 +146,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from ..notebook import resolve
     from ..report import write_index
+    from ..runner import HEADLESS
 
     try:
         ch = chapter(args.chapter)
@@ -108,8 +158,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
             "SEED": args.seed,
             "DEVICE": args.device,
             "REPORT_DIR": args.report_dir or "",
-            "INTERACTIVE": False,
             "OVERRIDES": parse_overrides(args.overrides),
+            **HEADLESS,
         }
         cfg, rep = resolve(ch.notebook, ns)
     except ConfigError as exc:

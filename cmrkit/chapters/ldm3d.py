@@ -814,7 +814,7 @@ def figure_5_3(rep: Report, data: VolumeData, samples: SampleSet, counts: Sequen
     import matplotlib.pyplot as plt
 
     from ..figures import show
-    from ..stats import box_plot
+    from ..figures import box_plot
 
     groups = {
         "real train": volume_phenotypes(data.labels[data.index("train")], data.spacing[data.index("train")]),

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config import Config
 from ..report import Report, TableRow
 from ..runs import run_dir
 
@@ -44,6 +45,7 @@ __all__ = [
     "PairData",
     "load_pairs",
     "split_by_subject",
+    "smcvae_config",
     "train_smcvae",
     "synthesis_scenarios",
     "table_4_1",
@@ -53,7 +55,10 @@ __all__ = [
     "ablation",
     "segmentation_check",
     "figure_examples",
+    "tracking_without_annotations",
+    "browse_test_set",
     "active_threshold",
+    "dry_runs",
     "run_all",
 ]
 
@@ -69,8 +74,10 @@ STEPS = (
     "strain_tables",
     "figure_examples",
     "strain_figures",
+    "tracking_without_annotations",
     "segmentation_check",
     "ablation",
+    "browse_test_set",
 )
 REGIONS = ("basal", "mid", "apical")
 #: Table 4.1 scenarios: (name, source channels given to the model, output channel)
@@ -148,7 +155,7 @@ def split_by_subject(subjects: Sequence[str], fractions: Sequence[float], seed: 
     return dict(zip(order, names))
 
 
-def load_pairs(cfg: Any, *, max_subjects: int | None = None, progress: bool = False) -> PairData:
+def load_pairs(cfg: Config, *, max_subjects: int | None = None, progress: bool = False) -> PairData:
     """Read the data set of ``cfg`` into paired slices (see the module docstring).
 
     Needs subjects with cine and tagging (phantom, UK Biobank layout). Tagging slices without a
@@ -326,8 +333,25 @@ def _ground_truth(subj: Any) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------------------------- model
+def smcvae_config(cfg: Config, *, latent_dim: int | None = None, conv_layers: int | None = None) -> Any:
+    """The :class:`cmrkit.models.smcvae.SMCVAEConfig` of the profile's ``ch4`` section (frames,
+    image size, conv layers L, latent dimension D, base width, variant); ``latent_dim`` /
+    ``conv_layers`` replace D / L (the ablations)."""
+    from ..models.smcvae import SMCVAEConfig
+
+    c = cfg.ch4
+    return SMCVAEConfig(
+        in_frames=int(c.frames),
+        image_size=int(c.image_size),
+        conv_layers=int(conv_layers or c.conv_layers),
+        latent_dim=int(latent_dim or c.latent_dim),
+        base_width=int(c.base_width),
+        variant=str(c.variant),
+    )
+
+
 def train_smcvae(
-    cfg: Any,
+    cfg: Config,
     data: PairData,
     *,
     latent_dim: int | None = None,
@@ -341,18 +365,11 @@ def train_smcvae(
     Validation-loss model selection on the ``val`` subjects; checkpoints under ``runs/`` so that an
     interrupted run resumes and a finished one is not trained again.
     """
-    from ..models.smcvae import SMCVAE, PairedSliceDataset, SMCVAEConfig, smcvae_loss
+    from ..models.smcvae import SMCVAE, PairedSliceDataset, smcvae_loss
     from ..train import fit
 
     c = cfg.ch4
-    mcfg = SMCVAEConfig(
-        in_frames=int(c.frames),
-        image_size=int(c.image_size),
-        conv_layers=int(conv_layers or c.conv_layers),
-        latent_dim=int(latent_dim or c.latent_dim),
-        base_width=int(c.base_width),
-        variant=str(c.variant),
-    )
+    mcfg = smcvae_config(cfg, latent_dim=latent_dim, conv_layers=conv_layers)
     model = SMCVAE(mcfg, seed=cfg.seed)
     tr, va = data.index("train"), data.index("val")
     ds = lambda idx: PairedSliceDataset({"cine": data.cine[idx], "tagging": data.tagging[idx]})  # noqa: E731
@@ -387,7 +404,7 @@ def train_smcvae(
     )
 
 
-def active_threshold(cfg: Any) -> float | None:
+def active_threshold(cfg: Config) -> float | None:
     """Dropout-rate threshold that selects the active latent dimensions (sparse variant only).
 
     Synthesis uses the full posterior mean by default (the decoders learn to ignore dimensions with a
@@ -485,7 +502,7 @@ def table_4_1(rep: Report, data: PairData, outputs: Mapping[str, np.ndarray], sp
 # --------------------------------------------------------------------------------------------- strain
 def _init_landmarks(data: PairData, i: int) -> np.ndarray:
     """Frame-0 landmarks: ground truth when the data set has it, else from the ED cine segmentation,
-    else located on the original tagging itself (:func:`cmrkit.tag_localise.auto_init_landmarks`)."""
+    else located on the original tagging itself (:func:`cmrkit.tagging.auto_init_landmarks`)."""
     if data.landmarks is not None:
         return data.landmarks[i, 0]
     from ..tagging import init_landmarks_from_mask
@@ -705,8 +722,7 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
     """Figs 4.8 (Bland-Altman), 4.9 (violins), 4.10 (curves), 4.11 (against ground truth)."""
     import matplotlib.pyplot as plt
 
-    from ..figures import show, strain_curves
-    from ..stats import bland_altman_plot, violin_plot
+    from ..figures import bland_altman_plot, show, strain_curves, violin_plot
 
     es, regions = tr["es"], data.region[tr["idx"]]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -766,8 +782,47 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
         show(fig)
 
 
+def tracking_without_annotations(data: PairData, tr: Mapping[str, Any], j: int = 0) -> tuple[pd.DataFrame, Any]:
+    """Track one test slice from the LV wall located on its tagging alone, beside the start used by
+    :func:`track_and_strain`.
+
+    :func:`cmrkit.tagging.localise_lv_wall` finds the LV myocardium on the original tagging of test
+    slice ``j`` (no landmarks, no labels: blood loses its tags within a few frames while myocardium
+    keeps them, and in systole the wall moves towards one point); HARP tracking
+    (:func:`cmrkit.tagging.track_landmarks`) starts from it. Returns the ES Green strain of that
+    automatic start, of the start used above and, on the phantom, of the truth (rows; columns
+    ``ES E_cc``, ``ES E_rr``), and the landmark overlay of frame 0 and ES (open; show it with
+    :func:`cmrkit.figures.show`).
+    """
+    from ..figures import landmark_overlay
+    from ..strain import green_strain_from_landmarks
+    from ..tagging import localise_lv_wall, track_landmarks
+
+    i = int(tr["idx"][j])
+    wall = localise_lv_wall(data.tagging[i])
+    auto = track_landmarks(data.tagging[i], wall.landmarks)
+    es = int(tr["es"][j])
+    curves = {
+        "automatic start": green_strain_from_landmarks(auto),
+        "start used above": green_strain_from_landmarks(tr["landmarks"]["original"][j]),
+    }
+    summary = {k: {"ES E_cc": float(v.Ecc[es]), "ES E_rr": float(v.Err[es])} for k, v in curves.items()}
+    if data.true_strain is not None:
+        summary["truth"] = {
+            "ES E_cc": float(data.true_strain["Ecc"][i, es]),
+            "ES E_rr": float(data.true_strain["Err"][i, es]),
+        }
+    fig = landmark_overlay(
+        {"automatic start": data.tagging[i]},
+        {"automatic start": auto},
+        [0, es],
+        title=f"{data.subject[i]} {data.region[i]}: LV wall located on the tagging",
+    )
+    return pd.DataFrame(summary).T, fig
+
+
 # --------------------------------------------------------------------------------------------- ablation
-def ablation(cfg: Any, rep: Report, data: PairData, *, progress: bool = False) -> dict[str, pd.DataFrame]:
+def ablation(cfg: Config, rep: Report, data: PairData, *, progress: bool = False) -> dict[str, pd.DataFrame]:
     """Tables 4.3 (latent dimension) and 4.4 (conv layers): cine->tagging quality on the test split."""
     c = cfg.ch4
     idx = data.index("test")
@@ -811,7 +866,7 @@ def ablation(cfg: Any, rep: Report, data: PairData, *, progress: bool = False) -
 
 # --------------------------------------------------------------------------------------------- segmentation
 def segmentation_check(
-    cfg: Any,
+    cfg: Config,
     rep: Report,
     data: PairData,
     recon_cine: np.ndarray,
@@ -820,12 +875,17 @@ def segmentation_check(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train the kit's segmenter on training cine, compare segmentations of original and reconstructed
-    cine on the test split (Dice, HD95 in mm), and score it on real M&Ms volumes when present."""
+    cine on the test split (Dice, HD95 in mm), and score it on real M&Ms volumes when present.
+
+    The segmenter's sizes come from the profile's ``segmenter:`` section; the M&Ms folder is
+    ``mnms_dir`` or else the run's ``realdata.mnms`` (none configured or absent: no M&Ms rows).
+    """
     from ..figures import segmentation_overlay, show
     from ..metrics.segmentation import segmentation_scores
-    from ..models.segmenter import MNMS_DEFAULT_DIR, Segmenter, evaluate_on_mnms, summarise_mnms
+    from ..models.segmenter import Segmenter, SegmenterConfig
+    from ..segment import evaluate_on_mnms, summarise_mnms
 
-    seg = Segmenter.from_profile(cfg, seed=cfg.seed)
+    seg = Segmenter(SegmenterConfig.from_dict(cfg.segmenter), seed=cfg.seed)
     tr, va, te = data.index("train"), data.index("val"), data.index("test")
 
     def frames(idx):
@@ -877,7 +937,7 @@ def segmentation_check(
                     thesis_key=(metric,) if name == "reconstructed_vs_original" else ("-",),
                 )
             )
-    mn = evaluate_on_mnms(seg, mnms_dir or MNMS_DEFAULT_DIR, device=cfg.device)
+    mn = evaluate_on_mnms(seg, mnms_dir if mnms_dir is not None else cfg.realdata.mnms, device=cfg.device)
     if len(mn):
         s = summarise_mnms(mn)
         for r in s.itertuples(index=False):
@@ -951,9 +1011,140 @@ def figure_examples(
         show(fig)
 
 
+def browse_test_set(
+    data: PairData,
+    outputs: Mapping[str, np.ndarray],
+    *,
+    interactive: bool = False,
+    item: int = 0,
+    frame: int = 0,
+    split: str = "test",
+) -> tuple[Any, Any]:
+    """Cine, tagging and the two cross-syntheses of one slice of ``split`` at one frame.
+
+    Returns ``(figure, viewer_or_None)``: the static panels of slice ``item`` at ``frame`` and, with
+    ``interactive=True``, an ipywidgets viewer whose sliders choose the slice and the frame
+    (:class:`cmrkit.widgets.IndexFrameViewer`; display ``viewer.ui``). ``outputs`` are
+    :func:`synthesis_scenarios`' outputs of the same split.
+    """
+    from ..figures import image_grid
+
+    idx = data.index(split)
+
+    def render(j: int, t: int) -> Any:
+        j = int(j)
+        rows = {
+            "cine": data.cine[idx[j]],
+            "tagging": data.tagging[idx[j]],
+            "tagging from cine": outputs["only_cine_to_tagging"][j],
+            "cine from tagging": outputs["only_tagging_to_cine"][j],
+        }
+        return image_grid(rows, [int(t)], title=f"{data.subject[idx[j]]} {data.region[idx[j]]}")
+
+    viewer = None
+    if interactive:
+        from ..widgets import IndexFrameViewer
+
+        viewer = IndexFrameViewer(
+            render, len(idx), data.cine.shape[1], item=item, frame=frame, labels=(f"{split} slice", "frame")
+        )
+    return render(item, frame), viewer
+
+
+# --------------------------------------------------------------------------------------------- dry run
+def _random_pairs(n: int, frames: int, size: int, seed: int) -> PairData:
+    """``n`` random cine/tagging slice pairs in [0, 1], all in the ``test`` split (dry runs only)."""
+    rng = np.random.default_rng(seed)
+    shape = (n, frames, size, size)
+    return PairData(
+        cine=rng.random(shape, dtype=np.float32),
+        tagging=rng.random(shape, dtype=np.float32),
+        labels=np.zeros(shape, np.uint8),
+        labelled=np.zeros((n, frames), bool),
+        landmarks=None,
+        true_strain=None,
+        region=np.array(["mid"] * n),
+        subject=np.array([f"dry{i}" for i in range(n)]),
+        es_frame=np.full(n, -1),
+        split=np.array(["test"] * n),
+        px_mm=1.0,
+    )
+
+
+def _dry_run_smcvae(cfg: Config, latent_dim: int, conv_layers: int) -> dict[str, np.ndarray]:
+    from ..models.smcvae import SMCVAE, PairedSliceDataset, smcvae_loss
+    from ..train import fit
+
+    mcfg = smcvae_config(cfg, latent_dim=latent_dim, conv_layers=conv_layers)
+    model = SMCVAE(mcfg, seed=cfg.seed)
+    train = _random_pairs(2, mcfg.in_frames, mcfg.image_size, cfg.seed)
+    res = fit(
+        model,
+        PairedSliceDataset({"cine": train.cine, "tagging": train.tagging}),
+        None,
+        loss_fn=smcvae_loss,
+        epochs=1,
+        batch_size=2,
+        lr=float(cfg.ch4.lr),
+        weight_decay=float(cfg.ch4.weight_decay),
+        device="cpu",
+        seed=cfg.seed,
+        amp="none",
+        progress=False,
+    )
+    test = _random_pairs(1, mcfg.in_frames, mcfg.image_size, cfg.seed + 1)
+    generated = _predict(res.model.cpu(), test, test.index("test"), ("cine",), "tagging", batch_size=1)
+    return {"train_loss": np.array([res.history[-1]["train_loss"]]), "only_cine_to_tagging": generated}
+
+
+def _dry_run_segmenter(cfg: Config) -> dict[str, np.ndarray]:
+    from ..models.segmenter import Segmenter, SegmenterConfig, toy_slices
+
+    sc = replace(SegmenterConfig.from_dict(cfg.segmenter), epochs=1, batch_size=2)
+    seg = Segmenter(sc, seed=cfg.seed)
+    x, y = toy_slices(2, int(cfg.ch4.image_size), rng=cfg.seed)  # chapter 4 feeds it slices of its grid
+    res = seg.fit(x, y, val_fraction=0.0, seed=cfg.seed, device="cpu", amp="none", progress=False)
+    return {"train_loss": np.array([res.history[-1]["train_loss"]]), "labels": seg.predict(x[:1], device="cpu")}
+
+
+def dry_runs(cfg: Config) -> list[Any]:
+    """The chapter's models at the sizes of ``cfg``'s profile, for the CPU dry run (see
+    :class:`cmrkit.chapters.DryRun`): the smcVAE with the profile's D and L and with the smallest and
+    largest L of the Table 4.4 ablation (L sets the layer structure: how many of the convolutions
+    down-sample; the Table 4.3 values of D only change the width of the latent layers), each trained
+    one step and synthesising tagging from cine (the chapter's synthesis path), and the segmenter,
+    trained one step on slices of the chapter's grid and predicting one."""
+    import json
+
+    from ..models.segmenter import SegmenterConfig
+    from . import DryRun
+
+    c = cfg.ch4
+    frames, size = int(c.frames), int(c.image_size)
+    images = (1, frames, size, size)
+    layers = [int(L) for L in c.ablation_conv_layers]
+    variants = [(int(c.latent_dim), L) for L in (int(c.conv_layers), min(layers), max(layers))]
+    runs = []
+    for d, L in dict.fromkeys(variants):
+        key = json.dumps(smcvae_config(cfg, latent_dim=d, conv_layers=L).to_dict(), sort_keys=True)
+        expected = {"train_loss": (1,), "only_cine_to_tagging": images}
+        run = lambda d=d, L=L: _dry_run_smcvae(cfg, d, L)  # noqa: E731
+        runs.append(DryRun(CHAPTER, f"smcvae D={d} L={L}", key, expected, run))
+    sc = SegmenterConfig.from_dict(cfg.segmenter)
+    key = json.dumps({"segmenter": sc.to_dict(), "input": size}, sort_keys=True)
+    runs.append(
+        DryRun(
+            CHAPTER, "segmenter", key, {"train_loss": (1,), "labels": (1, size, size)}, lambda: _dry_run_segmenter(cfg)
+        )
+    )
+    return runs
+
+
 # --------------------------------------------------------------------------------------------- all
-def run_all(cfg: Any, rep: Report, *, interactive: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Every step of the chapter (what ``cmrkit run smcvae_strain`` executes)."""
+def run_all(cfg: Config, rep: Report, *, interactive: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Every step of the chapter (what ``cmrkit run smcvae_strain`` executes); figures are closed."""
+    import matplotlib.pyplot as plt
+
     data = load_pairs(cfg)
     rep.dataset = f"{rep.dataset}, {data.meta['n_subjects']} subjects"
     res = train_smcvae(cfg, data, progress=progress)
@@ -961,8 +1152,20 @@ def run_all(cfg: Any, rep: Report, *, interactive: bool = False, progress: bool 
     table_4_1(rep, data, outputs)
     tr = track_and_strain(data, outputs["only_cine_to_tagging"], n_jobs=int(cfg.ch4.tracking_jobs))
     strain_tables(rep, data, tr)
-    strain_figures(rep, data, tr)
     figure_examples(rep, data, outputs, tr)
+    strain_figures(rep, data, tr)
+    auto, fig = tracking_without_annotations(data, tr)
+    plt.close(fig)
     seg = segmentation_check(cfg, rep, data, outputs["reconstruction_cine"], progress=progress)
     abl = ablation(cfg, rep, data, progress=progress)
-    return {"data": data, "fit": res, "outputs": outputs, "tracking": tr, "segmentation": seg, "ablation": abl}
+    fig, _ = browse_test_set(data, outputs, interactive=interactive, frame=int(tr["es"][0]))
+    plt.close(fig)
+    return {
+        "data": data,
+        "fit": res,
+        "outputs": outputs,
+        "tracking": tr,
+        "tracking_without_annotations": auto,
+        "segmentation": seg,
+        "ablation": abl,
+    }

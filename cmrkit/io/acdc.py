@@ -8,9 +8,9 @@ Layout ``{training,testing}/patientNNN/``::
     patientNNN_frameMM_gt.nii.gz      its labels: 0 background, 1 RV, 2 Myo, 3 LV
 
 ``ED``/``ES`` in Info.cfg are **1-based**; the Subject stores them 0-based. Labels are remapped to
-the kit convention (1 LV, 2 Myo, 3 RV) with :data:`ACDC_TO_KIT`. Height (cm), weight (kg) and
-group (NOR, MINF, DCM, HCM, RV) become covariates ``height_cm``, ``weight_kg``, ``group`` (the
-phantom manifest's names).
+the kit convention (1 LV, 2 Myo, 3 RV) with :func:`cmrkit.labels.remap_acdc_labels`. Height (cm),
+weight (kg) and group (NOR, MINF, DCM, HCM, RV) become covariates ``height_cm``, ``weight_kg``,
+``group`` (the phantom manifest's names).
 """
 
 from __future__ import annotations
@@ -25,31 +25,17 @@ import numpy as np
 
 from cmrkit.io.nifti import DataError, MissingFileError, check_same_geometry, load_nifti
 from cmrkit.io.subject import Subject
+from cmrkit.labels import remap_acdc_labels
 
 __all__ = [
-    "ACDC_TO_KIT",
     "INFO_REQUIRED",
     "read_info_cfg",
-    "remap_acdc_labels",
     "load_acdc_subject",
     "iter_acdc_subjects",
 ]
 
-#: ACDC label value -> kit label value (1 RV -> 3, 2 Myo -> 2, 3 LV -> 1).
-ACDC_TO_KIT: dict[int, int] = {0: 0, 1: 3, 2: 2, 3: 1}
 #: Info.cfg fields a patient folder must have.
 INFO_REQUIRED: tuple[str, ...] = ("ED", "ES")
-
-
-def remap_acdc_labels(labels: np.ndarray) -> np.ndarray:
-    """Map ACDC labels (1 RV, 2 Myo, 3 LV) to the kit convention (1 LV, 2 Myo, 3 RV); uint8 out."""
-    lut = np.zeros(256, dtype=np.uint8)
-    for k, v in ACDC_TO_KIT.items():
-        lut[k] = v
-    arr = np.asarray(labels)
-    if arr.size and (arr.min() < 0 or arr.max() > 3):
-        raise ValueError(f"labels: ACDC label values must be in 0..3, got range {arr.min()}..{arr.max()}")
-    return lut[arr.astype(np.uint8)]
 
 
 def read_info_cfg(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -210,6 +210,8 @@ def read_ferdian_h5(
     import h5py
 
     p = Path(path)
+    if p.is_dir():
+        raise FerdianFormatError(f"{p}: is a folder; give a Ferdian-format HDF5 file (.h5)")
     if not p.is_file():
         raise FileNotFoundError(f"Ferdian HDF5 file not found: {p}")
     try:
@@ -218,11 +220,51 @@ def read_ferdian_h5(
         raise FerdianFormatError(f"{p}: not a readable HDF5 file ({exc})") from exc
     img_key = "cropped_image_seqs" if cropped else "image_seqs"
     lm_key = "cropped_landmark_coords" if cropped else "landmark_coords"
+    try:
+        data = _read_open_file(fh, p, img_key, lm_key, require_images, image_layout, cropped, load_extra)
+    except OSError as exc:  # HDF5 read errors of one dataset are re-raised by _read_dataset
+        why = " ".join(str(exc).split())
+        raise FerdianFormatError(f"{p}: the file is damaged and cannot be read ({why})") from None
+    return data
+
+
+def _read_dataset(fh: Any, p: Path, key: str) -> np.ndarray:
+    """``fh[key][()]`` with HDF5's read errors (a corrupt or truncated compressed chunk: "filter
+    returned failure during read", "Can't synchronously read data") turned into a message that
+    names the file and the dataset."""
+    ds = fh[key]
+    try:
+        return ds[()]
+    except (OSError, RuntimeError) as exc:
+        comp = getattr(ds, "compression", None)
+        what = (
+            f"a {comp}-compressed chunk of it is corrupt or truncated"
+            if comp
+            else "its data is corrupt or the file is truncated"
+        )
+        raise FerdianFormatError(
+            f"{p}: dataset '{key}' {tuple(ds.shape)} cannot be read: {what} (HDF5: {' '.join(str(exc).split())}); "
+            "copy the file again or re-export it"
+        ) from None
+
+
+def _read_open_file(
+    fh: Any,
+    p: Path,
+    img_key: str,
+    lm_key: str,
+    require_images: bool,
+    image_layout: str,
+    cropped: bool,
+    load_extra: bool,
+) -> FerdianData:
+    import h5py
+
     with fh:
         names = [k for k in fh.keys() if isinstance(fh[k], h5py.Dataset)]
         data = FerdianData(path=p)
         if lm_key in fh:
-            data.landmark_coords = _as_landmarks(fh[lm_key][()], f"{p}: dataset '{lm_key}'")
+            data.landmark_coords = _as_landmarks(_read_dataset(fh, p, lm_key), f"{p}: dataset '{lm_key}'")
         t_lm = None if data.landmark_coords is None else data.landmark_coords.shape[1]
         if img_key in fh:
             raw = fh[img_key]
@@ -240,7 +282,7 @@ def read_ferdian_h5(
                 raise FerdianFormatError(
                     f"{p}: dataset '{img_key}' has shape {shape}, not {want}-D as image_layout={layout!r} needs"
                 )
-            imgs = np.asarray(raw[()], dtype=np.float32)
+            imgs = np.asarray(_read_dataset(fh, p, img_key), dtype=np.float32)
             if layout == "nhwt":
                 imgs = np.moveaxis(imgs, 3, 1)
             elif layout == "thw":
@@ -252,7 +294,7 @@ def read_ferdian_h5(
             )
         for key in ("px_spaces", "ed_frame_idx", "es_frame_idx"):
             if key in fh:
-                v = np.asarray(fh[key][()])
+                v = np.asarray(_read_dataset(fh, p, key))
                 if v.ndim == 2 and v.shape[1] == 1:
                     v = v[:, 0]
                 if v.ndim == 0:
@@ -264,9 +306,9 @@ def read_ferdian_h5(
             for key in names:
                 if key in (img_key, lm_key) or key in KNOWN_DATASETS:
                     continue
-                data.extra[key] = _decode(np.asarray(fh[key][()]))
+                data.extra[key] = _decode(np.asarray(_read_dataset(fh, p, key)))
         elif cropped and "bbox_corners" in fh:
-            data.extra["bbox_corners"] = np.asarray(fh["bbox_corners"][()])
+            data.extra["bbox_corners"] = np.asarray(_read_dataset(fh, p, "bbox_corners"))
 
     # consistency checks
     n = data.n

@@ -20,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from cmrkit.labels import N_CLASSES
+
 __all__ = [
     "DataError",
     "MissingFileError",
     "NiftiVolume",
     "LABEL_VALUES",
+    "KIT_LABEL_LEGEND",
     "load_nifti",
     "save_nifti",
     "check_label_values",
@@ -33,8 +36,10 @@ __all__ = [
     "spacing_from_affine",
 ]
 
-#: label values allowed in a label map after reading (0 background, 1 LV, 2 Myo, 3 RV).
-LABEL_VALUES: tuple[int, ...] = (0, 1, 2, 3)
+#: label values allowed in a label map after reading (the kit convention of :mod:`cmrkit.labels`).
+LABEL_VALUES: tuple[int, ...] = tuple(range(N_CLASSES))
+#: meaning of :data:`LABEL_VALUES` in the kit convention (UK Biobank, M&Ms), quoted in error messages
+KIT_LABEL_LEGEND = "0 background, 1 LV, 2 Myo, 3 RV"
 
 _TIME_UNIT_TO_MS = {"sec": 1000.0, "msec": 1.0, "usec": 1e-3}
 
@@ -127,9 +132,14 @@ def voxel_volume_ml(spacing_or_affine: Sequence[float] | np.ndarray) -> float:
 
 
 def check_label_values(
-    data: np.ndarray, path: str | os.PathLike[str] | None = None, allowed: Iterable[int] = LABEL_VALUES
+    data: np.ndarray,
+    path: str | os.PathLike[str] | None = None,
+    allowed: Iterable[int] = LABEL_VALUES,
+    legend: str = KIT_LABEL_LEGEND,
 ) -> np.ndarray:
     """Check that a label array holds only integer values from ``allowed`` and return it as uint8.
+
+    ``legend`` (what each value means in the caller's convention) is quoted in the error message.
 
     Raises
     ------
@@ -150,9 +160,7 @@ def check_label_values(
     values = np.unique(arr)
     bad = [int(v) for v in values if int(v) not in allowed]
     if bad:
-        raise DataError(
-            where, f"label values {bad[:8]} outside the allowed set {list(allowed)} (0 background, 1 LV, 2 Myo, 3 RV)"
-        )
+        raise DataError(where, f"label values {bad[:8]} outside the allowed set {list(allowed)} ({legend})")
     return arr.astype(np.uint8)
 
 
@@ -169,6 +177,7 @@ def load_nifti(
     ndim: int | Iterable[int] | None = None,
     kind: str = "image",
     allowed_labels: Iterable[int] = LABEL_VALUES,
+    label_legend: str = KIT_LABEL_LEGEND,
 ) -> NiftiVolume:
     """Read a NIfTI file and check it, raising one clear :class:`DataError` on any problem.
 
@@ -184,6 +193,9 @@ def load_nifti(
         from ``allowed_labels``; returned as uint8 (no remapping happens here).
     allowed_labels : iterable of int
         Label values accepted for ``kind="label"`` (default 0, 1, 2, 3).
+    label_legend : str
+        What the label values mean in the file's convention, quoted when a value is refused
+        (default the kit's, :data:`KIT_LABEL_LEGEND`; ACDC files: 1 RV, 2 Myo, 3 LV).
 
     Returns
     -------
@@ -232,7 +244,7 @@ def load_nifti(
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise DataError(path, f"invalid affine (non-finite or singular): {np.round(affine, 4).tolist()}")
     if kind == "label":
-        data = check_label_values(data, path, allowed_labels)
+        data = check_label_values(data, path, allowed_labels, label_legend)
     else:
         if data.dtype.kind not in "biuf":
             raise DataError(path, f"image has non-numeric dtype {data.dtype}")

@@ -1,6 +1,6 @@
 """UK Biobank (ukbb_cardiac) subject folders, also used by the embedded phantom cohort.
 
-Layout (Bai et al. 2018, github.com/baiwenjia/ukbb_cardiac; data-and-norms notes §B.6), one folder
+Layout (Bai et al. 2018, github.com/baiwenjia/ukbb_cardiac, ``common/train_network.py``), one folder
 per subject::
 
     <subject>/sa.nii.gz               4-D short-axis cine (X, Y, Z, T); pixdim[4] = frame duration

@@ -1,11 +1,15 @@
 """Full-reference image similarity: SSIM, PSNR, RMSE, MAE, MS-SSIM and 4-G-r* SSIM.
 
-Every function compares a synthesised/test image ``pred`` with a reference image ``ref`` and
-returns one value per item (``reduction="none"``, the default: a float64 array of shape ``(B,)``)
-or their mean (``reduction="mean"``: a float).
+Every function compares a synthesised/test image ``pred`` with a reference image ``ref``. Given
+**one image pair** -- two arrays with exactly ``spatial_dims`` axes, e.g. two ``(H, W)`` slices -- it
+returns a float, as scikit-image's ``structural_similarity`` / ``peak_signal_noise_ratio`` do. Given
+**a batch** (layout below) it returns one value per item (``reduction="none"``, the default: a
+float64 array of shape ``(B,)``) or their mean (``reduction="mean"``: a float).
 
 Input layout
 ------------
+One pair: ``(*spatial)``, i.e. ``(H, W)`` (``spatial_dims=2``, the default) or ``(D, H, W)``
+(``spatial_dims=3``); it is scored as the batch ``(1, 1, *spatial)``. A batch:
 ``(B, C, *extra, *spatial)``: axis 0 indexes items, axis 1 channels, the last ``spatial_dims``
 axes are the image grid and any axes in between (slices of a stack, frames of a cine) are extra
 axes over which the per-item score is averaged. Examples with ``spatial_dims=2`` (the default):
@@ -35,8 +39,9 @@ Definitions (thesis §4.3.5, eqs. 4.3-4.7; §5.3.4, eq. 5.7)
   terms of scales 1..M-1 and the full SSIM of scale M, negative terms clipped at 0 (MONAI's
   :class:`monai.metrics.MultiScaleSSIMMetric`), per 2D slice. The default window is 7 taps
   (sigma 1.5) because an 11-tap window does not fit the coarsest scale of a 128 x 128 slice
-  (anchors-ch5-6-ldm.md §2). The thesis's eq. 5.7 (geometric mean of per-scale SSIM) is a
-  simplification of this standard definition; the standard one is used.
+  (MONAI needs ``H // (M - 1)^2 > kernel_size - 1``: 128 // 16 = 8 > 6). The thesis's eq. 5.7
+  (geometric mean of per-scale SSIM) is a simplification of this standard definition; the
+  standard one is used.
 * ``gr4_ssim``: the "4-G-R SSIM" of Table 5.1/6.1, i.e. the 4-G-r* index of Renieblas et al. 2017
   (J. Med. Imaging 4(3):035501): the structural term r* of Rouse & Hemami 2008 computed between
   Sobel gradient-magnitude images, pooled over the four content regions of Li & Bovik 2010
@@ -107,8 +112,9 @@ def _prepare_pair(
     need = 2 + spatial_dims
     if p.ndim < need:
         raise ValueError(
-            f"pred/ref must be laid out (B, C, *extra, *spatial) with {spatial_dims} spatial axes, i.e. at least "
-            f"{need} dimensions; got shape {tuple(p.shape)} (add batch/channel axes with x[None, None])"
+            f"pred/ref must be one image pair with exactly {spatial_dims} axes, or a batch laid out "
+            f"(B, C, *extra, *spatial) with {spatial_dims} spatial axes, i.e. at least {need} dimensions; got "
+            f"shape {tuple(p.shape)}"
         )
     if p.shape[0] == 0 or any(s == 0 for s in p.shape):
         raise ValueError(f"pred/ref must not be empty, got shape {tuple(p.shape)}")
@@ -125,12 +131,28 @@ def _prepare_pair(
     return p, r, b
 
 
-def _reduce(values: np.ndarray, reduction: Reduction) -> np.ndarray | float:
-    if reduction == "none":
-        return values
-    if reduction == "mean":
-        return float(np.mean(values))
-    raise ValueError(f"reduction must be 'none' or 'mean', got {reduction!r}")
+def _one_pair(pred: ArrayLike, ref: ArrayLike, spatial_dims: int) -> tuple[ArrayLike, ArrayLike, bool]:
+    """Two arrays with exactly ``spatial_dims`` axes are one image pair: return them as the batch
+    ``(1, 1, *spatial)`` and True. Anything else is returned unchanged with False (a batch)."""
+
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+
+    def ndim(x: ArrayLike) -> int:
+        return x.ndim if isinstance(x, (np.ndarray, torch.Tensor)) else np.ndim(x)
+
+    if ndim(pred) == spatial_dims and ndim(ref) == spatial_dims:
+        add = lambda x: x[None, None] if isinstance(x, (np.ndarray, torch.Tensor)) else np.asarray(x)[None, None]
+        return add(pred), add(ref), True
+    return pred, ref, False
+
+
+def _reduce(values: np.ndarray, reduction: Reduction, single: bool = False) -> np.ndarray | float:
+    if reduction not in ("none", "mean"):
+        raise ValueError(f"reduction must be 'none' or 'mean', got {reduction!r}")
+    if single:
+        return float(values[0])
+    return values if reduction == "none" else float(np.mean(values))
 
 
 def _per_item(slice_values: torch.Tensor, b: int) -> np.ndarray:
@@ -185,22 +207,36 @@ def _mean_error(
 
 
 def rmse(
-    pred: ArrayLike, ref: ArrayLike, *, reduction: Reduction = "none", device: str | torch.device | None = None
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    reduction: Reduction = "none",
+    spatial_dims: int = 2,
+    device: str | torch.device | None = None,
 ) -> np.ndarray | float:
-    """Root-mean-square error per item (thesis eq. 4.3).
+    """Root-mean-square error (thesis eq. 4.3) of one image pair (a float) or per item of a batch.
 
     ``RMSE_b = sqrt(mean_v (pred[b, v] - ref[b, v])^2)`` over every channel/voxel ``v`` of item
-    ``b``; inputs ``(B, ...)``. In the intensity units of the inputs (no ``data_range``).
+    ``b``; a batch is ``(B, ...)``, one pair two arrays with ``spatial_dims`` axes. In the intensity
+    units of the inputs (no ``data_range``).
     """
+    pred, ref, single = _one_pair(pred, ref, spatial_dims)
     mse = _mean_error(pred, ref, torch.square, device)
-    return _reduce(np.sqrt(mse), reduction)
+    return _reduce(np.sqrt(mse), reduction, single)
 
 
 def mae(
-    pred: ArrayLike, ref: ArrayLike, *, reduction: Reduction = "none", device: str | torch.device | None = None
+    pred: ArrayLike,
+    ref: ArrayLike,
+    *,
+    reduction: Reduction = "none",
+    spatial_dims: int = 2,
+    device: str | torch.device | None = None,
 ) -> np.ndarray | float:
-    """Mean absolute error per item (thesis eq. 4.4): ``mean_v |pred[b, v] - ref[b, v]|``."""
-    return _reduce(_mean_error(pred, ref, torch.abs, device), reduction)
+    """Mean absolute error (thesis eq. 4.4), ``mean_v |pred[b, v] - ref[b, v]|``, of one image pair
+    (a float) or per item of a batch ``(B, ...)``."""
+    pred, ref, single = _one_pair(pred, ref, spatial_dims)
+    return _reduce(_mean_error(pred, ref, torch.abs, device), reduction, single)
 
 
 def psnr(
@@ -209,20 +245,23 @@ def psnr(
     *,
     data_range: float,
     reduction: Reduction = "none",
+    spatial_dims: int = 2,
     device: str | torch.device | None = None,
 ) -> np.ndarray | float:
-    """Peak signal-to-noise ratio in dB per item (thesis eqs. 4.6-4.7).
+    """Peak signal-to-noise ratio in dB (thesis eqs. 4.6-4.7) of one image pair (a float, as
+    scikit-image's ``peak_signal_noise_ratio(ref, pred, data_range=L)``) or per item of a batch.
 
     ``PSNR_b = 10 log10(L^2 / MSE_b)`` with ``L = data_range`` and the MSE over all voxels of item
-    ``b`` (inputs ``(B, ...)``). An item identical to its reference has MSE 0 and PSNR ``+inf``;
+    ``b`` (a batch is ``(B, ...)``). An item identical to its reference has MSE 0 and PSNR ``+inf``;
     ``reduction="mean"`` then returns ``inf`` too (use :func:`per_slice` + a finite cap, or report
     the count of perfect items, if that matters).
     """
     L = check_data_range(data_range)
+    pred, ref, single = _one_pair(pred, ref, spatial_dims)
     mse = _mean_error(pred, ref, torch.square, device)
     with np.errstate(divide="ignore"):
         out = np.where(mse > 0, 10.0 * np.log10(L * L / np.where(mse > 0, mse, 1.0)), np.inf)
-    return _reduce(out, reduction)
+    return _reduce(out, reduction, single)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +281,7 @@ def ssim(
     batch_size: int = 256,
     device: str | torch.device | None = None,
 ) -> np.ndarray | float:
-    """Structural similarity (Wang et al. 2004; thesis eq. 4.5) per item.
+    """Structural similarity (Wang et al. 2004; thesis eq. 4.5) of one image pair or per item.
 
     SSIM map ``((2 mu_x mu_y + C1)(2 sigma_xy + C2)) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 +
     sigma_y^2 + C2))`` with Gaussian-weighted local moments (window ``win_size`` taps,
@@ -252,8 +291,10 @@ def ssim(
 
     Parameters
     ----------
-    pred, ref : array or tensor, ``(B, C, *extra, *spatial)``
-        Test and reference images (see the module docstring for the layout).
+    pred, ref : array or tensor, ``(*spatial)`` or ``(B, C, *extra, *spatial)``
+        Test and reference images: one pair (a float is returned, as scikit-image's
+        ``structural_similarity(pred, ref, gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False, data_range=L)``) or a batch (see the module docstring).
     data_range : float
         Dynamic range ``L`` of the intensities (1.0 for [0, 1] images).
     spatial_dims : {2, 3}
@@ -268,6 +309,7 @@ def ssim(
     from monai.metrics import SSIMMetric
 
     L = check_data_range(data_range)
+    pred, ref, single = _one_pair(pred, ref, spatial_dims)
     p, r, b = _prepare_pair(pred, ref, spatial_dims, device)
     win = _tuple(win_size, spatial_dims, "win_size")
     sig = _tuple(sigma, spatial_dims, "sigma")
@@ -283,7 +325,7 @@ def ssim(
         reduction="none",
     )
     vals = _chunked(lambda a, c: metric(a, c), p, r, batch_size)
-    return _reduce(_per_item(vals, b), reduction)
+    return _reduce(_per_item(vals, b), reduction, single)
 
 
 def ms_ssim(
@@ -300,7 +342,8 @@ def ms_ssim(
     batch_size: int = 256,
     device: str | torch.device | None = None,
 ) -> np.ndarray | float:
-    """Multi-scale SSIM (Wang, Simoncelli & Bovik 2003) per item, computed on 2D slices.
+    """Multi-scale SSIM (Wang, Simoncelli & Bovik 2003) of one ``(H, W)`` pair (a float) or per item
+    of a batch, computed on 2D slices.
 
     ``MS-SSIM = prod_{j<M} cs_j^{w_j} * ssim_M^{w_M}``, with ``cs_j`` the mean contrast-structure
     term at scale ``j`` (clipped at 0), ``ssim_M`` the SSIM at the coarsest scale, 2x2 average
@@ -315,6 +358,7 @@ def ms_ssim(
     from monai.metrics import MultiScaleSSIMMetric
 
     L = check_data_range(data_range)
+    pred, ref, single = _one_pair(pred, ref, 2)
     p, r, b = _prepare_pair(pred, ref, 2, device)
     weights = tuple(float(w) for w in weights)
     if len(weights) < 1 or any(w < 0 for w in weights):
@@ -339,7 +383,7 @@ def ms_ssim(
         reduction="none",
     )
     vals = _chunked(lambda a, c: metric(a, c), p, r, batch_size)
-    return _reduce(_per_item(vals, b), reduction)
+    return _reduce(_per_item(vals, b), reduction, single)
 
 
 def _gauss1d(win: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -447,7 +491,8 @@ def gr4_ssim(
     batch_size: int = 256,
     device: str | torch.device | None = None,
 ) -> np.ndarray | float:
-    """Four-component gradient SSIM, "4-G-R SSIM" of thesis Tables 5.1 and 6.1, per item.
+    """Four-component gradient SSIM, "4-G-R SSIM" of thesis Tables 5.1 and 6.1, of one ``(H, W)``
+    pair (a float) or per item of a batch.
 
     The thesis (§5.3.4) names the metric without a formula; Pinaya et al. 2022 (brain LDM) report
     "4-G-R-SSIM" for the same purpose. The SSIM family of Renieblas et al. 2017 (J. Med. Imaging
@@ -489,7 +534,7 @@ def gr4_ssim(
 
     Parameters
     ----------
-    pred, ref : ``(B, C, *extra, H, W)`` test and reference images.
+    pred, ref : ``(H, W)`` or ``(B, C, *extra, H, W)`` test and reference images.
     data_range : float
         Intensity range ``L`` (scales ``flat_tol`` and the G-SSIM constants).
     variant : ``"4-G-r*"`` (default) or ``"4-G-SSIM"``.
@@ -504,6 +549,7 @@ def gr4_ssim(
         raise ValueError(f"weights must be four non-negative numbers with a positive sum, got {weights!r}")
     if not (0 < thresholds[1] <= thresholds[0]):
         raise ValueError(f"thresholds must satisfy 0 < TH2 <= TH1, got {thresholds!r}")
+    pred, ref, single = _one_pair(pred, ref, 2)
     p, r, b = _prepare_pair(pred, ref, 2, device)
     n, c = p.shape[:2]
     _check_window(p.shape[2:], (win_size, win_size), "gr4_ssim")
@@ -524,7 +570,7 @@ def gr4_ssim(
         flat_tol=flat_tol,
     )
     vals = _chunked(fn, p, r, batch_size)
-    return _reduce(_per_item(vals, b), reduction)
+    return _reduce(_per_item(vals, b), reduction, single)
 
 
 # ---------------------------------------------------------------------------------------------

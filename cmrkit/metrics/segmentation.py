@@ -1,6 +1,6 @@
 """Overlap and surface-distance metrics of label maps, per label, distances in mm.
 
-Label convention: 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool.
+Label convention (:mod:`cmrkit.labels`): 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool.
 
 Input layout
 ------------
@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..labels import LABELS
 
 __all__ = ["dice", "hausdorff", "assd", "surface_distances", "segmentation_scores"]
 
@@ -306,7 +308,7 @@ def segmentation_scores(
     ref: ArrayLike,
     *,
     spacing: Sequence[float],
-    labels: Sequence[int] = (1, 2, 3),
+    labels: Sequence[int] = tuple(LABELS),
     names: Sequence[str] | None = None,
     one_empty: float = math.inf,
     strict: bool = True,
@@ -315,14 +317,13 @@ def segmentation_scores(
 
     Returns a long ``pandas.DataFrame`` with columns ``item, label, structure, dice, hd_mm,
     hd95_mm, assd_mm, pred_voxels, ref_voxels`` (``item`` is the flat C-order index over the batch
-    axes). ``names`` defaults to LV / Myo / RV for labels 1 / 2 / 3.
+    axes). ``names`` defaults to :data:`cmrkit.labels.LABELS` (LV / Myo / RV for labels 1 / 2 / 3).
     """
     import pandas as pd
 
     sp = _check_spacing(spacing, "segmentation_scores")
     p, r, labs, _, _ = _prepare(pred, ref, tuple(labels), len(sp), strict)
-    default_names = {1: "LV", 2: "Myo", 3: "RV"}
-    nm = list(names) if names is not None else [default_names.get(v, f"label{v}") for v in labs]
+    nm = list(names) if names is not None else [LABELS.get(v, f"label{v}") for v in labs]
     if len(nm) != len(labs):
         raise ValueError(f"names must have one entry per label ({len(labs)}), got {len(nm)}")
     rows = []

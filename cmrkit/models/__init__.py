@@ -3,9 +3,11 @@
 Submodules (imported on demand, so that importing :mod:`cmrkit.models` stays cheap):
 
 - :mod:`cmrkit.models.smcvae` -- sparse multi-channel VAE (chapter 4) and its comparison variants.
-- :mod:`cmrkit.models.segmenter` -- cine segmenter (chapter 4 evaluation).
+- :mod:`cmrkit.models.segmenter` -- 2D short-axis segmenter (chapter 4's segmentation check, chapter
+  5's image-mask consistency); applied to volumes and real data by :mod:`cmrkit.segment`.
 
-Training for every model goes through :func:`cmrkit.train.fit`.
+Models know sizes, not chapters: each takes its own config dataclass; a chapter maps its profile
+section onto it. Training for every model goes through :func:`cmrkit.train.fit`.
 """
 
 __all__: list[str] = []

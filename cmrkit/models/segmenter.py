@@ -7,10 +7,11 @@ kit trains its own small segmenter on the phantom cohort instead and keeps it as
 component (chapters 5–6 measure generated volumes with it).
 
 Network and loss
-    A 2D MONAI :class:`~monai.networks.nets.UNet` (1 input channel, 4 output classes:
-    0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool; residual units, stride-2
-    down-sampling) trained with MONAI :class:`~monai.losses.DiceCELoss` (softmax, one-hot targets)
-    through the shared loop :func:`cmrkit.train.fit`.
+    A 2D MONAI :class:`~monai.networks.nets.UNet` (1 input channel, 4 output classes in the
+    convention of :mod:`cmrkit.labels`: 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood
+    pool; residual units, stride-2 down-sampling) trained with MONAI
+    :class:`~monai.losses.DiceCELoss` (softmax, one-hot targets) through the shared loop
+    :func:`cmrkit.train.fit`.
 Input convention
     Every slice is normalised on its own to [0, 1] by clipping at its 0.5th and 99.5th
     percentiles (:func:`normalise_slices`). A slice whose size differs from the network size
@@ -26,16 +27,12 @@ Augmentation
     and shift (bilinear for images, nearest for labels), and intensity gamma, contrast, a smooth
     multiplicative bias field and Gaussian noise. They target the phantom-to-real gap (other
     contrast, coil shading, orientation, noise).
-Volumes of any resolution
-    :func:`segment_volume_at_resolution` resamples a volume to the training pixel size
-    (``config.pixel_mm``), crops around a heart centre, segments and maps the labels back;
-    :func:`slices_from_subjects` builds training slices from :class:`~cmrkit.io.subject.Subject`
-    records through :func:`cmrkit.preprocess.prepare_subject`, the same geometry.
-Real-data check
-    :func:`evaluate_on_mnms` runs the segmenter on M&Ms (Campello et al., IEEE TMI 2021) ED/ES
-    volumes and reports per subject/phase/label Dice, HD, HD95 and ASSD in millimetres.
-    ``python -m cmrkit.models.segmenter`` (:func:`cli_main`) trains on a cohort, saves the
-    artefact and prints the held-out and M&Ms numbers.
+Sizes, not chapters
+    The segmenter takes its sizes (:class:`SegmenterConfig`) and arrays; the profiles give it its
+    own section (``segmenter:``), which a chapter maps with
+    ``SegmenterConfig.from_dict(cfg.segmenter)``.
+    Building training slices from subject records, segmenting volumes of any resolution and the
+    real-data (M&Ms) evaluation live in :mod:`cmrkit.segment`.
 """
 
 from __future__ import annotations
@@ -52,10 +49,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..utils import REPO_ROOT, resolve_device, resolve_path
+from ..labels import LABELS, N_CLASSES
+from ..utils import resolve_device, resolve_path
 
 __all__ = [
-    "LABELS",
     "AugmentParams",
     "SegmenterConfig",
     "Segmenter",
@@ -66,19 +63,8 @@ __all__ = [
     "augment_batch",
     "keep_largest_component",
     "slices_from_volumes",
-    "slices_from_subjects",
     "toy_slices",
-    "segment_volume_at_resolution",
-    "evaluate_on_mnms",
-    "MNMS_DEFAULT_DIR",
-    "summarise_mnms",
-    "cli_main",
 ]
-
-#: kit label convention (UK Biobank / M&Ms)
-LABELS: dict[int, str] = {1: "LV", 2: "Myo", 3: "RV"}
-#: where the shared M&Ms subset lives (``../shared/realdata/mnms`` beside the repository)
-MNMS_DEFAULT_DIR = REPO_ROOT.parent / "shared" / "realdata" / "mnms"
 
 ArrayLike = Any
 _ARTEFACT_EXTRA = {"kind": "cmrkit.models.segmenter.Segmenter", "labels": {str(k): v for k, v in LABELS.items()}}
@@ -157,8 +143,9 @@ class SegmenterConfig:
         Ranges of the augmentation.
     pixel_mm
         In-plane pixel size (mm) of the slices *as the network saw them*; set by
-        :meth:`Segmenter.fit` when its ``pixel_mm`` is given and used by :func:`evaluate_on_mnms`
-        to resample real images to the training resolution. ``None`` = unknown.
+        :meth:`Segmenter.fit` when its ``pixel_mm`` is given and used by
+        :func:`cmrkit.segment.segment_volume_at_resolution` to resample real images to the training
+        resolution. ``None`` = unknown.
     """
 
     image_size: int = 64
@@ -202,27 +189,6 @@ class SegmenterConfig:
         if self.pixel_mm is not None and self.pixel_mm <= 0:
             raise ValueError(f"SegmenterConfig.pixel_mm must be > 0 or None, got {self.pixel_mm}")
 
-    @classmethod
-    def from_profile(cls, cfg: Any, **overrides: Any) -> SegmenterConfig:
-        """Build from a loaded profile (:func:`cmrkit.config.load`): ``ch4.segmenter.{epochs,
-        batch_size, channels, lr}``, ``ch4.image_size`` and ``ch4.weight_decay``; optional
-        ``ch4.segmenter.{strides, num_res_units, augment, weight_decay}`` if present."""
-        seg = cfg.ch4.segmenter
-        kw: dict[str, Any] = {
-            "image_size": int(cfg.ch4.image_size),
-            "channels": tuple(seg.channels),
-            "lr": float(seg.lr),
-            "epochs": int(seg.epochs),
-            "batch_size": int(seg.batch_size),
-        }
-        if "weight_decay" in cfg.ch4:
-            kw["weight_decay"] = float(cfg.ch4.weight_decay)
-        for key in ("strides", "num_res_units", "augment", "weight_decay"):
-            if key in seg:
-                kw[key] = seg[key]
-        kw.update(overrides)
-        return cls(**kw)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, numbers, bools) for checkpoints and JSON sidecars."""
         d = dataclasses.asdict(self)
@@ -233,6 +199,9 @@ class SegmenterConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SegmenterConfig:
+        """Build from a mapping of the field names: :meth:`to_dict`'s output (checkpoints) or a
+        profile's ``segmenter:`` section (``SegmenterConfig.from_dict(cfg.segmenter)``); an unknown
+        key is an error naming it."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -254,7 +223,7 @@ def build_network(config: SegmenterConfig, *, seed: int | None = 0) -> torch.nn.
         return UNet(
             spatial_dims=2,
             in_channels=1,
-            out_channels=len(LABELS) + 1,
+            out_channels=N_CLASSES,
             channels=config.channels,
             strides=config.strides,
             num_res_units=config.num_res_units,
@@ -406,7 +375,7 @@ def augment_batch(
 
 
 def keep_largest_component(
-    labels: np.ndarray, classes: Sequence[int] = (1, 2, 3), *, spatial_dims: int = 2
+    labels: np.ndarray, classes: Sequence[int] = tuple(LABELS), *, spatial_dims: int = 2
 ) -> np.ndarray:
     """Keep only the largest connected component of each class in every item of ``labels``.
 
@@ -503,42 +472,6 @@ def slices_from_volumes(
         raise ValueError("slices_from_volumes: no labelled slice found (all label volumes are background)")
     out = (np.stack(xs), np.stack(ys))
     return (*out, np.asarray(idx, dtype=np.int64)) if return_index else out
-
-
-def slices_from_subjects(
-    subjects: Any,
-    *,
-    image_size: int,
-    pixel_mm: float | None = None,
-    empty_slices: str = "keep",
-    return_index: bool = False,
-) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """2D training slices from :class:`cmrkit.io.subject.Subject` records (phantom or real).
-
-    Each subject goes through the kit's one preprocessing path,
-    :func:`cmrkit.preprocess.prepare_subject` (``spacing=pixel_mm`` resampling when given, an
-    ``image_size`` crop around the heart, intensity normalisation; no tagging), then its labelled
-    frames (``labelled_frames``: every frame for the phantom, ED/ES for M&Ms/ACDC) are cut into
-    slices with :func:`slices_from_volumes`. Subjects without a cine or labels are skipped.
-    ``index`` rows are (position in ``subjects``, z, t).
-    """
-    from ..preprocess import prepare_subject
-
-    vols, labs, keep = [], [], []
-    for i, subj in enumerate(subjects):
-        if subj.cine is None or subj.cine_labels is None or subj.labelled_frames is None:
-            continue
-        ps = prepare_subject(subj, size=image_size, spacing=pixel_mm, tagging=False)
-        frames = np.flatnonzero(ps.labelled_frames)
-        vols.append(ps.cine)
-        labs.append({int(t): ps.cine_labels[..., t] for t in frames})
-        keep.append(i)
-    if not vols:
-        raise ValueError("slices_from_subjects: no subject with both a cine and labels")
-    out = slices_from_volumes(vols, labs, empty_slices=empty_slices, return_index=True)
-    x, y, idx = out  # type: ignore[misc]
-    idx[:, 0] = np.asarray(keep)[idx[:, 0]]
-    return (x, y, idx) if return_index else (x, y)
 
 
 def toy_slices(
@@ -657,14 +590,6 @@ class Segmenter:
         self.network = build_network(self.config, seed=seed)
         self.history: Any = None
 
-    @classmethod
-    def from_profile(cls, cfg: Any, *, seed: int | None = None, **overrides: Any) -> Segmenter:
-        """Segmenter sized by a loaded profile (see :meth:`SegmenterConfig.from_profile`);
-        ``seed`` defaults to the profile's run seed when it has one, else 0."""
-        if seed is None:
-            seed = int(cfg["seed"]) if "seed" in cfg else 0
-        return cls(SegmenterConfig.from_profile(cfg, **overrides), seed=seed)
-
     # -- data preparation -------------------------------------------------------------------
     def _prepare(self, images: ArrayLike) -> torch.Tensor:
         x = np.asarray(images)
@@ -716,7 +641,7 @@ class Segmenter:
             trained network is moved back to the CPU.
         pixel_mm
             In-plane pixel size (mm) of ``images``; stored (rescaled by any resize to the network
-            size) as ``config.pixel_mm`` for :func:`evaluate_on_mnms`.
+            size) as ``config.pixel_mm`` for :func:`cmrkit.segment.segment_volume_at_resolution`.
         **fit_kwargs
             Further keyword arguments for :func:`cmrkit.train.fit`.
         """
@@ -880,321 +805,3 @@ class Segmenter:
         seg.network = saved.model.to("cpu").eval()
         seg.history = None
         return seg
-
-
-# --------------------------------------------------------------------------------------------
-# M&Ms evaluation
-# --------------------------------------------------------------------------------------------
-def _uncrop(crop: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    out = np.zeros((*shape, *crop.shape[2:]), crop.dtype)
-    r0, c0 = origin
-    size = crop.shape[0]
-    rs, cs = max(r0, 0), max(c0, 0)
-    re_, ce = min(r0 + size, shape[0]), min(c0 + size, shape[1])
-    if re_ > rs and ce > cs:
-        out[rs:re_, cs:ce] = crop[rs - r0 : re_ - r0, cs - c0 : ce - c0]
-    return out
-
-
-def segment_volume_at_resolution(
-    segmenter: Segmenter,
-    volume: ArrayLike,
-    spacing: Sequence[float],
-    centre: tuple[float, float],
-    *,
-    pixel_mm: float | None = None,
-    **predict_kwargs: Any,
-) -> np.ndarray:
-    """Segment a short-axis volume (X, Y, Z) of any resolution around a known heart centre.
-
-    The volume is resampled in-plane to ``pixel_mm`` (default ``segmenter.config.pixel_mm``) with
-    :func:`cmrkit.preprocess.resample_inplane` (edge-aligned grid), an ``image_size`` square is cut
-    around ``centre`` with :func:`cmrkit.preprocess.crop_roi` (``(x, y)`` = (axis 0, axis 1) in
-    *input* voxels, e.g. from :func:`cmrkit.preprocess.heart_center`; zero padding outside the
-    image), segmented with :meth:`Segmenter.predict_volume`, pasted back and resampled to the input
-    grid (nearest). Returns uint8 labels of the input shape (0 outside the window).
-    """
-    from ..preprocess import crop_roi, resample_inplane
-
-    v = np.asarray(volume, np.float32)
-    if v.ndim != 3:
-        raise ValueError(f"volume must be (X, Y, Z), got shape {v.shape}")
-    if len(spacing) < 2 or min(float(s) for s in spacing[:2]) <= 0:
-        raise ValueError(f"spacing must give positive in-plane voxel sizes (mm), got {spacing!r}")
-    pmm = pixel_mm if pixel_mm is not None else segmenter.config.pixel_mm
-    if pmm is None or pmm <= 0:
-        raise ValueError("pixel_mm is needed: segmenter.config.pixel_mm is unknown (fit with pixel_mm=... or pass it)")
-    sp3 = [float(spacing[0]), float(spacing[1]), float(spacing[2]) if len(spacing) > 2 else 1.0]
-    res = resample_inplane(v, np.diag([*sp3, 1.0]), spacing=float(pmm))
-    shape_r = res.image.shape[:2]
-    # pixel centres: o = (i + 0.5) * n_out / n_in - 0.5 (edge-aligned grid)
-    c_r = tuple((c + 0.5) * n_r / n - 0.5 for c, n_r, n in zip(centre, shape_r, v.shape[:2]))
-    cropped = crop_roi(res.image, segmenter.config.image_size, center=c_r)
-    pred = segmenter.predict_volume(cropped.image, **predict_kwargs)
-    full = _uncrop(pred, (int(cropped.box.x0), int(cropped.box.y0)), shape_r)
-    back = resample_inplane(None, labels=full, size=v.shape[:2])
-    return np.asarray(back.labels, dtype=np.uint8)
-
-
-def evaluate_on_mnms(
-    segmenter: Segmenter,
-    mnms_dir: str | os.PathLike[str] | None = None,
-    *,
-    pixel_mm: float | None = None,
-    centre: str = "motion",
-    device: str | torch.device = "auto",
-    largest_component: bool = True,
-    return_predictions: bool = False,
-) -> Any:
-    """Segment M&Ms ED/ES short-axis volumes and score them against the expert labels.
-
-    Cases are read with :func:`cmrkit.io.mnms.iter_mnms_subjects` (flat ``<case>_sa_{ED,ES}[_gt]``
-    files as in ``shared/realdata/mnms``, or the official 4-D release); labels 1 LV, 2 Myo, 3 RV
-    (checked on the shared files: label 1 lies inside the filled label-2 ring). Cases without an
-    image are skipped (listed in ``attrs["skipped"]``). For each labelled ED/ES frame:
-
-    1. heart centre (:func:`cmrkit.preprocess.heart_center`): ``centre="motion"`` (default; uses
-       no labels: the temporal variation of the subject's cine, here ED and ES only; 3–7 mm from
-       the label box centre on the shared cases), ``"label"`` (centre of the bounding box of the
-       expert labels of that frame: uses the ground-truth location, so it measures segmentation
-       alone, not localisation) or ``"fov"`` (image centre);
-    2. :func:`segment_volume_at_resolution` at ``pixel_mm`` (default
-       ``segmenter.config.pixel_mm``, the resolution the network was trained at);
-    3. Dice, HD, HD95 and ASSD per label on the original grid, in 3D with the NIfTI voxel spacing
-       (:func:`cmrkit.metrics.segmentation.segmentation_scores`).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``subject, phase, label, structure, dice, hd_mm, hd95_mm, assd_mm, gt_voxels,
-        pred_voxels, centre, pixel_mm``. A structure the segmenter missed entirely has Dice 0 and
-        infinite distances (the metrics module's convention). An absent or empty folder gives an
-        empty frame whose ``attrs["note"]`` says why. With ``return_predictions=True`` also a dict
-        ``{(subject, phase): (image, gt, pred)}`` on the original grid.
-    """
-    import pandas as pd
-
-    cols = [
-        "subject",
-        "phase",
-        "label",
-        "structure",
-        "dice",
-        "hd_mm",
-        "hd95_mm",
-        "assd_mm",
-        "gt_voxels",
-        "pred_voxels",
-        "centre",
-        "pixel_mm",
-    ]
-    d = MNMS_DEFAULT_DIR if mnms_dir is None else resolve_path(mnms_dir)
-    if centre not in ("motion", "label", "fov"):
-        raise ValueError(f"centre must be 'motion', 'label' or 'fov', got {centre!r}")
-    empty = pd.DataFrame(columns=cols)
-    if not d.is_dir():
-        empty.attrs["note"] = f"M&Ms folder {d} not found; nothing evaluated"
-        return (empty, {}) if return_predictions else empty
-    pmm = pixel_mm if pixel_mm is not None else segmenter.config.pixel_mm
-    if pmm is None:
-        raise ValueError(
-            "evaluate_on_mnms needs pixel_mm: the segmenter's config.pixel_mm is unknown (fit it with pixel_mm=...)"
-        )
-    from ..io.mnms import MNMS_FILE_PATTERN, iter_mnms_subjects
-    from ..metrics.segmentation import segmentation_scores
-    from ..preprocess import heart_center
-
-    folders = [d, *(p for p in d.iterdir() if p.is_dir())]
-    if not any(MNMS_FILE_PATTERN.match(f.name) for folder in folders for f in folder.iterdir()):
-        empty.attrs["note"] = f"no M&Ms <case>_sa*.nii.gz files in {d}; nothing evaluated"
-        return (empty, {}) if return_predictions else empty
-    rows, preds, skipped = [], {}, []
-    for subj in iter_mnms_subjects(d):  # one subject in memory at a time
-        if subj.cine is None or subj.cine_labels is None:
-            skipped.append(subj.subject_id)
-            continue
-        sid = subj.subject_id.split("_")[-1]
-        spacing = subj.spacing
-        if centre == "motion":
-            c_motion = heart_center(image=subj.cine, spacing=spacing[:2])
-        for phase, t in (("ED", subj.ed_frame), ("ES", subj.es_frame)):
-            if t is None or not subj.labelled_frames[t]:
-                continue
-            img, gt = subj.frame(t), subj.label(t).astype(np.uint8)
-            if centre == "motion":
-                c = c_motion
-            elif centre == "label":
-                c = heart_center(labels=gt) if gt.any() else (img.shape[0] / 2 - 0.5, img.shape[1] / 2 - 0.5)
-            else:
-                c = (img.shape[0] / 2 - 0.5, img.shape[1] / 2 - 0.5)
-            pred = segment_volume_at_resolution(
-                segmenter,
-                img,
-                spacing,
-                (float(c[0]), float(c[1])),
-                pixel_mm=pmm,
-                device=device,
-                largest_component=largest_component,
-            )
-            sc = segmentation_scores(pred, gt, spacing=spacing, labels=tuple(LABELS), names=list(LABELS.values()))
-            for r in sc.itertuples(index=False):
-                rows.append(
-                    {
-                        "subject": sid,
-                        "phase": phase,
-                        "label": int(r.label),
-                        "structure": r.structure,
-                        "dice": r.dice,
-                        "hd_mm": r.hd_mm,
-                        "hd95_mm": r.hd95_mm,
-                        "assd_mm": r.assd_mm,
-                        "gt_voxels": int(r.ref_voxels),
-                        "pred_voxels": int(r.pred_voxels),
-                        "centre": centre,
-                        "pixel_mm": float(pmm),
-                    }
-                )
-            if return_predictions:
-                preds[(sid, phase)] = (img, gt, pred)
-    df = pd.DataFrame(rows, columns=cols)
-    n_vol = len(df) // len(LABELS)
-    df.attrs["note"] = (
-        f"{n_vol} M&Ms volumes from {d}; crop centre: {centre}"
-        + (
-            " (uses the ground-truth location)"
-            if centre == "label"
-            else " (no labels used)"
-            if centre == "motion"
-            else ""
-        )
-        + (f"; skipped (no image): {skipped}" if skipped else "")
-    )
-    df.attrs["skipped"] = skipped
-    return (df, preds) if return_predictions else df
-
-
-def summarise_mnms(df: Any) -> Any:
-    """Mean ± SD of Dice and HD95 per structure (and centre mode) of an :func:`evaluate_on_mnms`
-    frame; HD95 is summarised over finite values only, with the count of missed structures."""
-    import pandas as pd
-
-    if df.empty:
-        return pd.DataFrame(
-            columns=["centre", "structure", "n", "dice_mean", "dice_sd", "hd95_mm_mean", "hd95_mm_sd", "missed"]
-        )
-    g = df.assign(finite_hd=df["hd95_mm"].where(np.isfinite(df["hd95_mm"]))).groupby(
-        ["centre", "structure"], sort=False
-    )
-    return pd.DataFrame(
-        {
-            "n": g["dice"].size(),
-            "dice_mean": g["dice"].mean(),
-            "dice_sd": g["dice"].std(ddof=1),
-            "hd95_mm_mean": g["finite_hd"].mean(),
-            "hd95_mm_sd": g["finite_hd"].std(ddof=1),
-            "missed": g["pred_voxels"].apply(lambda v: int((v == 0).sum())),
-        }
-    ).reset_index()
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cmrkit.models.segmenter``: train the segmenter on a cohort, save it, and
-    report held-out Dice and the phantom-to-real gap on M&Ms.
-
-    Subjects are split by subject (``--val-fraction`` held out, from ``--seed``); sizes come from
-    the profile (``ch4.image_size``, ``ch4.segmenter.*``), the pixel size from ``--pixel-mm``
-    (default ``phantom.pixel_mm``, i.e. the phantom's native grid).
-    """
-    import argparse
-    import sys
-
-    from ..config import DATASETS, ConfigError, load
-
-    ap = argparse.ArgumentParser(
-        prog="python -m cmrkit.models.segmenter", description=cli_main.__doc__.split("\n\n")[0]
-    )
-    ap.add_argument("--data-dir", required=True, help="cohort folder (e.g. a phantom cohort with manifest.csv)")
-    ap.add_argument("--dataset", default="phantom", choices=DATASETS)
-    ap.add_argument("--profile", default="smoke")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--epochs", type=int, default=None, help="override ch4.segmenter.epochs")
-    ap.add_argument("--pixel-mm", type=float, default=None)
-    ap.add_argument("--val-fraction", type=float, default=0.2)
-    ap.add_argument("--no-augment", action="store_true")
-    ap.add_argument("--out", default=None, help="artefact path (.pt); default: not saved")
-    ap.add_argument("--mnms", default=str(MNMS_DEFAULT_DIR), help="M&Ms folder ('' to skip)")
-    ap.add_argument("--csv", default=None, help="write the per-volume M&Ms table here")
-    ap.add_argument("--progress", action="store_true")
-    a = ap.parse_args(None if argv is None else list(argv))
-    try:
-        cfg = load(a.profile, seed=a.seed)
-        over: dict[str, Any] = {}
-        if a.epochs is not None:
-            over["epochs"] = a.epochs
-        if a.no_augment:
-            over["augment"] = False
-        scfg = SegmenterConfig.from_profile(cfg, **over)
-        pixel_mm = a.pixel_mm if a.pixel_mm is not None else float(cfg.phantom.pixel_mm)
-        if not 0 <= a.val_fraction < 1:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {a.val_fraction}")
-        from ..io import iter_subjects
-
-        subjects = [s for s in iter_subjects(resolve_path(a.data_dir), a.dataset)]
-    except (ConfigError, ValueError, OSError) as exc:
-        print(f"cmrkit segmenter: error: {exc}", file=sys.stderr)
-        return 2
-    x, y, idx = slices_from_subjects(subjects, image_size=scfg.image_size, pixel_mm=pixel_mm, return_index=True)
-    ids = np.unique(idx[:, 0])
-    n_val = int(round(a.val_fraction * len(ids))) if len(ids) > 1 else 0
-    val_ids = np.random.default_rng(a.seed).permutation(ids)[:n_val]
-    is_val = np.isin(idx[:, 0], val_ids)
-    print(
-        f"{len(ids)} subjects ({n_val} held out), {int((~is_val).sum())} training / {int(is_val.sum())} validation "
-        f"slices at {pixel_mm:g} mm, {scfg.image_size} px; channels {scfg.channels}, {scfg.epochs} epochs"
-    )
-    seg = Segmenter(scfg, seed=a.seed)
-    res = seg.fit(
-        x[~is_val],
-        y[~is_val],
-        validation=(x[is_val], y[is_val]) if n_val else None,
-        val_fraction=0.0,
-        seed=a.seed,
-        device=a.device,
-        pixel_mm=pixel_mm,
-        progress=a.progress,
-    )
-    print(f"trained in {res.seconds:.1f} s; best epoch {res.best_epoch} (val loss {res.best_val:.4f})")
-    if n_val:
-        from ..metrics.segmentation import dice
-
-        pred = seg.predict(x[is_val], device=a.device)
-        d = dice(pred, y[is_val], labels=tuple(LABELS))
-        print(
-            "held-out "
-            + a.dataset
-            + " Dice (all slices pooled): "
-            + ", ".join(f"{n} {v:.3f}" for n, v in zip(LABELS.values(), np.atleast_1d(d)))
-        )
-    if a.out:
-        print(f"saved {seg.save(a.out)}")
-    if a.mnms:
-        import pandas as pd
-
-        frames = [evaluate_on_mnms(seg, a.mnms, centre=c, device=a.device) for c in ("motion", "label")]
-        df = pd.concat(frames, ignore_index=True)
-        if df.empty:
-            print(frames[0].attrs.get("note", "no M&Ms data"))
-        else:
-            print(frames[0].attrs["note"])
-            print(summarise_mnms(df).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-            if a.csv:
-                from ..utils import atomic_write
-
-                with atomic_write(resolve_path(a.csv), "w") as fh:
-                    df.to_csv(fh, index=False)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(cli_main())

@@ -46,7 +46,7 @@ __all__ = [
     "crescent_profile",
 ]
 
-MYO_DENSITY = 1.05  # g/ml, ukbb_cardiac eval_ventricular_volume.py (notes B.5)
+MYO_DENSITY = 1.05  # g/ml, ukbb_cardiac short_axis/eval_ventricular_volume.py (Bai et al. 2018)
 #: admissible LV long-axis shortening at ES (apex fixed, base descent / LV length); a mitral annular
 #: plane systolic excursion of ~8-20 mm over a ~90 mm LV (typical values; assumption)
 S_LONG_RANGE = (0.06, 0.24)

@@ -4,14 +4,19 @@ Examples
 --------
 ::
 
-    cmrkit phantom --n 200 --seed 0 --out data/phantom/demo
-    cmrkit phantom --profile smoke --out /tmp/phantom_smoke --workers 2
+    cmrkit phantom                                   # the smoke cohort under data/phantom/smoke
+    cmrkit phantom --profile demo --n 200 --seed 0   # data/phantom/demo
+    cmrkit phantom --out /tmp/phantom_smoke --workers 2
     cmrkit phantom --profile demo --n 20 --frames 25 --out data/phantom/try
-    cmrkit phantom --profile smoke --tag-phase anchored --out data/phantom/smoke_anchored
+    cmrkit phantom --tag-phase anchored --out data/phantom/smoke_anchored
+    cmrkit phantom --export-ferdian phantom_tagging.h5 --export-subjects 2
 
-The profile (``smoke`` | ``demo`` | ``paper``, default ``demo``) gives the geometry, the cohort size and
-the number of workers; ``--n``, ``--frames``, ``--workers``, ``--matrix`` and ``--tag-phase``
-(:attr:`cmrkit.phantom.Geometry.tag_phase`) override it.
+The profile (``smoke`` | ``cpu`` | ``demo`` | ``paper``, default ``smoke`` like every other entry point)
+gives the geometry, the cohort size and the number of workers; ``--n``, ``--frames``, ``--workers``,
+``--matrix`` and ``--tag-phase`` (:attr:`cmrkit.phantom.Geometry.tag_phase`) override it.
+``--export-ferdian`` also writes the cohort's tagging slices with their true landmarks in Ferdian's
+HDF5 layout (:func:`cmrkit.phantom.export.export_ferdian`), the input of ``cmrkit strain`` and
+``cmrkit track``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 __all__ = ["cli_main", "build_parser"]
 
@@ -35,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None, help="number of subjects (default: the profile's n_subjects)")
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
     p.add_argument("--out", default=None, help="output folder (default data/phantom/<profile>)")
-    p.add_argument("--profile", default="demo", help="smoke | demo | paper (geometry, size, workers); default demo")
+    p.add_argument(
+        "--profile", default="smoke", help="smoke | cpu | demo | paper (geometry, size, workers); default smoke"
+    )
     p.add_argument(
         "--frames", type=int, default=None, help="cine frames per cycle (default: the profile's cine_frames)"
     )
@@ -51,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="tag grid placement: random per subject (default, as acquired) or anchored to the LV centre",
     )
     p.add_argument("--force", action="store_true", help="regenerate even if a matching cohort exists")
+    p.add_argument(
+        "--export-ferdian",
+        default=None,
+        metavar="OUT.h5",
+        help="also write the tagging slices with their true landmarks in Ferdian's HDF5 layout "
+        "(try `cmrkit strain OUT.h5` and `cmrkit track OUT.h5 --init-from-file`)",
+    )
+    p.add_argument(
+        "--export-subjects",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --export-ferdian: the first N subjects only (3 tagging slices each; default all)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -60,9 +82,13 @@ def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from ..config import load_raw
+        from ..utils import resolve_path
         from .cohort import COHORT_JSON, generate_cohort, read_cohort_spec
         from .geometry import Geometry
 
+        for flag, v in (("--frames", args.frames), ("--matrix", args.matrix)):
+            if v is not None and v < 2:
+                raise ValueError(f"{flag} must be >= 2, got {v}")
         raw = load_raw(args.profile)
         section = dict(raw.get("phantom", {}))
         if args.frames is not None:
@@ -87,6 +113,16 @@ def cli_main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--workers must be >= 1, got {workers}")
         if not 0.0 <= frac <= 1.0:
             raise ValueError(f"--pathology-fraction must be in [0, 1], got {frac}")
+        if args.export_subjects is not None and args.export_ferdian is None:
+            raise ValueError("--export-subjects needs --export-ferdian OUT.h5")
+        if args.export_subjects is not None and args.export_subjects < 1:
+            raise ValueError(f"--export-subjects must be >= 1, got {args.export_subjects}")
+        if args.export_ferdian is not None and os.path.isdir(args.export_ferdian):
+            raise ValueError(f"--export-ferdian {args.export_ferdian}: is a folder; give the .h5 file to write")
+        if os.path.isfile(out):
+            raise ValueError(f"--out {out}: is a file; give the folder to write the cohort into")
+        spec_file = Path(resolve_path(out)) / COHORT_JSON
+        before = spec_file.stat().st_mtime_ns if spec_file.is_file() else None
         t0 = time.perf_counter()
         folder = generate_cohort(
             out,
@@ -99,15 +135,27 @@ def cli_main(argv: list[str] | None = None) -> int:
             overwrite=args.force,
         )
         dt = time.perf_counter() - t0
-        spec = read_cohort_spec(folder) or {}
-        made = spec.get("generated_subjects", 0)
-        print(
-            f"phantom cohort: {n} subjects in {folder} ({made} generated in {dt:.1f} s"
-            + (f", {made / dt:.2f} subjects/s" if made and dt > 0 else "")
-            + f"; {COHORT_JSON} written)"
-        )
+        if before is not None and spec_file.stat().st_mtime_ns == before:
+            print(f"phantom cohort: {n} subjects already in {folder} with these settings (--force regenerates)")
+        else:
+            spec = read_cohort_spec(folder) or {}
+            made = spec.get("generated_subjects", 0)
+            print(
+                f"phantom cohort: {n} subjects in {folder} ({made} generated in {dt:.1f} s"
+                + (f", {made / dt:.2f} subjects/s" if made and dt > 0 else "")
+                + f"; {COHORT_JSON} written)"
+            )
+        if args.export_ferdian is not None:
+            from .export import export_ferdian
+
+            h5 = export_ferdian(folder, args.export_ferdian, n_subjects=args.export_subjects)
+            rows = min(args.export_subjects or n, n) * 3
+            print(
+                f"Ferdian HDF5: {h5} ({rows} tagging slices with their true landmarks); "
+                f"try `cmrkit strain {h5}` and `cmrkit track {h5} --init-from-file`"
+            )
         return 0
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError; FileNotFoundError an OSError
         print(f"cmrkit phantom: error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..utils import atomic_write, resolve_path
+from ..config import Config
+from ..utils import atomic_write, make_shared, resolve_path
 from .covariates import MODEL_PATH
 from .geometry import Geometry
 from .subject import SubjectParams, generate_subject, sample_subject_params, subject_id
@@ -129,6 +130,7 @@ def _generate_one(
     out = Path(out_dir)
     final = out / subject_id(index)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=out))
+    make_shared(tmp)  # mkdtemp makes 0o700: the subject folder gets what mkdir would give under the umask
     try:
         write_subject(subj, tmp)
         meta_path = tmp / "subject.json"
@@ -260,7 +262,7 @@ def _geometry_from_section(section: Mapping[str, Any]) -> Geometry:
     return Geometry.from_mapping(section)
 
 
-def ensure_cohort(cfg: Any) -> Path:
+def ensure_cohort(cfg: Config) -> Path:
     """Make sure the phantom cohort of a :class:`cmrkit.config.Config` exists; return its folder.
 
     Uses ``cfg.phantom`` (n_subjects, matrix, pixel_mm, slices, slice_thickness_mm, slice_spacing_mm,

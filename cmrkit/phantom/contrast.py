@@ -4,7 +4,7 @@ Relaxation times at 1.5 T (values as commonly quoted from Stanisz et al., *Magn 
 2005;54:507-512 for myocardium, blood, liver and skeletal muscle, and de Bazelaire et al.,
 *Radiology* 2004;230:652-659 for subcutaneous fat; lung, marrow, fluid, stomach contents and
 pericardium are typical values; proton densities are relative, assumptions). They were not
-re-verified against the papers in the shared notes, so treat them as plausible rather than exact.
+re-verified against the papers, so treat them as plausible rather than exact.
 
 Cine (UK Biobank short-axis bSSFP at 1.5 T; thesis §4.3.1 gives TE 1.1 ms and flip 55 degrees; the
 RF repetition time of 2.6 ms is an assumption typical of 1.5 T cine): on-resonance balanced SSFP
@@ -25,12 +25,12 @@ in real cine, and are drawn per subject (:data:`CINE_CONTRAST_RANGES`, scale fac
 * **flow** (``blood_scale`` 0.85-1.30): through-plane inflow of blood that has not reached the
   steady state raises its signal, intra-voxel dephasing and off-resonance lower it (assumption).
 
-Together they put the blood/myocardium ratio of eroded masks (:func:`cmrkit.realism.tissue_contrast`,
+Together they put the blood/myocardium ratio of eroded masks (:func:`cmrkit.metrics.realism.tissue_contrast`,
 ED, 16 subjects of seed 0) at 4.5 +- 0.6 (3.2-5.3), inside the range measured on the shared M&Ms
 bSSFP cases (3.3-6.1, mean 4.7); before this model the phantom sat at 3.2 +- 0.2.
 
 Noise is set by a drawn *myocardial* SNR (``snr_myo`` 16-27 at the coil reference point, the heart
-centre): Rician ``sigma = gain S_myo / snr_myo``; measured with :func:`cmrkit.realism.snr` this
+centre): Rician ``sigma = gain S_myo / snr_myo``; measured with :func:`cmrkit.metrics.realism.snr` this
 gives 17.5 +- 2.2 (13-21; before: ~9).
 The M&Ms cases give ~19 (15-29) with the residual estimator, an upper bound for real data
 because reconstruction filtering lowers the high-frequency noise it sees (assumption: UK Biobank
@@ -38,7 +38,8 @@ because reconstruction filtering lowers the high-frequency noise it sees (assump
 
 Tagging (spoiled gradient echo, thesis §4.3.1: TE 3.9 ms, flip 12 degrees): the SPAMM preparation at
 the R wave leaves ``Mz = f(X) M0`` (``f`` from :mod:`cmrkit.phantom.tagging`), which relaxes with T1
-and is eroded by the imaging pulses (notes ``anchors-ch4-strain.md`` §3.3, item 4)::
+and is eroded by the imaging pulses (T1 recovery and readout saturation as in Loecher's tagsim,
+github.com/mloecher/tag_tracking)::
 
     Mz(X, t_n) = M0 [1 + (f(X) - 1) exp(-t_n / T1)] * s^n,    S = PD Mz exp(-TE / T2*)
 

@@ -12,7 +12,7 @@ axis). The cine stack runs from base to apex (slice 0 basal), so the affine's th
 pixel size, matrix and field-of-view centre; ``tag_k.nii.gz`` sits exactly at the centre plane of
 a chosen cine slice (thesis §4.3.2, Fig. 4.3: cine and tagging share one patient coordinate system).
 
-Acquisition defaults (UK Biobank, thesis §4.3.1 and notes ``data-and-norms.md`` B.5): cine 1.8 mm
+Acquisition defaults (UK Biobank, thesis §4.3.1 and Petersen et al. 2016, JCMR 18:8): cine 1.8 mm
 in-plane (thesis 1.83 mm), 8 mm slices every 10 mm, 50 frames; tagging 1.4 mm in-plane, 3 slices,
 ~20 frames every 41 ms (thesis TR 41.05 ms), 6 mm tag spacing.
 """

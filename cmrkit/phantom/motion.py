@@ -20,7 +20,7 @@ Motion model (all components scale with one normalised deformation ``w(t)``, 0 a
 * twist: ``theta = Theta + phi``, ``phi = w [phi_base Z/L + phi_apex (1 - Z/L)] (1 + tau (1 - xi))``
   with transmural coordinate ``xi = (R - R_en0) / (R_ep0 - R_en0)`` (0 endocardium, 1 epicardium):
   the endocardium turns ``1 + tau`` times as far as the epicardium; base and apex turn in
-  opposite directions (PyMRStrain-style analytic LV, notes ``anchors-ch4-strain.md`` §4).
+  opposite directions (after the analytic LV of PyMRStrain, github.com/hmella/pymrstrain).
 
 Deformation gradient in polar bases (rows current radial / circumferential, columns material
 radial / circumferential)::
@@ -31,7 +31,7 @@ radial / circumferential)::
 so the Green strain ``E = (F^T F - I) / 2`` has, exactly,
 ``E_rr = (rho_R^2 + (rho phi_R)^2 - 1) / 2``, ``E_cc = ((rho_Theta / R)^2 + (rho / R)^2 - 1) / 2``
 and ``E_rc = (rho_R rho_Theta / R + rho^2 phi_R / R) / 2`` (for a regionally uniform heart
-``rho_Theta = 0`` and ``E_cc = ((rho/R)^2 - 1)/2``, notes §4).
+``rho_Theta = 0`` and ``E_cc = ((rho/R)^2 - 1)/2``).
 
 Tagging sees the *apparent* in-plane motion of the imaging plane: the material in plane ``z`` at
 time ``t`` comes from level ``Z_t = z / q(t)``, and the in-plane map at that level is the one above.

@@ -304,7 +304,7 @@ def myocardial_tag_depth(scene: Scene, tagging: np.ndarray, slice_index: int = 1
     SPAMM pattern at their material coordinates, ``I = a + b f(X)``; the depth is ``b / (a + b)``,
     which for the relaxation model of :func:`cmrkit.phantom.contrast.tag_relaxation` equals
     ``exp(-t / T1)`` (1 right after an ideal SPAMM block). Unlike the spectral peak of
-    :func:`cmrkit.realism.tag_period_and_contrast`, it does not fall when deformation spreads the tag
+    :func:`cmrkit.metrics.realism.tag_period_and_contrast`, it does not fall when deformation spreads the tag
     frequencies, so ``depth[t] / depth[0]`` against ``exp(-(t - t0) / T1)`` isolates what rendering
     (slice profile, point spread, partial volume) does to the tags.
 

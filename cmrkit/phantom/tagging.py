@@ -1,6 +1,6 @@
 """SPAMM grid tagging in material coordinates, Ferdian landmark grids and landmark strain.
 
-Tag pattern (notes ``anchors-ch4-strain.md`` §3.3): a binomial SPAMM block of total flip
+Tag pattern (Axel & Dougherty, *Radiology* 1989;172:349-350, binomial SPAMM): a binomial SPAMM block of total flip
 ``theta_tot`` and order ``n`` (``n`` gradient lobes; 1-1 is ``n = 1``, 1-2-1 ``n = 2``) tips
 ``theta(X) = theta_tot |cos(phase/2)|^n`` (small-tip profile), leaving ``f = cos(theta(X))`` of the
 longitudinal magnetisation; ``phase = k e.X + psi`` with ``k = 2 pi / spacing``. A grid is two

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     Tracks the 24x7 landmark grid through every slice of a Ferdian-format HDF5 file with HARP and
     reports per-frame Green strains (``Ecc``, ``Ecc_rings``, ``Err``) and the tracked landmarks.
-    Frame-0 landmarks come from the images alone by default (:mod:`cmrkit.tag_localise`: the LV wall
+    Frame-0 landmarks come from the images alone by default (:mod:`cmrkit.tagging.localise`: the LV wall
     as the ring of tissue that keeps its tags and contracts), from a myocardium mask with ``--mask``,
     or from the file with ``--init-from-file`` (the accurate path when annotations exist); the JSON
     says which under ``init``. With ``--init-from-file`` the
@@ -69,35 +71,48 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"cmrkit track: error: {msg}", file=sys.stderr)
         return 2
 
-    if args.init_from_file and args.mask:
-        return fail("give either --init-from-file or --mask, not both")
+    # everything that can be checked without reading the images is refused before any work
+    problem = _check_options(args)
+    if problem:
+        return fail(problem)
     init_mode = "file" if args.init_from_file else "mask" if args.mask else "auto"
     try:
         data = read_ferdian_h5(args.file)
         imgs = data.image_seqs
         assert imgs is not None
         n = imgs.shape[0]
+        if not -n <= args.slice < n:
+            raise ValueError(f"--slice {args.slice} out of range: {args.file} has {n} slice(s)")
+        if args.tag_spacing_px is not None and args.tag_spacing_px >= min(imgs.shape[2:]) / 2:
+            raise ValueError(
+                f"--tag-spacing-px {args.tag_spacing_px:g}: at least two tags must fit in the "
+                f"{imgs.shape[3]}x{imgs.shape[2]} images of {args.file}"
+            )
         if args.init_from_file:
             if data.landmark_coords is None:
                 raise ValueError(f"{args.file}: --init-from-file but the file has no 'landmark_coords'")
             valid = data.landmark_frame_valid
             if not valid[:, 0].all():
-                raise ValueError(f"{args.file}: frame-0 landmarks are missing (all zeros) for some slices")
+                bad = ", ".join(map(str, np.flatnonzero(~valid[:, 0])[:10]))
+                raise ValueError(f"{args.file}: frame-0 landmarks are missing (all zeros or NaN) for slice(s) {bad}")
             init = data.landmark_coords[:, 0]
         elif args.mask:
             mp = Path(args.mask)
-            if not mp.is_file():
-                raise FileNotFoundError(f"mask file not found: {mp}")
-            mk = np.load(mp)
-            if isinstance(mk, np.lib.npyio.NpzFile):
-                mk = mk[mk.files[0]]
-            mk = np.asarray(mk)
+            mk = _read_mask(mp)
             if mk.ndim == 2:
                 mk = np.broadcast_to(mk, (n,) + mk.shape)
             if mk.ndim != 3 or mk.shape != (n,) + imgs.shape[2:]:
-                raise ValueError(f"{mp}: mask must be (H, W) or (n, H, W) matching images {imgs.shape}, got {mk.shape}")
-            init = np.stack([init_landmarks_from_mask(mk[i]) for i in range(n)])
-        else:  # from the tagged images alone: tag persistence + contraction (cmrkit.tag_localise)
+                raise ValueError(
+                    f"--mask {mp}: mask must be (H, W) or (n, H, W) matching the images {imgs.shape} of "
+                    f"{args.file} as (n, T, H, W), got {mk.shape}"
+                )
+            init = np.empty((n, 2, N_LANDMARKS))
+            for i in range(n):
+                try:
+                    init[i] = init_landmarks_from_mask(mk[i])
+                except ValueError as exc:
+                    raise ValueError(f"--mask {mp} slice {i}: {exc}") from None
+        else:  # from the tagged images alone: tag persistence + contraction (cmrkit.tagging.localise)
             from .localise import auto_init_landmarks
 
             init = np.empty((n, 2, N_LANDMARKS))
@@ -109,8 +124,6 @@ def cli_main(argv: list[str] | None = None) -> int:
                         f"{args.file} slice {i}: automatic LV localisation failed ({exc}); "
                         "pass --init-from-file or --mask"
                     ) from None
-        if not -n <= args.slice < n:
-            raise ValueError(f"--slice {args.slice} out of range: {args.file} has {n} slice(s)")
         tracked = track_sequences(
             imgs,
             init,
@@ -183,6 +196,67 @@ def cli_main(argv: list[str] | None = None) -> int:
                     line += f" {_fmt(rep['landmark_error_px'][t])}"
                 print(line)
     return 0
+
+
+def _check_options(args: argparse.Namespace) -> str | None:
+    """The first problem with the command-line options that needs no data to see, else ``None``."""
+    if args.init_from_file and args.mask:
+        return "give either --init-from-file or --mask, not both"
+    if not (math.isfinite(args.bandwidth) and 0 < args.bandwidth < 0.5):
+        return (
+            f"--bandwidth {args.bandwidth:g}: the HARP band-pass width is a fraction of the tag frequency "
+            "and must lie in (0, 0.5) (default 0.3) so that it passes the harmonic peak and excludes the DC term"
+        )
+    if args.tag_spacing_px is not None and not (math.isfinite(args.tag_spacing_px) and args.tag_spacing_px > 2):
+        return f"--tag-spacing-px {args.tag_spacing_px:g}: a tag period must be more than 2 pixels"
+    if args.jobs == 0 or args.jobs < -1:
+        return f"--jobs {args.jobs}: give a number of worker processes >= 1, or -1 for all cores"
+    src = Path(args.file)
+    if not src.is_file():
+        return f"{src}: " + ("is a folder, not an HDF5 file" if src.is_dir() else "file not found")
+    if args.mask:
+        mp = Path(args.mask)
+        if not mp.is_file():
+            return f"--mask {mp}: " + ("is a folder" if mp.is_dir() else "file not found")
+        if mp.suffix.lower() not in (".npy", ".npz"):
+            return (
+                f"--mask {mp}: expected a NumPy .npy or .npz file holding an (H, W) or (n, H, W) mask "
+                "(label 2 = myocardium in label maps)"
+            )
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            return f"--out {out}: is a folder; give the .h5 file to write (e.g. {out / (src.stem + '.result.h5')})"
+        if out.exists() and src.exists() and out.resolve() == src.resolve():
+            return f"--out {out}: is the input file; write the result to another file (e.g. {src.stem}.result.h5)"
+        try:  # the folder must take a file now, not after minutes of tracking
+            out.absolute().parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=out.absolute().parent):
+                pass
+        except OSError as exc:
+            return f"--out {out}: cannot write a file there ({exc.strerror or exc})"
+    return None
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` or ``.npz`` mask file (first array of an ``.npz``), or a ValueError
+    that names the file and the expected format."""
+    try:
+        mk = np.load(path, allow_pickle=False)
+        if isinstance(mk, np.lib.npyio.NpzFile):
+            with mk:
+                if not mk.files:
+                    raise ValueError("the .npz file holds no array")
+                mk = mk[mk.files[0]]
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(
+            f"--mask {path}: not a readable NumPy .npy/.npz mask (an (H, W) or (n, H, W) integer or boolean "
+            f"array; label 2 = myocardium in label maps): {' '.join(str(exc).split())[:160]}"
+        ) from None
+    mk = np.asarray(mk)
+    if mk.dtype.kind not in "biuf" or (mk.dtype.kind == "f" and not np.all(np.isfinite(mk))):
+        raise ValueError(f"--mask {path}: expected a numeric mask without NaN, got dtype {mk.dtype}")
+    return mk
 
 
 def _fmt(v: float | None) -> str:

@@ -50,7 +50,7 @@ def synthetic_tagged_ring(
 ) -> SyntheticTagged:
     """An analytic grid-tagged short-axis ring with known motion (a test fixture, not the phantom).
 
-    Geometry and motion (after PyMRStrain's analytical LV, notes §4): material polar coordinates
+    Geometry and motion (after PyMRStrain's analytical LV, github.com/hmella/pymrstrain): material polar coordinates
     ``(R, Theta)`` about ``center`` move to ``(rho(R, t), Theta + psi(R, t))`` with
     ``rho = R + g(t) (rho_ES(R) - R)`` and ``psi = g(t) psi_ES(R)``; at ES the endocardium is at
     ``endo_scale_es * r_endo``, the wall is incompressible (``rho_ES^2 = R^2 - r_endo^2 + rho_en^2``),
@@ -58,7 +58,7 @@ def synthetic_tagged_ring(
     the twist falls linearly from ``twist_deg`` at the endocardium to 0 at the epicardium. ``g`` rises
     as ``sin^2`` to 1 at ``es_frame`` and relaxes back as a cosine by the last frame.
 
-    Image (notes §3.3): anatomy ``a(x)`` (myocardium 1, blood 1.3, static background 0.6) times a 1-1
+    Image (SPAMM, Axel & Dougherty 1989): anatomy ``a(x)`` (myocardium 1, blood 1.3, static background 0.6) times a 1-1
     SPAMM grid ``f(X) = prod_i (1 - cos(k_i . X)) / 2`` evaluated at the material position (two
     directions ``tag_angle_deg`` and ``tag_angle_deg + 90``), with T1 fading
     ``f e^{-t/T1} + 1 - e^{-t/T1}`` (blood with the short ``t1_blood_ms``), plus Gaussian noise of

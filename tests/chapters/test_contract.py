@@ -29,6 +29,8 @@ def test_written_chapters_follow_the_contract(ch):
     for name in mod.STEPS:
         assert callable(getattr(mod, name)), f"{ch.name}.{name} is listed in STEPS but missing"
         assert name in mod.__all__
+    if hasattr(mod, "dry_runs"):  # a chapter that trains models lists them for the CPU dry run
+        assert "dry_runs" in mod.__all__ and list(inspect.signature(mod.dry_runs).parameters) == ["cfg"]
     # the notebook calls the steps in the listed order (each at least once)
     nb = json.loads((NOTEBOOK_DIR / f"{ch.notebook}.ipynb").read_text())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
@@ -46,3 +48,23 @@ def test_chapter_lookup():
     for c in missing:
         with pytest.raises(ConfigError, match="not written yet"):
             c.load()
+
+
+def test_run_with_a_missing_gpu_fails_in_one_line_before_any_data(tmp_path, capsys, monkeypatch):
+    """``cmrkit run smcvae_strain --device cuda`` on a machine without CUDA: one line, exit 2, and
+    neither the phantom cohort nor the report folder is touched."""
+    import torch
+
+    from cmrkit.chapters import cli_main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def no_data(*_a, **_k):
+        raise AssertionError("data prepared before the device was checked")
+
+    monkeypatch.setattr("cmrkit.phantom.ensure_cohort", no_data)
+    report = tmp_path / "rep"
+    assert cli_main(["smcvae_strain", "--device", "cuda", "--report-dir", str(report)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no CUDA GPU" in err and err.startswith("cmrkit run: error:")
+    assert not report.exists()

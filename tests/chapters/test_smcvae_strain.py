@@ -160,3 +160,33 @@ def test_tracking_start_without_landmarks_or_labels_is_located_on_the_tagging(ti
     flat = dataclasses.replace(bare, tagging=np.ones_like(data.tagging))
     with pytest.raises(ValueError, match="could not be located"):
         smcvae_strain._init_landmarks(flat, 0)
+
+
+def test_tracking_without_annotations_and_the_test_set_browser(tiny):
+    import matplotlib.pyplot as plt
+
+    _, data = tiny
+    idx = data.index("test")
+    tr = smcvae_strain.track_and_strain(data, data.tagging[idx])
+    table, fig = smcvae_strain.tracking_without_annotations(data, tr)
+    i, es = int(idx[0]), int(tr["es"][0])
+    assert list(table.index) == ["automatic start", "start used above", "truth"]
+    assert table.loc["start used above", "ES E_cc"] == pytest.approx(tr["Ecc"]["original"][0, es])
+    assert table.loc["truth", "ES E_rr"] == pytest.approx(data.true_strain["Err"][i, es])
+    assert table.loc["automatic start", "ES E_cc"] < 0  # the located wall contracts
+    assert len(fig.axes) == 2  # frame 0 and ES
+    plt.close(fig)
+    outs = {
+        "only_cine_to_tagging": data.tagging[idx] * 0.5,
+        "only_tagging_to_cine": data.cine[idx] * 0.25,
+    }
+    fig, viewer = smcvae_strain.browse_test_set(data, outs, frame=3)
+    assert viewer is None and len(fig.axes) == 4
+    np.testing.assert_allclose(fig.axes[2].images[0].get_array(), outs["only_cine_to_tagging"][0, 3])
+    plt.close(fig)
+    pytest.importorskip("ipywidgets")
+    fig, viewer = smcvae_strain.browse_test_set(data, outs, interactive=True, item=len(idx) - 1)
+    assert viewer.item_slider.max == len(idx) - 1 and viewer.frame_slider.max == data.cine.shape[1] - 1
+    viewer.frame_slider.value = 2
+    np.testing.assert_allclose(viewer.last_figure.axes[1].images[0].get_array(), data.tagging[idx[-1], 2])
+    plt.close(fig)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cmrkit.io import DataError, MissingFileError, iter_subjects, load_subject, save_nifti
-from cmrkit.io.acdc import read_info_cfg, remap_acdc_labels
+from cmrkit.io.acdc import read_info_cfg
 
 SHAPE = (20, 20, 3)
 NF = 5
@@ -65,12 +65,6 @@ def test_without_4d_the_record_has_two_frames(tmp_path):
     assert s.cine.shape == (*SHAPE, 2) and (s.ed_frame, s.es_frame) == (0, 1)
     np.testing.assert_allclose(s.cine[..., 1], cine[..., 2], atol=1e-6)
     assert s.meta["original_frames_0based"] == {"ed": 0, "es": 2}
-
-
-def test_remap_is_an_involution_on_rv_lv():
-    lab = np.array([0, 1, 2, 3], np.uint8)
-    np.testing.assert_array_equal(remap_acdc_labels(lab), [0, 3, 2, 1])
-    np.testing.assert_array_equal(remap_acdc_labels(remap_acdc_labels(lab)), lab)
 
 
 @pytest.mark.parametrize(

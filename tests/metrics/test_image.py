@@ -117,6 +117,57 @@ def test_psnr_rmse_mae_match_references(pair):
     np.testing.assert_allclose(im.mae(pred, ref), np.abs(pred - ref).reshape(2, -1).mean(1))
 
 
+# --------------------------------------------------------------------------------------------
+# one image pair, as scikit-image takes it
+# --------------------------------------------------------------------------------------------
+def test_one_2d_pair_gives_a_float_equal_to_scikit_image(pair):
+    pred, ref = pair[0][0, 0, 1], pair[1][0, 0, 1]  # (48, 48) each
+    s = im.ssim(pred, ref, data_range=1.0)
+    exp = structural_similarity(
+        pred, ref, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
+    assert isinstance(s, float) and s == pytest.approx(exp, abs=1e-5)
+    p = im.psnr(pred, ref, data_range=1.0)
+    assert isinstance(p, float) and p == pytest.approx(peak_signal_noise_ratio(ref, pred, data_range=1.0))
+    assert im.rmse(pred, ref) == pytest.approx(math.sqrt(mean_squared_error(ref, pred)))
+    assert im.mae(pred, ref) == pytest.approx(float(np.abs(pred - ref).mean()))
+    # reduction does not matter for one pair; torch tensors and lists are pairs too
+    assert im.ssim(pred, ref, data_range=1.0, reduction="mean") == s
+    assert im.ssim(torch.from_numpy(pred), torch.from_numpy(ref), data_range=1.0) == pytest.approx(s, abs=1e-6)
+    assert im.rmse(pred.tolist(), ref.tolist()) == pytest.approx(im.rmse(pred, ref))
+    # the same value as the pair given as a batch of one
+    batch = (pred[None, None], ref[None, None])
+    assert s == pytest.approx(im.ssim(*batch, data_range=1.0)[0], abs=1e-7)
+    assert p == pytest.approx(im.psnr(*batch, data_range=1.0)[0])
+    big_p, big_r = np.kron(pred, np.ones((3, 3))), np.kron(ref, np.ones((3, 3)))  # 144 x 144 for 5 scales
+    assert im.ms_ssim(big_p, big_r, data_range=1.0) == pytest.approx(
+        im.ms_ssim(big_p[None, None], big_r[None, None], data_range=1.0)[0]
+    )
+    g = im.gr4_ssim(pred, ref, data_range=1.0)
+    assert isinstance(g, float) and g == pytest.approx(im.gr4_ssim(*batch, data_range=1.0)[0])
+    assert im.gr4_ssim(ref, ref, data_range=1.0) == pytest.approx(1.0)
+
+
+def test_one_3d_pair_with_spatial_dims_3():
+    rng = np.random.default_rng(3)
+    ref = rng.random((12, 20, 20))
+    pred = np.clip(ref + 0.1 * rng.standard_normal(ref.shape), 0, 1)
+    s = im.ssim(pred, ref, data_range=1.0, spatial_dims=3)
+    exp = structural_similarity(
+        pred, ref, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
+    assert isinstance(s, float) and s == pytest.approx(exp, abs=1e-5)
+    assert im.psnr(pred, ref, data_range=1.0, spatial_dims=3) == pytest.approx(
+        peak_signal_noise_ratio(ref, pred, data_range=1.0)
+    )
+    # without spatial_dims=3 a 3-D array is a batch of 2-D items, one value each
+    assert im.psnr(pred, ref, data_range=1.0).shape == (12,)
+    with pytest.raises(ValueError, match="one image pair with exactly 2 axes, or a batch"):
+        im.ssim(pred, ref, data_range=1.0)  # (S, H, W) is neither a 2-D pair nor a batch
+    with pytest.raises(ValueError, match="spatial_dims must be 2 or 3"):
+        im.rmse(pred, ref, spatial_dims=4)
+
+
 def _gauss2d(win: int, sigma: float) -> np.ndarray:
     x = np.arange(win) - (win - 1) / 2
     g = np.exp(-(x**2) / (2 * sigma**2))
@@ -291,7 +342,7 @@ def test_bad_inputs_raise_clear_errors(pair):
     with pytest.raises(ValueError, match="data_range"):
         im.psnr(pred, ref, data_range=0)
     with pytest.raises(ValueError, match="at least 4 dimensions"):
-        im.ssim(pred[0, 0, 0], ref[0, 0, 0], data_range=1.0)
+        im.ssim(pred[0, 0, 0, 0], ref[0, 0, 0, 0], data_range=1.0)  # a 1-D profile is no image
     with pytest.raises(ValueError, match="window"):
         im.ssim(pred[..., :8, :8], ref[..., :8, :8], data_range=1.0)
     with pytest.raises(ValueError, match="variant"):

@@ -8,10 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from cmrkit.metrics.realism import snr, tissue_contrast
 from cmrkit.phantom import Geometry, build_scene, generate_subject, sample_subject_params
 from cmrkit.phantom.contrast import TISSUES
 from cmrkit.phantom.render import myocardial_tag_depth, render_tagging
-from cmrkit.realism import snr, tissue_contrast
 
 from .conftest import TINY
 
@@ -105,7 +105,7 @@ def test_tag_phase_is_validated_and_read_from_mappings():
 
 
 def test_cine_contrast_and_snr_sit_in_the_real_bssfp_range():
-    """Blood/myocardium ratio and myocardial SNR (cmrkit.realism) inside the M&Ms range (3.3-6.1; SNR 15-29)."""
+    """Blood/myocardium ratio and myocardial SNR (cmrkit.metrics.realism) inside the M&Ms range (3.3-6.1; SNR 15-29)."""
     geo = Geometry(cine_frames=2, slices=6, slice_samples=1, supersample=1, matrix=96)
     ratios, snrs = [], []
     for i in range(3):

@@ -1,4 +1,4 @@
-"""cmrkit.realism: closed-form contrast, noise, SNR, tag period/fading and phenotype comparisons."""
+"""cmrkit.metrics.realism: closed-form contrast, noise, SNR, tag period/fading and phenotype comparisons."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from cmrkit import realism as R
+from cmrkit.metrics import realism as R
 
 
 def _heart(h: int = 96, w: int = 96, blood: float = 300.0, myo: float = 100.0, bg: float = 150.0):

@@ -44,9 +44,10 @@ axes -- slices, frames -- are looped over):
   whole and leaves the depth unchanged.
 
 Cohort measurement: :func:`phenotype_comparison` sets cohort phenotypes (by sex) against reference
-values, by default :data:`UKB_REFERENCE` (Petersen et al. 2017 UK Biobank reference ranges as far as
-the shared notes could verify them, ``notes/data-and-norms.md`` §B.1, plus Hudsmith et al. 2005 for
-the volumes the notes could not find for UK Biobank).
+values, by default :data:`UKB_REFERENCE`: the Petersen et al. 2017 UK Biobank reference ranges
+(J Cardiovasc Magn Reson 19:18) that could be read from its abstract or checked transcriptions, plus
+Hudsmith et al. 2005 (J Cardiovasc Magn Reson 7:775) for the volumes whose UK Biobank mean and sd
+are in Petersen's tables 2-5, which were not available.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+
+from ..clinical import MEASURED_COLUMNS
+from ..labels import LV_BLOOD, LV_MYO
 
 __all__ = [
     "RAYLEIGH_SD_FACTOR",
@@ -82,7 +86,7 @@ __all__ = [
     "spamm_profile",
     "spamm_harmonics",
     "expected_tag_contrast",
-    "PHENOTYPE_COLUMNS",
+    "sex_labels",
     "phenotype_comparison",
 ]
 
@@ -90,13 +94,12 @@ __all__ = [
 RAYLEIGH_SD_FACTOR: float = math.sqrt(2.0 - math.pi / 2.0)
 #: Immerkaer (1996) noise-estimation kernel; its L2 norm is 6
 IMMERKAER_KERNEL = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
-#: myocardial T1 at 1.5 T (Stanisz et al., Magn Reson Med 2005;54:507-512); notes give 850-1200 ms
+#: myocardial T1 at 1.5 T (Stanisz et al., Magn Reson Med 2005;54:507-512); tagging simulators use
+#: 850-1200 ms (PyMRStrain 850 ms, Loecher's tagsim 900-1200 ms)
 MYOCARDIUM_T1_MS: float = 1030.0
 #: UK Biobank tagging: grid spacing 6 mm and ~41 ms between frames (thesis §4.3.1)
 UKB_TAG_SPACING_MM: float = 6.0
 UKB_TAG_FRAME_MS: float = 41.0
-
-LV_BLOOD, LV_MYO, RV_BLOOD = 1, 2, 3
 
 
 # ============================================================================ reference values
@@ -105,9 +108,9 @@ class ReferenceValue:
     """One published reference value of a cardiac phenotype.
 
     ``mean``/``sd`` when the source gives them, ``lo``/``hi`` when it gives a range (a 95 % range or
-    a normal zone); ``status`` says how the number was checked (see ``notes/data-and-norms.md``):
-    ``verified`` (read in the source), ``transcribed`` (third-party transcription), ``loose``
-    (normal-zone limits of unclear definition, sanity bounds only).
+    a normal zone); ``status`` says how the number was checked: ``verified`` (read in the source),
+    ``transcribed`` (a third-party transcription of the source's tables), ``loose`` (normal-zone
+    limits of unclear definition, sanity bounds only).
     """
 
     phenotype: str
@@ -138,9 +141,10 @@ def _rv(ph: str, sex: str, units: str, source: str, status: str, **kw: float) ->
     return ReferenceValue(ph, sex, units, source, status, **kw)
 
 
-#: Reference values with their sources (``notes/data-and-norms.md`` §B.1; healthy Caucasians aged
-#: 45-74, papillary muscles in the LV volume). Petersen 2017 means/sd of LVEDV, LVESV, LVM and the RV
-#: could not be read (notes: gap 1), so Hudsmith 2005 means/sd stand in for the volumes.
+#: Reference values with their sources (Petersen 2017: 804 healthy Caucasians aged 45-74, 1.5 T
+#: bSSFP, papillary muscles in the LV volume; LVEF and LVM/BSA from its abstract). Petersen 2017
+#: means/sd of LVEDV, LVESV, LVM and the RV are in its tables 2-5, which could not be read, so
+#: Hudsmith 2005 means/sd stand in for the volumes.
 UKB_REFERENCE: tuple[ReferenceValue, ...] = (
     _rv("LVEF", "male", "%", _P17, "verified", mean=58.0, sd=5.0),
     _rv("LVEF", "female", "%", _P17, "verified", mean=61.0, sd=5.0),
@@ -703,19 +707,7 @@ def expected_tag_contrast(
 
 
 # ============================================================================ phenotypes
-#: kit phenotype name -> phantom manifest column holding its value measured from the label maps
-PHENOTYPE_COLUMNS: dict[str, str] = {
-    "LVEDV": "lvedv_ml_measured",
-    "LVESV": "lvesv_ml_measured",
-    "LVEF": "lvef_pct_measured",
-    "LVM": "lvm_g_measured",
-    "RVEDV": "rvedv_ml_measured",
-    "RVESV": "rvesv_ml_measured",
-    "RVEF": "rvef_pct_measured",
-}
-
-
-def _sex_labels(values: pd.Series) -> pd.Series:
+def sex_labels(values: pd.Series) -> pd.Series:
     """Map a sex column to ``"female"``/``"male"`` (UK Biobank field 31: 0 female, 1 male; or strings)."""
 
     def one(v: Any) -> str | None:
@@ -759,7 +751,7 @@ def phenotype_comparison(
     reference
         :class:`ReferenceValue` entries (default :data:`UKB_REFERENCE`).
     columns
-        Kit phenotype name -> column (default :data:`PHENOTYPE_COLUMNS`, the phantom manifest's
+        Kit phenotype name -> column (default :data:`cmrkit.clinical.MEASURED_COLUMNS`, the phantom manifest's
         label-derived values). Without their own column, ``LVSV``/``RVSV`` are ``EDV - ESV`` and
         ``LVMi`` (LV mass / BSA) is ``LVM`` over a ``bsa`` (or ``bsa_m2``) column, else over the Mosteller
         BSA ``sqrt(height_cm * weight_kg / 3600)``. Reference phenotypes without a column are an error.
@@ -777,7 +769,7 @@ def phenotype_comparison(
     """
     if not isinstance(manifest, pd.DataFrame):
         raise TypeError(f"manifest must be a pandas DataFrame, got {type(manifest).__name__}")
-    cols = dict(PHENOTYPE_COLUMNS if columns is None else columns)
+    cols = dict(MEASURED_COLUMNS if columns is None else columns)
     df = manifest
     if subset is not None:
         mask = np.asarray(subset, dtype=bool)
@@ -786,7 +778,7 @@ def phenotype_comparison(
         df = df.loc[mask]
     if sex_column not in df.columns:
         raise ValueError(f"manifest has no sex column {sex_column!r} (columns: {list(df.columns)})")
-    sex = _sex_labels(df[sex_column])
+    sex = sex_labels(df[sex_column])
     values: dict[str, pd.Series] = {}
     refs = list(reference)
 

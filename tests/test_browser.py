@@ -1,0 +1,327 @@
+"""The notebooks as a person uses them: JupyterLab in headless Chromium, every cell run, widgets driven.
+
+For each notebook (parametrised: add ``02_ldm3d`` and ``03_cond_ldm4d`` to :data:`NOTEBOOKS` when they
+exist) the test starts a private JupyterLab server, opens a copy of the notebook whose only change is
+``REPORT_DIR`` (papermill ``prepare_only``; ``INTERACTIVE`` keeps the notebook's default, True), runs
+all cells in the browser (smoke profile) and checks what a person would see:
+
+- no cell ends in an error;
+- every widget output renders as a widget: no "Error displaying widget", no plain-text widget repr
+  such as ``IntSlider(value=0, ...)`` (the sign of a missing widget manager);
+- every plotly figure is drawn (``jupyterlab-plotly``), the 3D heart included;
+- moving a slider with the keyboard, and then by dragging its handle, changes the displayed image.
+
+Screenshots go to ``$CMRKIT_SCREENSHOTS`` (default: the test's temporary folder). The browser is
+Debian's ``chromium`` driven by Playwright (``pip install playwright``, no browser download:
+``executable_path``); without either the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cmrkit.utils import REPO_ROOT
+
+#: notebook -> the number of slider widgets that must be drivable (at least one is moved)
+NOTEBOOKS = {"00_background": 1, "01_smcvae_strain": 1}
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-unsafe-swiftshader",  # software WebGL for plotly's 3D view when the GPU is disabled
+]
+RUN_TIMEOUT_S = 900
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _chromium() -> str:
+    exe = os.environ.get("CMRKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        pytest.skip("browser test skipped: no Chromium found (apt-get install chromium, or set CMRKIT_CHROMIUM)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("browser test skipped: Playwright for Python is not installed (pip install playwright)")
+    return exe
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A private JupyterLab server on 127.0.0.1 with its own settings, workspace and runtime folders."""
+    _chromium()
+    root = tmp_path_factory.mktemp("lab")
+    home = root / "home"
+    settings = home / "settings"
+    # every cell in the DOM (no virtual scrolling), and no news/update pop-ups
+    _write(settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings", {"windowingMode": "none"})
+    _write(
+        settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings",
+        {"fetchNews": "false", "checkForUpdates": False},
+    )
+    work = root / "work"
+    work.mkdir()
+    port, token = _free_port(), uuid.uuid4().hex
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTER_DATA_DIR": str(home / "data"),  # kernelspecs still come from the environment's prefix
+        "IPYTHONDIR": str(home / "ipython"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+    }
+    env.pop("MPLBACKEND", None)  # the kernel must use the inline backend
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--ServerApp.token={token}",
+        f"--ServerApp.root_dir={work}",
+        f"--LabApp.user_settings_dir={settings}",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}",
+        "--LabApp.expose_app_in_browser=True",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = open(root / "lab.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail(f"JupyterLab did not start:\n{(root / 'lab.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    try:
+        yield {"url": url, "token": token, "work": work, "root": root}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    from playwright.sync_api import sync_playwright
+
+    exe = _chromium()
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(lab["root"] / "chromium-profile"),  # a fresh user-data dir
+            executable_path=exe,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+_STATE_JS = """() => {
+  const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  if (!nb || !nb.content || !nb.sessionContext) return null;
+  const kernel = nb.sessionContext.session && nb.sessionContext.session.kernel;
+  const cells = nb.content.widgets.filter(c => c.model.type === 'code');
+  const prompts = [...document.querySelectorAll('.jp-Notebook .jp-InputArea-prompt')].map(p => p.textContent);
+  return {
+    kernel: kernel ? kernel.status : 'none',
+    n: cells.length,
+    executed: cells.filter(c => c.model.executionCount !== null).length,
+    running: prompts.filter(t => t.includes('*')).length,
+  };
+}"""
+
+_OUTPUTS_JS = """() => {
+  const nb = window.jupyterapp.shell.currentWidget;
+  return nb.content.widgets.filter(c => c.model.type === 'code').map((c, i) => {
+    const outs = [];
+    for (let j = 0; j < c.model.outputs.length; j++) {
+      const o = c.model.outputs.get(j).toJSON();
+      const fig = o.data && o.data['application/vnd.plotly.v1+json'];
+      outs.push({type: o.output_type, ename: o.ename || null, evalue: o.evalue || null,
+                 mimes: Object.keys(o.data || {}),
+                 gl: !!(fig && (fig.data || []).some(t => ['mesh3d', 'scatter3d', 'surface'].includes(t.type))),
+                 text: (o.data && o.data['text/plain']) ? String(o.data['text/plain']).slice(0, 200) : null});
+    }
+    return {index: i, source: c.model.sharedModel.getSource().slice(0, 80), outputs: outs};
+  });
+}"""
+
+
+def _img_src(page, slider) -> str | None:
+    """The image of the widget box holding ``slider`` (the viewer's or interact's Output)."""
+    return slider.evaluate(
+        """el => { const box = el.closest('.widget-interact') || el.closest('.widget-vbox');
+                   const img = box && box.querySelector('.widget-output img, .jp-OutputArea img');
+                   return img ? img.getAttribute('src') : null; }"""
+    )
+
+
+def _wait_change(page, slider, before: str, what: str, timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = _img_src(page, slider)
+        if now and now != before:
+            return now
+        page.wait_for_timeout(250)
+    raise AssertionError(f"moving the slider by {what} did not change the displayed image")
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 300)
+@pytest.mark.parametrize("stem", list(NOTEBOOKS))
+def test_notebook_in_jupyterlab(stem, lab, browser, tmp_path):
+    import papermill as pm
+
+    src = REPO_ROOT / "notebooks" / f"{stem}.ipynb"
+    if not src.is_file():
+        pytest.skip(f"notebooks/{stem}.ipynb is not written yet")
+    shots = Path(os.environ.get("CMRKIT_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    # the notebook as shipped, with only REPORT_DIR pointed at a scratch folder
+    pm.execute_notebook(
+        str(src),
+        str(lab["work"] / src.name),
+        parameters={"REPORT_DIR": str(tmp_path / "report")},
+        prepare_only=True,
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    page = browser.new_page()
+    console_errors: list[str] = []
+    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    # a workspace of its own, reset: only this notebook is open and current
+    page.goto(f"{lab['url']}/lab/workspaces/{stem}/tree/{src.name}?reset&token={lab['token']}")
+    page.wait_for_function(
+        "() => { const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        f" const s = ({_STATE_JS})(); return s && s.kernel === 'idle' && nb.context.path === '{src.name}'; }}",
+        timeout=120_000,
+    )
+    t0 = time.monotonic()
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    settled, started, state = 0, False, None
+    while time.monotonic() < t0 + RUN_TIMEOUT_S:
+        page.wait_for_timeout(1000)
+        state = page.evaluate(_STATE_JS)
+        started |= state["executed"] > 0 or state["running"] > 0
+        if not started and time.monotonic() > t0 + 90:
+            raise AssertionError(f"{stem}: 'run all cells' did not start any cell ({state})")
+        busy = state["kernel"] != "idle" or state["running"] > 0
+        settled = 0 if busy else settled + 1
+        if started and settled >= 3:
+            break
+    print(f"{stem}: all cells run in JupyterLab in {time.monotonic() - t0:.0f} s")
+    page.wait_for_timeout(1500)  # let the last widgets and plots render
+    page.screenshot(path=str(shots / f"{stem}_top.png"))
+    assert settled >= 3, f"{stem}: the notebook did not finish in {RUN_TIMEOUT_S} s ({state})"
+
+    cells = page.evaluate(_OUTPUTS_JS)
+    errors = [
+        f"cell {c['index']} ({c['source']!r}): {o['ename']}: {o['evalue']}"
+        for c in cells
+        for o in c["outputs"]
+        if o["type"] == "error"
+    ]
+    assert not errors, f"{stem}: cells with errors:\n" + "\n".join(errors)
+    assert state["executed"] == state["n"], f"{stem}: {state['n'] - state['executed']} cell(s) did not run ({state})"
+
+    # widgets render as widgets
+    widget_outputs = sum("application/vnd.jupyter.widget-view+json" in o["mimes"] for c in cells for o in c["outputs"])
+    assert widget_outputs > 0, f"{stem}: no widget in the outputs although INTERACTIVE defaults to True"
+    body = page.inner_text("body")
+    assert "Error displaying widget" not in body
+    reprs = [
+        o["text"]
+        for c in cells
+        for o in c["outputs"]
+        if o["text"]
+        and "application/vnd.jupyter.widget-view+json" not in o["mimes"]
+        and o["text"].split("(")[0] in ("IntSlider", "FloatSlider", "VBox", "HBox", "interactive", "Output", "Box")
+    ]
+    assert not reprs, f"{stem}: widgets shown as plain text: {reprs}"
+    rendered = page.evaluate(
+        """() => [...document.querySelectorAll('.jp-OutputArea-output')]
+               .filter(el => el.querySelector('.jupyter-widgets') || /widget/i.test(el.innerText.slice(0, 200)))
+               .map(el => ({widget: !!el.querySelector('.jupyter-widgets'), text: el.innerText.slice(0, 80)}))"""
+    )
+    assert len(rendered) == widget_outputs, f"{stem}: {widget_outputs} widget outputs, {len(rendered)} rendered"
+    assert all(r["widget"] for r in rendered), f"{stem}: widget outputs not rendered as widgets: {rendered}"
+
+    # plotly figures are drawn (hover/zoom/rotate views of the INTERACTIVE cells)
+    plotly_outputs = sum("application/vnd.plotly.v1+json" in o["mimes"] for c in cells for o in c["outputs"])
+    drawn = page.locator(".jp-Notebook .js-plotly-plot").count()
+    assert drawn == plotly_outputs, f"{stem}: {plotly_outputs} plotly outputs, {drawn} drawn"
+    views_3d = sum(o["gl"] for c in cells for o in c["outputs"])
+    canvases = page.locator(".jp-Notebook .js-plotly-plot .gl-container canvas").count()
+    assert canvases >= views_3d, f"{stem}: {views_3d} 3D views but {canvases} WebGL canvases"
+    assert "WebGL is not supported" not in body
+
+    # sliders: keyboard, then drag, each changes the displayed image
+    sliders = page.locator(".jp-OutputArea-output .widget-slider .noUi-handle")
+    assert sliders.count() >= NOTEBOOKS[stem], f"{stem}: {sliders.count()} sliders"
+    handle = sliders.first
+    handle.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    before = _img_src(page, handle)
+    assert before, f"{stem}: no image next to the first slider"
+    page.screenshot(path=str(shots / f"{stem}_viewer_before.png"))
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    after_key = _wait_change(page, handle, before, "keyboard")
+    box = handle.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    _wait_change(page, handle, after_key, "drag")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / f"{stem}_viewer_after.png"))
+    plots = page.locator(".jp-Notebook .js-plotly-plot")
+    for k in range(plots.count()):  # what a person sees of each interactive view
+        plots.nth(k).scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / f"{stem}_plotly_{k}.png"))
+    page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")  # free the kernel's memory
+    page.close()
+    assert not [e for e in console_errors if "widget" in e.lower()], console_errors
