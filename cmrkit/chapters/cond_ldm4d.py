@@ -51,7 +51,7 @@ import pandas as pd
 from ..clinical import sequence_phenotypes
 from ..clinical import sequence_volume_curves as volume_curves
 from ..report import Report, TableRow
-from ..runs import RunMismatchError, SampleSet, check_manifest, is_complete, list_runs, mark_complete, run_dir, run_key
+from ..runs import RunMismatchError, SampleSet, check_manifest, is_complete, mark_complete, run_dir, run_key
 
 __all__ = [
     "NOTEBOOK",
@@ -87,6 +87,11 @@ __all__ = [
     "phase_frames",
     "FeatureCache",
     "Predictors",
+    "recovery_predictors",
+    "condition_space",
+    "sample_specs",
+    "intervention_endpoints",
+    "curve_statistics",
     "run_all",
 ]
 
@@ -661,6 +666,14 @@ def diffusion_config(cfg: Any, latent_shape: Sequence[int], space: Any) -> Any:
     )
 
 
+def condition_space(cfg: Any, data: SequenceData) -> Any:
+    """The :class:`~cmrkit.models.conditioning.ConditionSpace` of ``ch6.conditions``: normalisation from the
+    training split, allowed ranges from the whole cohort (every model of chapter 6 encodes covariates with it)."""
+    from ..models.conditioning import ConditionSpace
+
+    return ConditionSpace.fit(data.covariates.iloc[data.index("train")], _conditions(cfg), cohort=data.covariates)
+
+
 def train_diffusion(
     cfg: Any, data: SequenceData, autoencoder: Trained, *, checkpoint: Any = None, progress: bool = False
 ) -> Trained:
@@ -680,15 +693,13 @@ def train_diffusion(
         ConditionalLatentDiffusion,
         encode_sequences,
     )
-    from ..models.conditioning import ConditionSpace
     from ..models.diffusion import compute_scale_factor
     from ..train import fit, save_model
 
     c = cfg.ch6
     ae, ae_folder = autoencoder.model, autoencoder.folder
     tr, va = data.index("train"), data.index("val")
-    names = _conditions(cfg)
-    space = ConditionSpace.fit(data.covariates.iloc[tr], names, cohort=data.covariates)
+    space = condition_space(cfg, data)
     mcfg = diffusion_config(cfg, ae.latent_shape, space)
     iters, bs = int(c.diffusion_iterations), int(c.diffusion_batch_size)
     if iters < 1 or bs < 1:
@@ -991,27 +1002,40 @@ def _subject_index(data: SequenceData, samples: SampleSet) -> np.ndarray:
     return out
 
 
-def _baseline_set(cfg: Any, name: str, data: SequenceData) -> tuple[SampleSet | None, str]:
-    """The newest complete baseline sample set of notebook 04 (same seed preferred), or None with the reason.
+def sample_specs(data: SequenceData, image_frames: int | None = None) -> dict[str, Any]:
+    """The bad-sample guard of a generated set on ``data``'s grid (:func:`cmrkit.runs.check_samples`):
+    labels ``(X, Y, Z, T)`` with codes 0..3 and images in the data's range [0, 1], ``(X, Y, Z, F)`` when
+    only ``image_frames = F`` frames are kept (``None``: no image check)."""
+    from ..runs import ArraySpec
 
-    Expected: a :class:`~cmrkit.runs.SampleSet` in chapter ``baselines`` named ``name`` with ``image`` and
-    ``labels`` arrays ``(N, X, Y, Z, T)`` on this chapter's grid, ``conditions`` in the covariate order of
-    ``meta["condition_names"]`` and, ideally, ``meta["subjects"]`` (the test subject of each sample).
+    x, y, z, t = data.shape
+    specs: dict[str, Any] = {"labels": ArraySpec((x, y, z, t), 0.0, float(max(STRUCTURES)), integer=True)}
+    if image_frames is not None:
+        specs["image"] = ArraySpec((x, y, z, int(image_frames)), 0.0, 1.0)
+    return specs
+
+
+def _baseline_set(cfg: Any, name: str, data: SequenceData) -> tuple[SampleSet | None, str]:
+    """The newest complete baseline sample set of notebook 04 made with this seed and data folder, after the
+    bad-sample guard, or None with the reason (shown in the table).
+
+    Expected: a :class:`~cmrkit.runs.SampleSet` in chapter ``baselines`` named ``name`` with ``labels``
+    ``(N, X, Y, Z, T)`` on this chapter's grid, ``image`` at the frames of ``meta["image_frames"]`` (all
+    frames when absent), ``conditions`` in the covariate order of ``meta["condition_names"]`` and
+    ``meta["subjects"]`` (the test subject of each sample).
     """
-    runs = list_runs(cfg, "baselines", name)
-    if not runs:
+    from ..runs import check_samples, latest_run
+
+    man = latest_run(cfg, "baselines", name)
+    if man is None:
         return None, "not run yet (notebook 04)"
-    runs = sorted(runs, key=lambda m: m["key"].get("seed") != int(cfg.seed))
-    folder = runs[0]["folder"]
+    folder = man["folder"]
     try:
         ss = SampleSet.load(folder)
+        frames = ss.meta.get("image_frames") or list(range(data.frames))
+        check_samples(ss, sample_specs(data, len(frames)), where=f"sample set in {folder}")
     except (FileNotFoundError, ValueError) as exc:
-        return None, f"unreadable sample set in {folder} ({exc})"
-    want = data.shape
-    for k in ("image", "labels"):
-        if k not in ss.arrays or tuple(ss.arrays[k].shape[1:]) != tuple(want):
-            got = None if k not in ss.arrays else tuple(ss.arrays[k].shape[1:])
-            return None, f"sample set in {folder}: {k} shape {got}, not {tuple(want)}"
+        return None, f"refused: {exc}"
     if ss.conditions is None:
         return None, f"sample set in {folder} has no conditions"
     return ss, f"{len(ss)} samples from {folder}"
@@ -1085,8 +1109,11 @@ def table_6_1(
     """
     from ..metrics import mean_similarity_to_reference
 
+    from ..runs import check_samples
+
     cache = cache if cache is not None else FeatureCache(_extractors(cfg))
     frames = _eval_frames(cfg, data.frames)
+    check_samples(samples, sample_specs(data, len(samples.meta.get("image_frames") or frames)), where="the LDM's set")
     te, tr = data.index("test"), data.index("train")
     rows: list[TableRow] = []
     subj = _subject_index(data, samples)
@@ -1721,6 +1748,42 @@ class Predictors:
             n: (m.predict(x) if self.kinds[n] == "continuous" else m.predict_proba(x)) for n, m in self.models.items()
         }
 
+    def score(self, name: str, ph: pd.DataFrame, truth: Any) -> float:
+        """R² (continuous) or ROC AUC (binary; one-vs-rest macro for 3 levels) of covariate ``name`` predicted
+        from phenotypes ``ph`` against ``truth`` (NaN with fewer than 3 values or one class only)."""
+        kind = self.kinds[name]
+        y = np.asarray(truth, float)
+        return _score(kind, self.models[name], _recovery_features(ph), y if kind == "continuous" else y.astype(int))
+
+
+def recovery_predictors(data: SequenceData, names: Sequence[str]) -> tuple[Predictors, dict[str, str]]:
+    """Per-covariate predictors trained on the real training subjects' phenotypes (see
+    :func:`condition_recovery`); also returns ``{covariate: reason}`` for those that cannot be trained."""
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ..models.conditioning import COVARIATES
+
+    kinds = {c.name: c.kind for c in COVARIATES}
+    tr = data.index("train")
+    x_tr = _recovery_features(sequence_phenotypes(data.labels[tr], data.spacing[tr]))
+    models: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for n in names:
+        y_tr = data.covariates[n].to_numpy(float)[tr]
+        if kinds[n] == "continuous":
+            m = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+        else:
+            y_tr = y_tr.astype(int)
+            if len(np.unique(y_tr)) < 2:
+                skipped[n] = "one class only in the training split"
+                continue
+            m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        m.fit(x_tr, y_tr)
+        models[n] = m
+    return Predictors(models, {n: kinds[n] for n in models}), skipped
+
 
 def _score(kind: str, model: Any, x: np.ndarray, y: np.ndarray) -> float:
     from sklearn.metrics import r2_score, roc_auc_score
@@ -1753,18 +1816,10 @@ def condition_recovery(
     smoking and alcohol). A generator that learned the covariates scores about as the held-out real
     hearts do; what real hearts do not reveal (e.g. smoking) should not be recoverable either.
     """
-    from sklearn.linear_model import LogisticRegression, RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from ..models.conditioning import COVARIATES
-
-    kinds = {c.name: c.kind for c in COVARIATES}
     names = list(population.meta["condition_names"])
     tr = data.index("train")
     held = np.concatenate([data.index("val"), data.index("test")])
-    real_ph = sequence_phenotypes(data.labels, data.spacing)
-    x_tr, x_held = _recovery_features(real_ph.iloc[tr]), _recovery_features(real_ph.iloc[held])
+    held_ph = sequence_phenotypes(data.labels[held], data.spacing[held])
     sets = {
         "generated (population set)": (population, pd.DataFrame(population.conditions, columns=names)),
         "generated (test covariates)": (
@@ -1772,46 +1827,25 @@ def condition_recovery(
             pd.DataFrame(samples.conditions, columns=list(samples.meta["condition_names"])),
         ),
     }
-    gen_x = {
-        k: _recovery_features(sequence_phenotypes(ss.arrays["labels"], data.reference_spacing))
-        for k, (ss, _) in sets.items()
-    }
-    models: dict[str, Any] = {}
+    gen_ph = {k: sequence_phenotypes(ss.arrays["labels"], data.reference_spacing) for k, (ss, _) in sets.items()}
+    predictors, skipped = recovery_predictors(data, names)
     rows: list[TableRow] = []
     for n in names:
-        y_tr = data.covariates[n].to_numpy(float)[tr]
-        kind = kinds[n]
-        if kind == "continuous":
-            m = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-        else:
-            y_tr = y_tr.astype(int)
-            if len(np.unique(y_tr)) < 2:
-                for who in ("real held-out", *sets):
-                    rows.append(TableRow(n, who, math.nan, note="one class only in the training split"))
-                continue
-            m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        m.fit(x_tr, y_tr)
-        models[n] = m
-        metric = "R²" if kind == "continuous" else "AUC"
-        y_held = data.covariates[n].to_numpy(float)[held]
+        if n in skipped:
+            for who in ("real held-out", *sets):
+                rows.append(TableRow(n, who, math.nan, note=skipped[n]))
+            continue
+        metric = "R²" if predictors.kinds[n] == "continuous" else "AUC"
         rows.append(
             TableRow(
                 n,
                 f"real held-out {metric}",
-                _score(kind, m, x_held, y_held if kind == "continuous" else y_held.astype(int)),
+                predictors.score(n, held_ph, data.covariates[n].to_numpy()[held]),
                 n=len(held),
             )
         )
         for who, (_, cov) in sets.items():
-            y = cov[n].to_numpy(float)
-            rows.append(
-                TableRow(
-                    n,
-                    f"{who} {metric}",
-                    _score(kind, m, gen_x[who], y if kind == "continuous" else y.astype(int)),
-                    n=len(y),
-                )
-            )
+            rows.append(TableRow(n, f"{who} {metric}", predictors.score(n, gen_ph[who], cov[n]), n=len(cov)))
     df = rep.save_table(
         "ch6_condition_recovery",
         rows,
@@ -1829,7 +1863,7 @@ def condition_recovery(
             "any heart, real or generated.",
         ],
     )
-    return {"table": df, "predictors": Predictors(models, {n: kinds[n] for n in models})}
+    return {"table": df, "predictors": predictors}
 
 
 def _sequence_dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -1846,10 +1880,11 @@ def _sequence_dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _endpoints(
+def intervention_endpoints(
     space: Any, name: str, wanted: tuple[float, float], data: SequenceData
 ) -> tuple[tuple[float, float], str]:
-    """The intervention's two values: ``wanted`` when both are allowed, else the cohort's 10th/90th percentiles."""
+    """An intervention's two values of covariate ``name``: ``wanted`` when both are allowed, else the cohort's
+    10th/90th percentiles (with the reason)."""
     s = space.stats[name]
     if s["min"] <= wanted[0] <= s["max"] and s["min"] <= wanted[1] <= s["max"]:
         return wanted, ""
@@ -1916,7 +1951,7 @@ def counterfactuals(
     notes: list[str] = []
     interventions = []
     if "weight_kg" in names:
-        (w0, w1), why = _endpoints(space, "weight_kg", (60.0, 100.0), data)
+        (w0, w1), why = intervention_endpoints(space, "weight_kg", (60.0, 100.0), data)
         interventions.append((f"weight {w0:g} -> {w1:g} kg", {"weight_kg": w0}, {"weight_kg": w1}))
         if why:
             notes.append(f"weight: {why}.")
@@ -2185,6 +2220,22 @@ def _figure_counterfactuals(
     show(fig)
 
 
+def curve_statistics(labels: np.ndarray, spacing: Any, ef_range: tuple[float, float]) -> pd.DataFrame:
+    """Per sequence: the phenotypes, ``roughness`` (mean |second difference| of the LV curve, cyclic, / LVEDV),
+    ``ed_at_0`` (frame 0 within 2 % of the largest LV volume), ``es_ok`` (ES phase in [0.25, 0.55]),
+    ``ef_ok`` (LVEF within ``ef_range``) and ``physiological`` (both) -- see :func:`temporal_plausibility`."""
+    ph = sequence_phenotypes(labels, spacing)
+    lv = volume_curves(labels, np.asarray(spacing))["LV"]
+    edv = np.where(lv[:, 0] > 0, lv[:, 0], np.nan)
+    second = np.roll(lv, -1, axis=1) - 2 * lv + np.roll(lv, 1, axis=1)
+    ph["roughness"] = np.abs(second).mean(axis=1) / edv
+    ph["ed_at_0"] = lv[:, 0] >= 0.98 * lv.max(axis=1)
+    ph["es_ok"] = (ph["ES_phase"] >= 0.25) & (ph["ES_phase"] <= 0.55)
+    ph["ef_ok"] = (ph["LVEF"] >= ef_range[0]) & (ph["LVEF"] <= ef_range[1])
+    ph["physiological"] = ph["es_ok"] & ph["ef_ok"]
+    return ph
+
+
 def temporal_plausibility(
     cfg: Any, rep: Report, data: SequenceData, samples: SampleSet, population: SampleSet
 ) -> dict[str, Any]:
@@ -2203,16 +2254,7 @@ def temporal_plausibility(
     ef_lo, ef_hi = float(np.nanmin(real_all["LVEF"])), float(np.nanmax(real_all["LVEF"]))
 
     def stats(labels: np.ndarray, spacing: Any) -> pd.DataFrame:
-        ph = sequence_phenotypes(labels, spacing)
-        lv = volume_curves(labels, np.asarray(spacing))["LV"]
-        edv = np.where(lv[:, 0] > 0, lv[:, 0], np.nan)
-        second = np.roll(lv, -1, axis=1) - 2 * lv + np.roll(lv, 1, axis=1)
-        ph["roughness"] = np.abs(second).mean(axis=1) / edv
-        ph["ed_at_0"] = lv[:, 0] >= 0.98 * lv.max(axis=1)
-        ph["es_ok"] = (ph["ES_phase"] >= 0.25) & (ph["ES_phase"] <= 0.55)
-        ph["ef_ok"] = (ph["LVEF"] >= ef_lo) & (ph["LVEF"] <= ef_hi)
-        ph["physiological"] = ph["es_ok"] & ph["ef_ok"]
-        return ph
+        return curve_statistics(labels, spacing, (ef_lo, ef_hi))
 
     sets = {
         "generated (test covariates)": stats(samples.arrays["labels"], data.reference_spacing),

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from ..report import Report, TableRow
-from ..runs import RunMismatchError, SampleSet, check_manifest, is_complete, list_runs, mark_complete, run_dir, run_key
+from ..runs import RunMismatchError, SampleSet, check_manifest, is_complete, mark_complete, run_dir, run_key
 
 __all__ = [
     "NOTEBOOK",
@@ -79,6 +79,11 @@ __all__ = [
     "sample_browser",
     "volume_phenotypes",
     "nearest_distances",
+    "sample_specs",
+    "nearest_mask_distances",
+    "train_segmenter",
+    "segment_volumes",
+    "volume_dice",
     "run_all",
 ]
 
@@ -393,7 +398,7 @@ def reconstruct(model: Any, images: np.ndarray, labels: np.ndarray, *, device: s
     return np.concatenate(out_i).astype(np.float32), np.concatenate(out_l)
 
 
-def _volume_dice(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def volume_dice(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """(N, 3) Dice per volume and structure (NaN when a structure is absent from both)."""
     from ..metrics import dice
 
@@ -410,7 +415,7 @@ def autoencoder_table(cfg: Any, rep: Report, data: VolumeData, model: Any, *, sp
     rec_i, rec_l = reconstruct(model, data.images[idx], data.labels[idx], device=cfg.device)
     s = np.asarray(ssim(_slices(rec_i), _slices(data.images[idx]), data_range=1.0))
     p = np.asarray(psnr(rec_i[:, None], data.images[idx][:, None], data_range=1.0))
-    d = _volume_dice(rec_l, data.labels[idx])
+    d = volume_dice(rec_l, data.labels[idx])
     rows = []
     for metric, v, units in (("SSIM", s, ""), ("PSNR", p, "dB"), ("Dice", np.nanmean(d, axis=1), "")):
         v = v[np.isfinite(v)]
@@ -705,25 +710,39 @@ def _diversity(cfg: Any, images: np.ndarray) -> dict[str, float]:
     return {"MS-SSIM": float(ms.mean), "4-G-R SSIM": float(gr.mean)}
 
 
-def _baseline_set(cfg: Any, name: str, shape: tuple[int, ...]) -> tuple[SampleSet | None, str]:
-    """The newest complete baseline sample set (same seed preferred), or None with the reason."""
-    runs = list_runs(cfg, "baselines", name)
-    if not runs:
+def sample_specs(data: VolumeData) -> dict[str, Any]:
+    """The bad-sample guard of a generated set on ``data``'s grid (:func:`cmrkit.runs.check_samples`):
+    images of the data's shape in the data's intensity range [0, 1], integer labels 0..3."""
+    from ..runs import ArraySpec
+
+    return {
+        "image": ArraySpec(data.shape, 0.0, 1.0),
+        "labels": ArraySpec(data.shape, 0.0, float(max(STRUCTURES)), integer=True),
+    }
+
+
+def _baseline_set(cfg: Any, name: str, data: VolumeData) -> tuple[SampleSet | None, str]:
+    """The newest complete baseline sample set of notebook 04 made with this seed and data folder, after
+    the bad-sample guard, or None with the reason (shown in the table)."""
+    from ..runs import check_samples, latest_run
+
+    man = latest_run(cfg, "baselines", name)
+    if man is None:
         return None, "not run yet (notebook 04)"
-    runs = sorted(runs, key=lambda m: m["key"].get("seed") != int(cfg.seed))
     try:
-        ss = SampleSet.load(runs[0]["folder"])
+        ss = SampleSet.load(man["folder"])
+        check_samples(ss, sample_specs(data), where=f"sample set in {man['folder']}")
     except (FileNotFoundError, ValueError) as exc:
-        return None, f"unreadable sample set in {runs[0]['folder']} ({exc})"
-    if "image" not in ss.arrays or tuple(ss.arrays["image"].shape[1:]) != tuple(shape):
-        got = None if "image" not in ss.arrays else ss.arrays["image"].shape[1:]
-        return None, f"sample set in {runs[0]['folder']} has image shape {got}, not {tuple(shape)}"
-    return ss, f"{len(ss)} samples from {runs[0]['folder']}"
+        return None, f"refused: {exc}"
+    return ss, f"{len(ss)} samples from {man['folder']}"
 
 
 def table_5_1(cfg: Any, rep: Report, data: VolumeData, samples: SampleSet, *, cache: Any = None) -> pd.DataFrame:
     """Table 5.1: FID, FRD, IP, IR, MS-SSIM and 4-G-R SSIM of the LDM (its first ``ch5.n_samples[0]``
     samples) and of the baselines' sample sets against the real test split, with reference rows."""
+    from ..runs import check_samples
+
+    check_samples(samples, sample_specs(data), where="the LDM's sample set")
     cache = cache if cache is not None else feature_cache(cfg)
     n0 = sample_counts(cfg)[0]
     te, tr = data.index("test"), data.index("train")
@@ -734,14 +753,17 @@ def table_5_1(cfg: Any, rep: Report, data: VolumeData, samples: SampleSet, *, ca
     for m in metrics:
         rows.append(TableRow("LDM", m, ldm[m], n=n0, thesis_key=("LDM", m)))
     for run_name, label in BASELINES:
-        ss, why = _baseline_set(cfg, run_name, data.shape)
+        ss, why = _baseline_set(cfg, run_name, data)
         if ss is None:
             for m in metrics:
                 rows.append(TableRow(label, m, math.nan, note=why, thesis_key=(label, m)))
             continue
-        res = evaluate_set(cfg, run_name, ss.arrays["image"], real, cache)
+        if len(ss) < n0:
+            why += f"; fewer than the LDM's {n0}"
+        nb = min(n0, len(ss))  # as many samples as the LDM row (FID and P/R depend on the sample size)
+        res = evaluate_set(cfg, f"{run_name}{nb}", ss.arrays["image"][:nb], real, cache)
         for m in metrics:
-            rows.append(TableRow(label, m, res[m], n=len(ss), note=why, thesis_key=(label, m)))
+            rows.append(TableRow(label, m, res[m], n=nb, note=why, thesis_key=(label, m)))
     # references: the real training set scored as if generated (the floor of FID/FRD, the ceiling of
     # IP/IR with this many test slices) and the diversity of real test volumes
     ref = evaluate_set(cfg, "real train", data.images[tr], real, cache)
@@ -754,7 +776,8 @@ def table_5_1(cfg: Any, rep: Report, data: VolumeData, samples: SampleSet, *, ca
     same = ext["FID"].name == ext["FRD"].name
     notes = [
         f"Generated sets against the real test split ({len(te)} volumes, {len(te) * data.shape[2]} XY slices); "
-        f"every 2D slice is one sample of the feature distributions. LDM row: the first {n0} generated volumes.",
+        f"every 2D slice is one sample of the feature distributions. Every generated row: the first {n0} volumes "
+        "of its set (the same number for each model).",
         f"FID features: {ext['FID'].name}; FRD (Fréchet ResNet distance) features: {ext['FRD'].name}."
         + (
             " Both fell back to the kit's offline extractor (no Inception-V3 / ResNet50 weights found; set "
@@ -813,8 +836,7 @@ def figure_5_3(rep: Report, data: VolumeData, samples: SampleSet, counts: Sequen
     """Fig 5.3: box plots of LV volume, LV mass and RV volume, real train/test vs each generated set."""
     import matplotlib.pyplot as plt
 
-    from ..figures import show
-    from ..figures import box_plot
+    from ..figures import box_plot, show
 
     groups = {
         "real train": volume_phenotypes(data.labels[data.index("train")], data.spacing[data.index("train")]),
@@ -910,7 +932,7 @@ def nearest_distances(
     return torch.cat(dist).numpy(), torch.cat(arg).numpy()
 
 
-def _nearest_mask(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def nearest_mask_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """1 - (mean Dice over LV, Myo, RV) to the nearest reference mask, per query mask."""
     import torch
 
@@ -927,7 +949,7 @@ def _nearest_mask(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (1.0 - torch.stack(dice).mean(0).max(1).values).numpy()
 
 
-def _segmenter(cfg: Any, data: VolumeData, *, progress: bool = False) -> Any:
+def train_segmenter(cfg: Any, data: VolumeData, *, progress: bool = False) -> Any:
     """The kit's segmenter trained on the training volumes' slices (validation: the val split)."""
     from ..models.segmenter import Segmenter, SegmenterConfig
 
@@ -963,7 +985,8 @@ def _segmenter(cfg: Any, data: VolumeData, *, progress: bool = False) -> Any:
     return seg
 
 
-def _segment(seg: Any, images: np.ndarray, device: str) -> np.ndarray:
+def segment_volumes(seg: Any, images: np.ndarray, device: str) -> np.ndarray:
+    """The segmenter's labels of volumes ``(N, X, Y, Z)``, slice by slice."""
     n, x, y, z = images.shape
     pred = seg.predict(np.moveaxis(images, 3, 1).reshape(-1, x, y), device=device)
     return np.moveaxis(pred.reshape(n, z, x, y), 1, 3)
@@ -1025,9 +1048,9 @@ def generated_checks(
             rows.append(TableRow(f"anatomy/{who}", f"passes {rule} (%)", 100 * summ[rule], n=len(reps), units="%"))
     out["anatomy"] = {"generated": rep_gen, "real_test": rep_real}
     # ---- mask-image consistency
-    seg = _segmenter(cfg, data, progress=progress)
-    d_gen = _volume_dice(_segment(seg, g_img, cfg.device), g_lab)
-    d_real = _volume_dice(_segment(seg, data.images[te], cfg.device), data.labels[te])
+    seg = train_segmenter(cfg, data, progress=progress)
+    d_gen = volume_dice(segment_volumes(seg, g_img, cfg.device), g_lab)
+    d_real = volume_dice(segment_volumes(seg, data.images[te], cfg.device), data.labels[te])
     for who, d, what in (
         ("generated", d_gen, "segmenter(generated image) vs generated mask"),
         ("real test", d_real, "segmenter(real image) vs ground truth"),
@@ -1059,7 +1082,7 @@ def generated_checks(
     d_g, nn_g = nearest_distances(g_img, data.images[tr])
     d_t, _ = nearest_distances(rec_i, data.images[tr])
     d_raw, _ = nearest_distances(data.images[te], data.images[tr])
-    m_g, m_t = _nearest_mask(g_lab, data.labels[tr]), _nearest_mask(data.labels[te], data.labels[tr])
+    m_g, m_t = nearest_mask_distances(g_lab, data.labels[tr]), nearest_mask_distances(data.labels[te], data.labels[tr])
     med = {k: float(np.median(v)) for k, v in (("gen", d_g), ("test", d_t), ("raw", d_raw), ("mg", m_g), ("mt", m_t))}
     for who, v in (("generated", d_g), ("test (autoencoded)", d_t), ("test (raw)", d_raw)):
         rows.append(TableRow(f"memorisation/{who}", "median NN image distance (RMS)", float(np.median(v)), n=len(v)))
