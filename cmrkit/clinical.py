@@ -210,7 +210,10 @@ def sequence_volume_curves(labels: np.ndarray, spacing: Sequence[float] | np.nda
             f"spacing: expected (3,) or ({len(lab)}, 3) positive voxel sizes in mm, got {np.shape(spacing)}"
         )
     voxel_ml = (np.prod(sp, axis=1) / 1000.0)[:, None]
-    return {name: (lab == k).sum(axis=(1, 2, 3)) * voxel_ml for name, k in (("LV", LV), ("Myo", MYO), ("RV", RV))}
+    return {
+        name: (lab == k).sum(axis=(1, 2, 3)) * voxel_ml
+        for name, k in (("LV", LV_BLOOD), ("Myo", LV_MYO), ("RV", RV_BLOOD))
+    }
 
 
 def sequence_phenotypes(labels: np.ndarray, spacing: Sequence[float] | np.ndarray) -> Any:

@@ -1108,7 +1108,6 @@ def table_6_1(
     subject as "reference", and the autoencoder's reconstruction of the subject itself (the ceiling).
     """
     from ..metrics import mean_similarity_to_reference
-
     from ..runs import check_samples
 
     cache = cache if cache is not None else FeatureCache(_extractors(cfg))

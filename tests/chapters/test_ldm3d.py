@@ -162,7 +162,9 @@ def test_nearest_distances_closed_form():
     q = np.stack([np.full((4, 4, 2), 0.9), ref[2]])
     d, i = ldm3d.nearest_distances(q, ref)
     assert i.tolist() == [1, 2] and d[0] == pytest.approx(0.1) and d[1] == pytest.approx(0.0, abs=1e-12)
-    m = ldm3d.nearest_mask_distances(np.stack([np.full((4, 4, 2), 1), np.full((4, 4, 2), 3)]), np.stack([np.full((4, 4, 2), 1)]))
+    m = ldm3d.nearest_mask_distances(
+        np.stack([np.full((4, 4, 2), 1), np.full((4, 4, 2), 3)]), np.stack([np.full((4, 4, 2), 1)])
+    )
     # identical LV-only masks: LV Dice 1, Myo/RV absent from both count as agreement (1) -> distance 0
     assert m[0] == pytest.approx(0.0) and m[1] == pytest.approx(1.0 - 1.0 / 3.0)
 

@@ -351,7 +351,7 @@ class VolumeDecoder(nn.Module):
 def patch_padding(shape: Sequence[int], num_layers: int, kernel: int = 4) -> tuple[int, ...]:
     """Per-axis padding of a MONAI :class:`~monai.networks.nets.PatchDiscriminator` so that no axis of
     ``shape`` shrinks below its kernel: the smallest ``p >= 1`` per axis (1, MONAI's default, wherever
-    it works). Raises ``ValueError`` when no padding up to ``kernel`` works.
+    it works). Raises ``ValueError`` when no padding up to half the kernel works.
 
     The network is a stride-2 ``kernel``-wide convolution, ``num_layers - 1`` more stride-2 ones and two
     stride-1 ones (the last layer and the output convolution, whose padding MONAI fixes at
@@ -359,7 +359,7 @@ def patch_padding(shape: Sequence[int], num_layers: int, kernel: int = 4) -> tup
     """
     out = []
     for n in shape:
-        for p in range(1, kernel + 1):
+        for p in range(1, max(1, kernel // 2) + 1):
             size, ok = int(n), True
             for s in [2] * int(num_layers) + [1]:
                 if size + 2 * p < kernel:
