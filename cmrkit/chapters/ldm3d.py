@@ -590,8 +590,9 @@ def generate_samples(
     counts = sample_counts(cfg)
     n = max(counts)
     ae, ldm = autoencoder.model, diffusion.model
-    steps = int(cfg.ch5.ddim_steps)
-    payload = {"n": n, "ddim_steps": steps, "diffusion": diffusion.folder.name}
+    steps, batch = int(cfg.ch5.ddim_steps), int(cfg.ch5.sample_batch_size)
+    # the batch size is part of the key: batched kernels change the last bits of the samples
+    payload = {"n": n, "ddim_steps": steps, "batch_size": batch, "diffusion": diffusion.folder.name}
     folder = run_dir(cfg, CHAPTER, "samples", payload)
     if is_complete(folder) and (folder / SampleSet.FILE).is_file():
         return SampleSet.load(folder)
@@ -601,7 +602,7 @@ def generate_samples(
         ldm,
         seeds,
         ddim_steps=steps,
-        batch_size=int(cfg.ch5.sample_batch_size),
+        batch_size=batch,
         device=cfg.device,
         progress=progress,
     )
@@ -702,10 +703,10 @@ def _diversity(cfg: Any, images: np.ndarray) -> dict[str, float]:
     n_pairs = int(cfg.ch5.eval_pairs)
     kw = _ms_ssim_kwargs(min(sl.shape[-2:]))
     ms = mean_pairwise_similarity(
-        sl, metric="ms_ssim", data_range=1.0, n_pairs=n_pairs, rng=int(cfg.seed), device="cpu", **kw
+        sl, metric="ms_ssim", data_range=1.0, n_pairs=n_pairs, rng=int(cfg.seed), device=cfg.device, **kw
     )
     gr = mean_pairwise_similarity(
-        sl, metric="gr4_ssim", data_range=1.0, n_pairs=n_pairs, rng=int(cfg.seed), device="cpu"
+        sl, metric="gr4_ssim", data_range=1.0, n_pairs=n_pairs, rng=int(cfg.seed), device=cfg.device
     )
     return {"MS-SSIM": float(ms.mean), "4-G-R SSIM": float(gr.mean)}
 

@@ -144,9 +144,12 @@ class LatentDiffusionConfig:
 
     @property
     def heads(self) -> tuple[int, ...]:
-        """``num_head_channels`` per level (0 without attention; at most the level width)."""
+        """``num_head_channels`` per level (0 without attention; at most the level width). The deepest
+        entry is always set: MONAI's middle block has self-attention whatever ``attention_levels`` says."""
+        last = len(self.channels) - 1
         return tuple(
-            min(int(self.num_head_channels), c) if a else 0 for c, a in zip(self.channels, self.attention_levels)
+            min(int(self.num_head_channels), c) if (a or i == last) else 0
+            for i, (c, a) in enumerate(zip(self.channels, self.attention_levels))
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -106,6 +106,7 @@ def test_sample_count_of_zero_is_refused(tiny):
         ldm3d.sample_counts(bad)
 
 
+@pytest.mark.slow
 def test_train_reload_mismatch_and_samples(tiny, runs_root):
     cfg, data = tiny
     ae = ldm3d.train_autoencoder(cfg, data)
@@ -169,6 +170,7 @@ def test_nearest_distances_closed_form():
     assert m[0] == pytest.approx(0.0) and m[1] == pytest.approx(1.0 - 1.0 / 3.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", ["demo", "paper"])
 def test_dry_run_at_thesis_resolution(profile):
     """Both models at the profile's sizes: one training step each on a batch of 1 and one DDIM step."""

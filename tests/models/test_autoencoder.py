@@ -143,3 +143,16 @@ def test_bad_input_shapes():
         VolumeDataset(np.zeros((2, 4, 4, 2)), np.zeros((2, 4, 4, 3)))
     with pytest.raises(ValueError, match="kl_weight"):
         AutoencoderLoss(-1.0)
+
+
+def test_log_variance_head_starts_small():
+    x = torch.rand(2, 2, 16, 16, 3)
+    kw = {"image_size": (16, 16), "depth": 3, "channels": (8, 8)}
+    new = VolumeAutoencoder(VolumeAutoencoderConfig(**kw), seed=0)
+    old = VolumeAutoencoder(VolumeAutoencoderConfig(**kw, init_log_var=None), seed=0)
+    with torch.no_grad():
+        (_, s_new), (_, s_old) = new.encode(x), old.encode(x)
+    b_old = old.net.quant_conv_log_sigma.conv.bias.view(1, -1, 1, 1)
+    # same weights, only the bias differs: log sigma^2 shifts by -6 - b_old
+    torch.testing.assert_close(2 * torch.log(s_new) - 2 * torch.log(s_old), (-6.0 - b_old).expand_as(s_new))
+    assert float(s_new.median()) < 0.1 < 0.3 < float(s_old.median())

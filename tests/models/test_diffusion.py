@@ -158,3 +158,12 @@ def test_latent_dataset_repeats():
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LatentDiffusionConfig(**{**{"latent_shape": (4, 8, 8), "channels": (16, 32)}, **kwargs})
+
+
+def test_deepest_level_without_attention_still_builds():
+    """MONAI's middle block always attends, so its head size must be set even when the deepest level
+    has no attention (a zero there divides by zero inside MONAI)."""
+    c = LatentDiffusionConfig(latent_shape=(4, 8, 8), channels=(16, 32), attention_levels=(False, False))
+    assert c.heads == (0, 32)
+    m = LatentDiffusion(c, seed=0)
+    assert m(torch.zeros(1, 4, 8, 8), torch.tensor([3])).shape == (1, 4, 8, 8)
