@@ -297,7 +297,7 @@ REGISTRY: tuple[Artefact, ...] = (
     _t(
         "baselines_ch6_temporal",
         "04_baselines",
-        "Temporal plausibility of every model's volume curves",
+        "Volume curves and diversity (mode collapse) of every chapter-6 model",
         thesis_item=False,
     ),
     _t(

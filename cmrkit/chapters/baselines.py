@@ -705,8 +705,8 @@ def _models6(ch6: Chapter6, population: bool = False) -> dict[str, SampleSet]:
 
 def chapter6_montage(cfg: Any, rep: Report, ch6: Chapter6, *, n_subjects: int = 3) -> Any:
     """Figure ``baselines_ch6_montage``: for the first test subjects, the real sequence and each model's first
-    sequence generated for the subject's covariates, mid slice at ED (frame 0) and at the sequence's own ES
-    (frame of minimal LV volume), myocardium outlined."""
+    sequence generated for the subject's covariates, mid slice at ED (frame 0) and at the scored frame nearest
+    the real subject's ES (the sets keep the images of the scored frames only), myocardium outlined."""
     import matplotlib.pyplot as plt
 
     from ..clinical import sequence_phenotypes
@@ -721,29 +721,26 @@ def chapter6_montage(cfg: Any, rep: Report, ch6: Chapter6, *, n_subjects: int = 
     zmid = data.shape[2] // 2
     ncol = 2 * len(picks)
     fig, axes = plt.subplots(1 + len(models), ncol, figsize=(1.35 * ncol + 0.8, 1.4 * (1 + len(models))), squeeze=False)
+    kept = list(ch6.samples.meta.get("image_frames") or range(data.frames))
     for c, sid in enumerate(picks):
         i = pos[sid]
         j = subjects.index(sid)
-        rows = [("real", data.labels[i], None, data.images[i])]
+        es = int(sequence_phenotypes(data.labels[i][None], data.spacing[i])["ES_frame"].iloc[0])
+        near = min(kept, key=lambda f: (abs(f - es), f))  # only the scored frames' images are kept
+        rows = [("real", data.labels[i], data.images[i], list(range(data.frames)))]
         for label, ss in models.items():
-            rows.append((label, ss.arrays["labels"][j], ss, None))
-        for r, (label, lab, ss, img) in enumerate(rows):
-            es = int(sequence_phenotypes(lab[None], data.reference_spacing)["ES_frame"].iloc[0])
-            for k, f in enumerate((0, es)):
+            rows.append(
+                (label, ss.arrays["labels"][j], ss.arrays["image"][j], list(ss.meta.get("image_frames") or kept))
+            )
+        for r, (label, lab, img, frames) in enumerate(rows):
+            for k, f in enumerate((0, near)):
                 ax = axes[r, 2 * c + k]
                 ax.axis("off")
-                if img is not None:
-                    im = img[..., f]
-                else:
-                    kept = list(ss.meta.get("image_frames") or [])
-                    if f not in kept:  # only the scored frames' images are kept: the mask alone elsewhere
-                        im = lab[..., f] / 3.0
-                    else:
-                        im = np.asarray(ss.arrays["image"][j][..., kept.index(f)], np.float32)
+                im = np.asarray(img[..., frames.index(f)], np.float32)
                 ax.imshow(im[:, :, zmid].T, cmap="gray", vmin=0, vmax=1)
                 ax.contour((lab[:, :, zmid, f] == 2).T.astype(float), levels=[0.5], colors=["#2ca02c"], linewidths=0.7)
                 if r == 0:
-                    ax.set_title(f"{sid} {'ED' if k == 0 else 'ES'}", fontsize=6)
+                    ax.set_title(f"{sid} frame {f}" + (" (ED)" if f == 0 else f" (ES {es})"), fontsize=6)
             axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
     fig.suptitle("Real test sequences and each model's sequence for the same covariates (mid slice)", fontsize=8)
     fig.tight_layout()
@@ -1008,9 +1005,13 @@ def counterfactuals(cfg: Any, rep: Report, ch6: Chapter6, models: Mapping[str, T
 
 
 def temporal_plausibility(cfg: Any, rep: Report, ch6: Chapter6) -> dict[str, Any]:
-    """Volume curves of every model's test-covariate set (table ``baselines_ch6_temporal``) scored by chapter 6's
-    :func:`~cmrkit.chapters.cond_ldm4d.curve_statistics`: physiological (ES in 25-55 % of the cycle and LVEF in
-    the real cohort's range), ED at frame 0, roughness within the cohort's 95th percentile."""
+    """Volume curves and diversity of every model (table ``baselines_ch6_temporal``).
+
+    Curves of each test-covariate set scored by chapter 6's :func:`~cmrkit.chapters.cond_ldm4d.curve_statistics`:
+    physiological (ES in 25-55 % of the cycle and LVEF in the real cohort's range), ED at frame 0, roughness
+    within the cohort's 95th percentile. Diversity (:func:`collapse_flags`): the within-set spread of the ED
+    images of one sequence per test subject against the real test subjects', and the LVEDV sd of the
+    population set against the real cohort's -- a conditional GAN that collapses shows it here."""
     from ..clinical import sequence_phenotypes
     from . import cond_ldm4d
 
@@ -1043,6 +1044,24 @@ def temporal_plausibility(cfg: Any, rep: Report, ch6: Chapter6) -> dict[str, Any
             )
         )
         rows.append(_summary_row(who, "LVEF", st["LVEF"], units="%"))
+    # diversity: one sequence per test subject (distinct covariates), ED images; LVEDV spread of the population
+    per = int(ch6.samples.meta.get("samples_per_condition", 1))
+    real_ed = data.images[te][..., 0]
+    real_spread = _spread(real_ed, len(te))
+    sd_real = float(real_all["LVEDV"].std(ddof=1))
+    flags: dict[str, list[str]] = {}
+    pops = _models6(ch6, population=True)
+    for label, ss in _models6(ch6).items():
+        kept = list(ss.meta.get("image_frames") or range(data.frames))
+        ed = np.asarray(ss.arrays["image"][::per, ..., kept.index(0)], np.float32)
+        spread = _spread(ed, len(te)) / real_spread if real_spread > 0 else math.nan
+        sd_ratio = float(sequence_phenotypes(pops[label].arrays["labels"], data.reference_spacing)["LVEDV"].std(ddof=1))
+        sd_ratio = sd_ratio / sd_real if sd_real > 0 else math.nan
+        flags[label] = collapse_flags(spread, sd_ratio)
+        rows.append(TableRow(label, "spread vs real test (ED images)", spread, n=len(ed)))
+        rows.append(TableRow(label, "LVEDV sd / real cohort sd (population set)", sd_ratio, n=len(pops[label])))
+        note = f"{label} collapsed: " + "; ".join(flags[label]) if flags[label] else ""
+        rows.append(TableRow(label, "collapsed (1 = yes)", float(bool(flags[label])), note=note))
     table = rep.save_table(
         "baselines_ch6_temporal",
         rows,
@@ -1051,9 +1070,13 @@ def temporal_plausibility(cfg: Any, rep: Report, ch6: Chapter6) -> dict[str, Any
             "cmrkit.chapters.cond_ldm4d.curve_statistics: ES phase = frame of minimal LV volume / T; physiological = "
             f"ES phase in [0.25, 0.55] and LVEF in the real cohort's range [{ef[0]:.1f}, {ef[1]:.1f}] %; roughness = "
             f"mean |second difference| / LVEDV, cohort 95th percentile {rough_hi:.4f}.",
+            f"Diversity: 'spread' = median nearest-neighbour distance between the ED images of one sequence per test "
+            f"subject (two halves of {len(te)}) over the same for the real test subjects; LVEDV sd of the population "
+            f"set over the real cohort's. Collapsed when spread < {COLLAPSE_SPREAD} or the sd ratio < "
+            f"{COLLAPSE_PHENOTYPE_SD}.",
         ],
     )
-    return {"table": table, "physiological": physio}
+    return {"table": table, "physiological": physio, "flags": flags}
 
 
 # =============================================================================================== summary
@@ -1086,10 +1109,12 @@ def summary(
         finite = {k: v for k, v in values.items() if math.isfinite(v)}
         best = (min if lower else max)(finite, key=finite.get) if finite else None
         for k, v in values.items():
-            note = ("best" + (" (lower is better)" if lower else " (higher is better)")) if k == best else ""
-            rows.append(TableRow(name, k, v, units=units, note=note))
+            rows.append(TableRow(name, k, v, units=units))
+        how = "lower is better" if lower else "higher is better"
         if best is not None:
-            verdicts.append(f"{name}: {best} ({finite[best]:.3g}{units and ' ' + units})")
+            verdicts.append(f"{name}: best {best} ({finite[best]:.3g}{units and ' ' + units}; {how})")
+        else:
+            verdicts.append(f"{name}: no model has a finite value")
 
     if ch5 is not None and t51 is not None:
         labels5 = ["LDM", *[lab for _, lab, _ in MODELS5]]
@@ -1138,6 +1163,9 @@ def summary(
             for k in labels6:
                 if math.isfinite(p.get(k, math.nan)) and p[k] < 90:
                     verdicts.append(f"FAILURE ch6 {k}: {p[k]:.0f} % physiological volume curves (< 90 %)")
+            for k, fl in temporal.get("flags", {}).items():
+                if fl:
+                    verdicts.append(f"FAILURE ch6 {k}: collapsed -- " + "; ".join(fl))
     if not rows:
         raise ValueError("summary: nothing to summarise (pass the chapter-5 and/or chapter-6 results)")
     table = rep.save_table(
@@ -1145,7 +1173,8 @@ def summary(
         rows,
         notes=[
             "Each question's numbers for every model, from the tables above (Table 5.1, 6.1, 6.2 and the kit's "
-            "checks); 'best' marks the winner. FAILURE lines of the notebook name what the numbers show went wrong.",
+            "checks); the notes below name the best model of each question and every failure the numbers show.",
+            *verdicts,
             f"Profile {cfg.profile}"
             + (": smoke sizes, the numbers mean nothing" if cfg.profile == "smoke" else "")
             + "; the thesis' models were trained on UK Biobank for much longer.",
