@@ -27,6 +27,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,8 @@ __all__ = [
     "to_kit_labels",
     "phenotypes",
     "volume_curve",
+    "sequence_volume_curves",
+    "sequence_phenotypes",
     "wall_thickness",
     "cli_main",
 ]
@@ -189,6 +192,64 @@ def volume_curve(
         for k in out:
             out[k][~m] = np.nan
     return out
+
+
+def sequence_volume_curves(labels: np.ndarray, spacing: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame volumes (mL) of a batch of kit-convention label sequences ``(N, X, Y, Z, T)``.
+
+    ``spacing`` is one voxel size ``(3,)`` in mm for all sequences or ``(N, 3)``. Returns
+    ``{"LV", "Myo", "RV"}`` -> ``(N, T)`` (voxel count x voxel volume).
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 5:
+        raise ValueError(f"labels: expected (N, X, Y, Z, T), got shape {lab.shape}")
+    sp = np.asarray(spacing, dtype=float)
+    sp = np.broadcast_to(sp, (len(lab), 3)) if sp.ndim == 1 else sp
+    if sp.shape != (len(lab), 3) or not np.all(sp > 0):
+        raise ValueError(
+            f"spacing: expected (3,) or ({len(lab)}, 3) positive voxel sizes in mm, got {np.shape(spacing)}"
+        )
+    voxel_ml = (np.prod(sp, axis=1) / 1000.0)[:, None]
+    return {
+        name: (lab == k).sum(axis=(1, 2, 3)) * voxel_ml
+        for name, k in (("LV", LV_BLOOD), ("Myo", LV_MYO), ("RV", RV_BLOOD))
+    }
+
+
+def sequence_phenotypes(labels: np.ndarray, spacing: Sequence[float] | np.ndarray) -> Any:
+    """Phenotypes of a batch of label sequences ``(N, X, Y, Z, T)`` (or one ``(X, Y, Z, T)``) that start at ED.
+
+    ED = frame 0 (the sequences start at ED, as UK Biobank's); ES = the frame of minimal LV blood-pool
+    volume (ukbb_cardiac's definition), also for the RV; LVM = ED myocardial volume x 1.05 g/mL.
+    Returns a DataFrame with :func:`phenotypes`' ``LVEDV, LVESV, LVEF, LVM, RVEDV, RVESV, RVEF`` and
+    ``ES_frame``, ``ES_phase`` (ES frame / T); an EF whose EDV is 0 is NaN.
+    """
+    import pandas as pd
+
+    lab = np.asarray(labels)
+    if lab.ndim == 4:
+        lab = lab[None]
+    curves = sequence_volume_curves(lab, spacing)
+    lv, rv, myo = curves["LV"], curves["RV"], curves["Myo"]
+    es = np.argmin(lv, axis=1)
+    rows = np.arange(len(lab))
+    lvedv, lvesv, rvedv, rvesv = lv[:, 0], lv[rows, es], rv[:, 0], rv[rows, es]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lvef = np.where(lvedv > 0, 100.0 * (lvedv - lvesv) / lvedv, np.nan)
+        rvef = np.where(rvedv > 0, 100.0 * (rvedv - rvesv) / rvedv, np.nan)
+    return pd.DataFrame(
+        {
+            "LVEDV": lvedv,
+            "LVESV": lvesv,
+            "LVEF": lvef,
+            "LVM": myo[:, 0] * MYOCARDIAL_DENSITY_G_PER_ML,
+            "RVEDV": rvedv,
+            "RVESV": rvesv,
+            "RVEF": rvef,
+            "ES_frame": es,
+            "ES_phase": es / lab.shape[-1],
+        }
+    )
 
 
 def wall_thickness(

@@ -35,6 +35,7 @@ __all__ = [
     "segmentation_overlay",
     "label_contours",
     "strain_curves",
+    "volume_montage",
     "bullseye_plot",
     "bland_altman_plot",
     "violin_plot",
@@ -158,6 +159,51 @@ def strain_curves(curves: Mapping[str, np.ndarray], *, ylabel: str, title: str =
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def volume_montage(
+    volumes: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+    *,
+    title: str = "",
+    overlay: bool = True,
+    size: float = 1.1,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+) -> plt.Figure:
+    """Every slice of named short-axis volumes, one row per volume (slices left to right).
+
+    ``volumes`` maps a name to ``(image, labels)`` with ``image`` ``(X, Y, Z)`` in the kit's axis order
+    (shown with row = y) and ``labels`` ``(X, Y, Z)`` or None. With ``overlay`` a volume with labels
+    gets a second row with the labels drawn over the image (:data:`LABEL_CMAP`).
+    """
+    rows = []
+    for name, (img, lab) in volumes.items():
+        img = np.asarray(img)
+        if img.ndim != 3:
+            raise ValueError(f"volume {name!r}: expected (X, Y, Z), got shape {img.shape}")
+        rows.append((name, img, None))
+        if overlay and lab is not None:
+            rows.append(("+ mask", img, np.asarray(lab)))
+    if not rows:
+        raise ValueError("volume_montage: no volumes")
+    nz = max(r[1].shape[2] for r in rows)
+    fig, axes = _axes_grid(len(rows), nz, size=size)
+    for r, (name, img, lab) in enumerate(rows):
+        for z in range(nz):
+            ax = axes[r, z]
+            if z >= img.shape[2]:
+                ax.axis("off")
+                continue
+            ax.imshow(img[:, :, z].T, cmap="gray", vmin=vmin, vmax=vmax)
+            if lab is not None:
+                ax.imshow(lab[:, :, z].T, cmap=LABEL_CMAP, vmin=0, vmax=3, interpolation="nearest")
+            if r == 0:
+                ax.set_title(f"slice {z}", fontsize=7)
+        axes[r, 0].set_ylabel(name, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 

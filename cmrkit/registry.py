@@ -40,6 +40,10 @@ class Artefact:
         Dotted path of its reported values in ``reference/thesis.yaml`` (``None`` for the kit's own).
     thesis_item
         True for a table/figure of the thesis (counted in the coverage line), False for the kit's own.
+    rewritten_by
+        Other notebooks that write the same artefact with the owner's own function (a comparison table
+        whose rows come from several notebooks' sample sets: the owner writes the rows that exist when it
+        runs, a later notebook rewrites it once its rows exist). The owner stays the one named owner.
     """
 
     id: str
@@ -48,10 +52,15 @@ class Artefact:
     title: str
     thesis: str | None = None
     thesis_item: bool = True
+    rewritten_by: tuple[str, ...] = ()
+
+    def writable_by(self, notebook: str) -> bool:
+        """True when ``notebook`` may write this artefact (its owner or a notebook in ``rewritten_by``)."""
+        return notebook == self.notebook or notebook in self.rewritten_by
 
 
-def _t(id, nb, title, thesis=None, thesis_item=True):
-    return Artefact(id, "table", nb, title, thesis, thesis_item)
+def _t(id, nb, title, thesis=None, thesis_item=True, rewritten_by=()):
+    return Artefact(id, "table", nb, title, thesis, thesis_item, tuple(rewritten_by))
 
 
 def _f(id, nb, title, thesis_item=True):
@@ -156,22 +165,181 @@ REGISTRY: tuple[Artefact, ...] = (
         "Fig 4.11 (kit version): Bland-Altman against ground-truth strain instead of the UKB reference",
     ),
     # chapter 5
+    _t(
+        "table_5_1",
+        "02_ldm3d",
+        "Table 5.1: 3D generation fidelity and diversity",
+        "chapter5.table_5_1",
+        rewritten_by=("04_baselines",),
+    ),
+    _t(
+        "ch5_autoencoder",
+        "02_ldm3d",
+        "Autoencoder reconstruction of test volumes (SSIM, PSNR, mask Dice)",
+        "chapter5.autoencoder_reconstruction",
+        thesis_item=False,
+    ),
+    _t(
+        "ch5_generated_checks",
+        "02_ldm3d",
+        "Generated volumes: anatomical validity, mask-image consistency, phenotype distributions, memorisation",
+        thesis_item=False,
+    ),
     _f("fig_5_2", "02_ldm3d", "Fig 5.2: generated 3D cine volumes with masks"),
     _f("fig_5_3", "02_ldm3d", "Fig 5.3: ventricular volume box plots, real vs generated"),
     _f("fig_5_4", "02_ldm3d", "Fig 5.4: t-SNE of real and generated features"),
-    # chapter 6
+    _f(
+        "ch5_reconstructions",
+        "02_ldm3d",
+        "A test volume and its autoencoder reconstruction with masks",
+        thesis_item=False,
+    ),
+    _f(
+        "ch5_memorisation",
+        "02_ldm3d",
+        "Generated volumes nearest to a training volume, side by side",
+        thesis_item=False,
+    ),
+    _f(
+        "ch5_sample_browser",
+        "02_ldm3d",
+        "Slice x sample montage of generated volumes (static browser)",
+        thesis_item=False,
+    ),
+    # chapter 6 (baseline rows of Tables 6.1-6.4 are read from notebook 04's sample sets through cmrkit.runs;
+    # notebook 04 rewrites these tables with chapter 6's functions once its sample sets exist)
+    _t(
+        "table_6_1",
+        "03_cond_ldm4d",
+        "Table 6.1: conditional 4D generation fidelity",
+        "chapter6.table_6_1",
+        rewritten_by=("04_baselines",),
+    ),
+    _t(
+        "table_6_2",
+        "03_cond_ldm4d",
+        "Table 6.2: |real - synthetic| phenotype differences",
+        "chapter6.table_6_2",
+        rewritten_by=("04_baselines",),
+    ),
+    _t(
+        "table_6_3",
+        "03_cond_ldm4d",
+        "Table 6.3: KL divergence of phenotype distributions",
+        "chapter6.table_6_3",
+        rewritten_by=("04_baselines",),
+    ),
+    _t(
+        "table_6_4",
+        "03_cond_ldm4d",
+        "Table 6.4: Wasserstein distance of phenotype distributions",
+        "chapter6.table_6_4",
+        rewritten_by=("04_baselines",),
+    ),
     _t("table_6_5", "03_cond_ldm4d", "Table 6.5: comparison with literature", "chapter6.table_6_5"),
+    _t(
+        "ch6_autoencoder",
+        "03_cond_ldm4d",
+        "Sequence autoencoder reconstruction of test sequences (SSIM, PSNR, myocardial Dice, HD, ASSD)",
+        "chapter6.autoencoder_reconstruction",
+        thesis_item=False,
+    ),
+    _t(
+        "ch6_covariate_effects",
+        "03_cond_ldm4d",
+        "Covariate effects recovered from generated sequences vs the real cohort and the phantom's true model",
+        thesis_item=False,
+    ),
+    _t(
+        "ch6_condition_recovery",
+        "03_cond_ldm4d",
+        "Condition recovery: frozen covariate predictors on real held-out vs generated sequences",
+        thesis_item=False,
+    ),
+    _t(
+        "ch6_counterfactuals",
+        "03_cond_ldm4d",
+        "Counterfactuals: one covariate moved under the same noise; composition, effectiveness, reversibility",
+        thesis_item=False,
+    ),
+    _t("ch6_temporal", "03_cond_ldm4d", "Temporal plausibility of generated volume curves", thesis_item=False),
     _f("fig_6_2", "03_cond_ldm4d", "Fig 6.2: generated 4D sequences for chosen conditions"),
     _f("fig_6_3", "03_cond_ldm4d", "Fig 6.3: autoencoder reconstructions with masks"),
     _f("fig_6_4", "03_cond_ldm4d", "Fig 6.4: phenotype KDE vs age, real vs generated"),
     _f("fig_6_5", "03_cond_ldm4d", "Fig 6.5: phenotype KDE vs weight, real vs generated"),
     _f("fig_6_6", "03_cond_ldm4d", "Fig 6.6: t-SNE of the latent space coloured by condition"),
-    # comparison tables (LDM rows + baseline rows)
-    _t("table_5_1", "04_baselines", "Table 5.1: 3D generation fidelity and diversity", "chapter5.table_5_1"),
-    _t("table_6_1", "04_baselines", "Table 6.1: conditional 4D generation fidelity", "chapter6.table_6_1"),
-    _t("table_6_2", "04_baselines", "Table 6.2: |real - synthetic| phenotype differences", "chapter6.table_6_2"),
-    _t("table_6_3", "04_baselines", "Table 6.3: KL divergence of phenotype distributions", "chapter6.table_6_3"),
-    _t("table_6_4", "04_baselines", "Table 6.4: Wasserstein distance of phenotype distributions", "chapter6.table_6_4"),
+    _f(
+        "ch6_effects_forest",
+        "03_cond_ldm4d",
+        "Covariate effects: generated vs real vs true (forest plot)",
+        thesis_item=False,
+    ),
+    _f(
+        "ch6_counterfactual_pairs",
+        "03_cond_ldm4d",
+        "Counterfactual pairs: same seed, one covariate moved",
+        thesis_item=False,
+    ),
+    _f(
+        "ch6_volume_curves", "03_cond_ldm4d", "LV volume curves, ES timing and EF, generated vs real", thesis_item=False
+    ),
+    _f("ch6_sliders", "03_cond_ldm4d", "Condition sliders: static render of the default covariates", thesis_item=False),
+    # baselines (notebook 04): it also rewrites Tables 5.1 and 6.1-6.4 (rewritten_by above) with its rows filled
+    _t(
+        "baselines_ch5_checks",
+        "04_baselines",
+        "Chapter-5 checks for every model: anatomy, mask-image Dice, phenotype W1, memorisation, diversity",
+        thesis_item=False,
+    ),
+    _t(
+        "baselines_ch6_effects",
+        "04_baselines",
+        "Covariate effects recovered by every model vs the phantom's true model",
+        thesis_item=False,
+    ),
+    _t(
+        "baselines_ch6_recovery",
+        "04_baselines",
+        "Condition recovery for every model: frozen covariate predictors on generated sequences",
+        thesis_item=False,
+    ),
+    _t(
+        "baselines_ch6_counterfactuals",
+        "04_baselines",
+        "Counterfactuals for every model: one covariate moved under the same noise vs the true change",
+        thesis_item=False,
+    ),
+    _t(
+        "baselines_ch6_temporal",
+        "04_baselines",
+        "Volume curves and diversity (mode collapse) of every chapter-6 model",
+        thesis_item=False,
+    ),
+    _t(
+        "baselines_summary",
+        "04_baselines",
+        "Which model did what best: the comparison's answers with ground truth, and failures flagged",
+        thesis_item=False,
+    ),
+    _f("baselines_training_curves", "04_baselines", "Training curves of the five baselines", thesis_item=False),
+    _f(
+        "baselines_ch5_montage",
+        "04_baselines",
+        "Generated volumes of every chapter-5 model beside the LDM's (mid slice, masks)",
+        thesis_item=False,
+    ),
+    _f(
+        "baselines_ch6_montage",
+        "04_baselines",
+        "Generated sequences of every chapter-6 model for the same covariates (mid slice, ED and ES)",
+        thesis_item=False,
+    ),
+    _f(
+        "baselines_ch6_effects_forest",
+        "04_baselines",
+        "Covariate effects of every chapter-6 model against the true ones (forest plot)",
+        thesis_item=False,
+    ),
 )
 
 
@@ -184,5 +352,5 @@ def by_id(artefact_id: str) -> Artefact:
 
 
 def for_notebook(stem: str) -> list[Artefact]:
-    """Entries written by one notebook."""
-    return [a for a in REGISTRY if a.notebook == stem]
+    """Entries a notebook writes: those it owns and those it rewrites (``rewritten_by``)."""
+    return [a for a in REGISTRY if a.writable_by(stem)]

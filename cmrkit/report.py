@@ -201,7 +201,7 @@ class Report:
         art = by_id(artefact_id)
         if art.kind != kind:
             raise ValueError(f"artefact {artefact_id!r} is registered as a {art.kind}, not a {kind}")
-        if self.notebook is not None and art.notebook != self.notebook:
+        if self.notebook is not None and not art.writable_by(self.notebook):
             raise ValueError(f"artefact {artefact_id!r} belongs to notebook {art.notebook!r}, not {self.notebook!r}")
         return art
 

@@ -49,7 +49,10 @@ __all__ = [
     "is_complete",
     "read_manifest",
     "check_manifest",
+    "latest_run",
     "SampleSet",
+    "ArraySpec",
+    "check_samples",
 ]
 
 #: where run folders live (ignored by git)
@@ -242,6 +245,17 @@ def list_runs(
     return sorted(out, key=lambda m: m.get("completed", ""), reverse=True)
 
 
+def latest_run(cfg: Any, chapter: str, name: str, *, root: Path | None = None) -> dict[str, Any] | None:
+    """The newest complete run of ``chapter``/``name`` made with ``cfg``'s seed and data folder (any payload),
+    as its manifest with ``"folder"``; ``None`` when there is none. What another chapter reads: a sample
+    set of another seed or cohort is never mixed into this run's tables."""
+    for man in list_runs(cfg, chapter, name, root=root):
+        key = man["key"]
+        if key.get("seed") == int(cfg.seed) and key.get("data_dir") == str(cfg.data_dir):
+            return man
+    return None
+
+
 @dataclass
 class SampleSet:
     """Generated volumes or sequences in the kit's voxel order, with their seeds.
@@ -337,3 +351,49 @@ class SampleSet:
                     nib.save(nib.Nifti1Image(np.asarray(a[i]), self.affine), str(tmp))
                 paths.append(p)
         return paths
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What one array of a sample set must look like (:func:`check_samples`).
+
+    Attributes
+    ----------
+    shape
+        Shape of one sample (without the leading ``N``), e.g. the data's ``(X, Y, Z)``.
+    low, high
+        Allowed value range (inclusive), e.g. ``[0, 1]`` for intensities or ``[0, 3]`` for labels.
+    integer
+        Integer codes (labels): an integer dtype is required.
+    """
+
+    shape: tuple[int, ...]
+    low: float
+    high: float
+    integer: bool = False
+
+
+def check_samples(samples: SampleSet, specs: Mapping[str, ArraySpec], *, where: str = "sample set") -> None:
+    """The bad-sample guard every generated set passes before a table uses it.
+
+    Beyond what :class:`SampleSet` refuses on its own (NaN or inf, a wrong leading size), each array
+    named in ``specs`` must exist, have the data's per-sample shape, the right kind (integer labels) and
+    values inside the data's range. Raises ``ValueError`` naming ``where``, the array and what is wrong.
+    """
+    for name, spec in specs.items():
+        if name not in samples.arrays:
+            raise ValueError(f"{where}: no {name!r} array (it has {sorted(samples.arrays)})")
+        a = samples.arrays[name]
+        if tuple(a.shape[1:]) != tuple(spec.shape):
+            raise ValueError(f"{where}: {name!r} samples have shape {tuple(a.shape[1:])}, the data {tuple(spec.shape)}")
+        if spec.integer and a.dtype.kind not in "iub":
+            raise ValueError(f"{where}: {name!r} must hold integer codes, got dtype {a.dtype}")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise ValueError(f"{where}: {name!r} holds NaN or inf values")
+        lo, hi = float(np.min(a)), float(np.max(a))
+        if lo < spec.low or hi > spec.high:
+            bad = int(np.count_nonzero((a < spec.low) | (a > spec.high)))
+            raise ValueError(
+                f"{where}: {name!r} values span [{lo:g}, {hi:g}], outside the data's range "
+                f"[{spec.low:g}, {spec.high:g}] ({bad} values)"
+            )

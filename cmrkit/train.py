@@ -40,6 +40,21 @@ progress. ``batch_size`` is per process. Resuming reads the checkpoint on every 
 checkpoint folder must be visible to all ranks. Try it with ``python -m cmrkit.train --selftest``
 under ``torchrun --standalone --nproc_per_node 2``.
 
+Adversarial training
+--------------------
+``fit(..., adversarial=Adversarial(d_loss_fn=...))`` trains a model that holds its discriminator as a
+submodule (``model.discriminator`` by default) with two Adam optimisers: the discriminator's
+parameters get their own (``Adversarial.lr`` / ``betas``), every other parameter is the generator's.
+Each training step first takes ``d_steps`` discriminator steps on ``d_loss_fn(model, batch)`` and then
+one generator step on ``loss_fn(model, batch)`` plus ``weight * g_loss_fn(model, batch)`` (the
+alternating updates of Goodfellow et al. 2014, Algorithm 1). During the first ``warmup_steps``
+generator steps the discriminator is neither trained nor used (the adversarial term is off), as in
+MONAI's VAE-GAN tutorials. The discriminator's optimiser state is checkpointed with the rest, so a
+resumed adversarial run continues exactly; without ``adversarial`` nothing changes (same
+checkpoints, same histories). The history adds ``train/d_loss`` and ``train/d/<key>`` for the
+discriminator's logs (epoch means over the steps that trained it) and ``train/adv`` for the
+generator's adversarial term.
+
 Mixed precision
 ---------------
 ``amp="auto"``: bf16 autocast on CUDA (fp16 + gradient scaling where the GPU lacks bf16), nothing on
@@ -67,6 +82,7 @@ from torch import nn
 from cmrkit.utils import atomic_path, resolve_device
 
 __all__ = [
+    "Adversarial",
     "FitResult",
     "SavedModel",
     "fit",
@@ -115,6 +131,86 @@ class FitResult:
     best_val: float
     checkpoint_path: Path | None = None
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Adversarial:
+    """The adversarial part of a :func:`fit` (module docstring, *Adversarial training*).
+
+    Attributes
+    ----------
+    d_loss_fn
+        ``d_loss_fn(model, batch) -> (loss, logs)``: the discriminator's loss (it should detach or
+        regenerate the generator's samples under ``torch.no_grad``; only the discriminator steps).
+    g_loss_fn
+        Optional ``g_loss_fn(model, batch) -> (loss, logs)``: the generator's adversarial term, added to
+        ``loss_fn`` with ``weight`` once the warm-up is over. ``None`` when ``loss_fn`` already is the
+        generator's whole (adversarial) loss.
+    discriminator
+        Attribute (dotted path) of the discriminator submodule of the model.
+    weight
+        Weight of ``g_loss_fn`` in the generator's loss.
+    warmup_steps
+        Generator steps taken before the discriminator is trained and the adversarial term switched on.
+    d_steps
+        Discriminator steps per generator step (on the same batch).
+    lr, betas, weight_decay
+        The discriminator's Adam settings (``None``: the generator's ``lr`` / ``betas``).
+    """
+
+    d_loss_fn: Callable[[nn.Module, Any], Any]
+    g_loss_fn: Callable[[nn.Module, Any], Any] | None = None
+    discriminator: str = "discriminator"
+    weight: float = 1.0
+    warmup_steps: int = 0
+    d_steps: int = 1
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not callable(self.d_loss_fn):
+            raise ValueError("Adversarial: d_loss_fn must be callable as d_loss_fn(model, batch) -> (loss, logs)")
+        if self.g_loss_fn is not None and not callable(self.g_loss_fn):
+            raise ValueError("Adversarial: g_loss_fn must be callable or None")
+        if not (math.isfinite(float(self.weight)) and float(self.weight) >= 0):
+            raise ValueError(f"Adversarial: weight must be a finite number >= 0, got {self.weight}")
+        if int(self.warmup_steps) < 0 or int(self.d_steps) < 1:
+            raise ValueError(
+                f"Adversarial: warmup_steps must be >= 0 and d_steps >= 1, got {self.warmup_steps}, {self.d_steps}"
+            )
+        if self.lr is not None and not float(self.lr) > 0:
+            raise ValueError(f"Adversarial: lr must be > 0 or None, got {self.lr}")
+        if self.betas is not None:
+            b = tuple(float(v) for v in self.betas)
+            if len(b) != 2 or not all(0.0 <= v < 1.0 for v in b):
+                raise ValueError(f"Adversarial: betas must be two numbers in [0, 1), got {self.betas}")
+
+    def module(self, model: nn.Module) -> nn.Module:
+        """The discriminator submodule of ``model`` (a clear error when it is missing)."""
+        obj: Any = model
+        for part in self.discriminator.split("."):
+            if not hasattr(obj, part):
+                name = type(model).__name__
+                raise ValueError(
+                    f"fit(adversarial): {name} has no submodule {self.discriminator!r} (the discriminator)"
+                )
+            obj = getattr(obj, part)
+        if not isinstance(obj, nn.Module) or not any(True for _ in obj.parameters()):
+            raise ValueError(f"fit(adversarial): {self.discriminator!r} is not a module with parameters")
+        return obj
+
+    def settings(self, lr: float, betas: tuple[float, float]) -> dict[str, Any]:
+        """What a checkpoint records (and a resume must match)."""
+        return {
+            "discriminator": self.discriminator,
+            "weight": float(self.weight),
+            "warmup_steps": int(self.warmup_steps),
+            "d_steps": int(self.d_steps),
+            "lr": float(self.lr if self.lr is not None else lr),
+            "betas": [float(v) for v in (self.betas if self.betas is not None else betas)],
+            "weight_decay": float(self.weight_decay),
+        }
 
 
 class SavedModel(NamedTuple):
@@ -183,6 +279,31 @@ class _LossModule(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+class _AdversarialModule(nn.Module):
+    """DDP-visible wrapper of the three losses of an adversarial fit: ``forward(batch, "d")`` is the
+    discriminator's loss, ``forward(batch, "g", adv_on)`` the generator's (``loss_fn`` plus the weighted
+    adversarial term when ``adv_on``)."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, adversarial: Adversarial):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.adversarial = adversarial
+
+    def forward(self, batch: Any, which: str, adv_on: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
+        adv = self.adversarial
+        if which == "d":
+            loss, logs = adv.d_loss_fn(self.model, batch)
+            return loss, dict(logs)
+        loss, logs = self.loss_fn(self.model, batch)
+        logs = dict(logs)
+        if adv_on and adv.g_loss_fn is not None:
+            a, alogs = adv.g_loss_fn(self.model, batch)
+            loss = loss + float(adv.weight) * a
+            logs.update({"adv": a.detach(), **{f"adv/{k}": v for k, v in alogs.items()}})
+        return loss, logs
+
+
 def _to_device(batch: Any, device: torch.device) -> Any:
     """Move every tensor in a (nested) dict/list/tuple batch to ``device``."""
     if isinstance(batch, torch.Tensor):
@@ -249,35 +370,73 @@ def _amp_setup(amp: str | bool | None, dev: torch.device) -> tuple[torch.dtype |
 
 
 class _Meter:
-    """Sample-weighted sums of the loss and the logs, kept on the device (no per-step sync)."""
+    """Sample-weighted sums of the loss and the logs, kept on the device (no per-step sync).
+
+    Each key is averaged over the batches that logged it (every key of an ordinary fit is logged on
+    every batch; a discriminator's logs only on the steps that trained it)."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
 
-    def add(self, loss: torch.Tensor, logs: Mapping[str, Any], n: int) -> None:
+    def add(self, loss: torch.Tensor | None, logs: Mapping[str, Any], n: int) -> None:
         dtype = torch.float64 if self.device.type in ("cpu", "cuda") else torch.float32
-        items = {"loss": loss, **{str(k): v for k, v in logs.items()}}
+        items = {**({"loss": loss} if loss is not None else {}), **{str(k): v for k, v in logs.items()}}
         for k, v in items.items():
             t = v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
             t = t.to(self.device, dtype).reshape(-1).mean() * n
             self.sums[k] = self.sums[k] + t if k in self.sums else t
-        self.count += n
+            self.counts[k] = self.counts.get(k, 0) + n
 
     def means(self, distributed: bool) -> dict[str, float]:
         keys = sorted(self.sums)
+        if not keys:
+            return {}
         dtype = torch.float64 if self.device.type in ("cpu", "cuda") else torch.float32
-        vec = torch.stack(
-            [self.sums[k] for k in keys] + [torch.tensor(float(self.count), device=self.device, dtype=dtype)]
-        )
+        counts = torch.tensor([float(self.counts[k]) for k in keys], device=self.device, dtype=dtype)
+        vec = torch.cat([torch.stack([self.sums[k] for k in keys]), counts])
         if distributed:
             torch.distributed.all_reduce(vec)
         vals = vec.cpu().tolist()
-        total = vals[-1]
-        if total <= 0:
-            return {}
-        return {k: v / total for k, v in zip(keys, vals[:-1])}
+        m = len(keys)
+        return {k: vals[i] / vals[m + i] for i, k in enumerate(keys) if vals[m + i] > 0}
+
+
+def _discriminator_step(
+    wrapped: nn.Module,
+    batch: Any,
+    d_optimizer: torch.optim.Optimizer,
+    d_scaler: torch.amp.GradScaler | None,
+    d_params: list[nn.Parameter],
+    autocast: Callable[[], Any],
+    grad_clip: float | None,
+    epoch: int,
+    step: int,
+) -> tuple[torch.Tensor, Mapping[str, Any]]:
+    """One discriminator update on ``batch``; returns its (detached) loss and logs."""
+    with autocast():
+        d_loss, d_logs = wrapped(batch, "d")
+    if d_loss.ndim != 0:
+        raise ValueError(f"fit: d_loss_fn must return a scalar loss, got shape {tuple(d_loss.shape)}")
+    if not torch.isfinite(d_loss.detach()):
+        raise FloatingPointError(
+            f"fit: non-finite discriminator loss {d_loss.item()} at epoch {epoch + 1}, step {step + 1}"
+        )
+    d_optimizer.zero_grad(set_to_none=True)
+    if d_scaler is not None:
+        d_scaler.scale(d_loss).backward()
+        if grad_clip is not None:
+            d_scaler.unscale_(d_optimizer)
+            torch.nn.utils.clip_grad_norm_(d_params, grad_clip)
+        d_scaler.step(d_optimizer)
+        d_scaler.update()
+    else:
+        d_loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(d_params, grad_clip)
+        d_optimizer.step()
+    return d_loss.detach(), d_logs
 
 
 def _settings(
@@ -344,6 +503,9 @@ def fit(
     max_steps: int | None = None,
     grad_clip: float | None = None,
     find_unused_parameters: bool = False,
+    betas: tuple[float, float] = (0.9, 0.999),
+    keep: str = "best",
+    adversarial: Adversarial | None = None,
 ) -> FitResult:
     """Train ``model`` with Adam and keep the weights of the epoch with the lowest validation loss.
 
@@ -391,6 +553,19 @@ def fit(
         Clip the global gradient norm to this value.
     find_unused_parameters : bool
         Passed to DistributedDataParallel (needed when some parameters get no gradient).
+    betas : (float, float)
+        Adam's ``(beta1, beta2)`` (PyTorch default ``(0.9, 0.999)``; the thesis trains its diffusion
+        models with ``(0.9, 0.99)``, §5.2.1). Recorded in the checkpoint settings when not the default.
+    keep : {"best", "last"}
+        ``"best"`` (default) returns the weights of the epoch with the lowest validation loss
+        (training loss without ``val_ds``); ``"last"`` returns the weights after the last epoch
+        (diffusion models, whose noise-prediction loss is a poor guide to sample quality). The
+        history and the checkpoint are the same either way; ``best_epoch``/``best_val`` then
+        describe the last epoch.
+    adversarial : Adversarial, optional
+        Train a generator against the discriminator submodule of ``model`` (two optimisers,
+        alternating steps, warm-up; module docstring). ``loss_fn`` is then the generator's loss;
+        validation evaluates ``loss_fn`` alone. Recorded in the checkpoint settings.
 
     Returns
     -------
@@ -411,6 +586,15 @@ def fit(
         raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
     if max_steps is not None and int(max_steps) < 1:
         raise ValueError(f"fit: max_steps must be >= 1 or None, got {max_steps}")
+    if keep not in ("best", "last"):
+        raise ValueError(f"fit: keep must be 'best' or 'last', got {keep!r}")
+    if adversarial is not None and not isinstance(adversarial, Adversarial):
+        raise ValueError(
+            f"fit: adversarial must be a cmrkit.train.Adversarial or None, got {type(adversarial).__name__}"
+        )
+    betas = (float(betas[0]), float(betas[1]))
+    if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+        raise ValueError(f"fit: betas must be two numbers in [0, 1), got {betas}")
     n_train = len(train_ds)  # type: ignore[arg-type]
     n_val = len(val_ds) if val_ds is not None else 0  # type: ignore[arg-type]
     if n_train == 0:
@@ -455,6 +639,9 @@ def fit(
             max_steps=max_steps,
             grad_clip=grad_clip,
             find_unused_parameters=find_unused_parameters,
+            betas=betas,
+            keep=keep,
+            adversarial=adversarial,
             rank=rank,
             world=world,
             distributed=distributed,
@@ -488,6 +675,9 @@ def _fit(
     max_steps,
     grad_clip,
     find_unused_parameters,
+    betas,
+    keep,
+    adversarial,
     rank,
     world,
     distributed,
@@ -500,9 +690,31 @@ def _fit(
     is_main = rank == 0
     model.to(dev)
     amp_dtype, use_scaler = _amp_setup(amp, dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    d_params: list[nn.Parameter] = []
+    d_optimizer = d_scaler = None
+    if adversarial is not None:
+        d_params = list(adversarial.module(model).parameters())
+        d_ids = {id(p) for p in d_params}
+        g_params = [p for p in model.parameters() if id(p) not in d_ids]
+        if not g_params:
+            raise ValueError("fit(adversarial): the model has no parameters outside its discriminator (no generator)")
+        adv_settings = adversarial.settings(lr, betas)
+        d_optimizer = torch.optim.Adam(
+            d_params,
+            lr=adv_settings["lr"],
+            weight_decay=adv_settings["weight_decay"],
+            betas=tuple(adv_settings["betas"]),
+        )
+        d_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    else:
+        g_params = list(model.parameters())
+    optimizer = torch.optim.Adam(g_params, lr=lr, weight_decay=weight_decay, betas=betas)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     settings = _settings(seed, batch_size, lr, weight_decay, n_train, n_val, world, model)
+    if betas != (0.9, 0.999):  # only when set, so checkpoints written before the option still resume
+        settings["betas"] = list(betas)
+    if adversarial is not None:  # likewise only when set
+        settings["adversarial"] = adv_settings
 
     history: list[dict[str, float]] = []
     start_epoch, step = 0, 0
@@ -516,7 +728,10 @@ def _fit(
             ck = _load_torch(ckpt_path, "fit(resume)")
             if ck.get("format") != _CKPT_FORMAT:
                 raise ValueError(f"fit: {ckpt_path} is not a cmrkit fit checkpoint (format {ck.get('format')!r})")
-            diff = {k: (ck["settings"].get(k), v) for k, v in settings.items() if ck["settings"].get(k) != v}
+            keys = sorted(set(settings) | set(ck["settings"]))  # "betas" is only recorded when set
+            diff = {
+                k: (ck["settings"].get(k), settings.get(k)) for k in keys if ck["settings"].get(k) != settings.get(k)
+            }
             if diff:
                 raise ValueError(
                     f"fit: checkpoint {ckpt_path} was written with other settings "
@@ -526,18 +741,25 @@ def _fit(
             optimizer.load_state_dict(ck["optimizer"])
             if scaler is not None and ck.get("scaler"):
                 scaler.load_state_dict(ck["scaler"])
+            if d_optimizer is not None:
+                d_optimizer.load_state_dict(ck["d_optimizer"])
+                if d_scaler is not None and ck.get("d_scaler"):
+                    d_scaler.load_state_dict(ck["d_scaler"])
             start_epoch, step = int(ck["epoch"]), int(ck["step"])
             history = [dict(h) for h in ck["history"]]
             best_epoch, best_val, best_state = int(ck["best_epoch"]), float(ck["best_val"]), ck["best_model"]
 
-    wrapped: nn.Module = _LossModule(model, loss_fn)
+    wrapped: nn.Module = (
+        _LossModule(model, loss_fn) if adversarial is None else _AdversarialModule(model, loss_fn, adversarial)
+    )
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         wrapped = DDP(
             wrapped,
             device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=find_unused_parameters,
+            # the discriminator step leaves the generator's parameters without gradients
+            find_unused_parameters=find_unused_parameters or adversarial is not None,
         )
     fork_devices = [dev.index] if dev.type == "cuda" else []
     autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
@@ -567,8 +789,26 @@ def _fit(
             torch.manual_seed(_mix_seed(seed, epoch, rank, 2))
             for i, batch in enumerate(bar):
                 batch = _to_device(batch, dev)
-                with autocast():
-                    loss, logs = wrapped(batch)
+                adv_on = adversarial is not None and step >= int(adversarial.warmup_steps)
+                if adv_on:
+                    for _ in range(int(adversarial.d_steps)):
+                        d_loss, d_logs = _discriminator_step(
+                            wrapped, batch, d_optimizer, d_scaler, d_params, autocast, grad_clip, epoch, step
+                        )
+                        meter.add(
+                            None, {"d_loss": d_loss, **{f"d/{k}": v for k, v in d_logs.items()}}, _batch_len(batch)
+                        )
+                # the generator step: the discriminator's weights need no gradients here (not under DDP,
+                # whose reducer expects a fixed set of parameters with gradients)
+                frozen = [p for p in d_params if p.requires_grad] if not distributed else []
+                for p in frozen:
+                    p.requires_grad_(False)
+                try:
+                    with autocast():
+                        loss, logs = wrapped(batch) if adversarial is None else wrapped(batch, "g", adv_on)
+                finally:
+                    for p in frozen:
+                        p.requires_grad_(True)
                 if loss.ndim != 0:
                     raise ValueError(f"fit: loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
                 if not torch.isfinite(loss.detach()):
@@ -580,13 +820,13 @@ def _fit(
                     scaler.scale(loss).backward()
                     if grad_clip is not None:
                         scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                        torch.nn.utils.clip_grad_norm_(g_params, grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
                 else:
                     loss.backward()
                     if grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                        torch.nn.utils.clip_grad_norm_(g_params, grad_clip)
                     optimizer.step()
                 meter.add(loss, logs, _batch_len(batch))
                 step += 1
@@ -643,6 +883,14 @@ def _fit(
                     "model": _cpu_state(model),
                     "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None,
+                    **(
+                        {
+                            "d_optimizer": d_optimizer.state_dict(),
+                            "d_scaler": d_scaler.state_dict() if d_scaler is not None else None,
+                        }
+                        if d_optimizer is not None
+                        else {}
+                    ),
                     "history": history,
                     "best_epoch": best_epoch,
                     "best_val": best_val,
@@ -653,7 +901,13 @@ def _fit(
 
     if best_state is None:  # only reachable with max_steps already spent before the first epoch
         best_state, best_epoch, best_val = _cpu_state(model), 0, math.nan
-    model.load_state_dict(best_state)
+    if keep == "last":
+        if history:
+            last = history[-1]
+            best_epoch = int(last["epoch"])
+            best_val = last["val_loss"] if val_ds is not None else last["train_loss"]
+    else:
+        model.load_state_dict(best_state)
     model.eval()
     if distributed:
         torch.distributed.barrier()

@@ -89,3 +89,40 @@ def test_sample_set_guards(tmp_path):
     (tmp_path / "samples.npz").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a readable cmrkit sample set"):
         runs.SampleSet.load(tmp_path)
+
+
+def test_check_samples_guards_shape_kind_and_range():
+    from cmrkit.runs import ArraySpec, check_samples
+
+    ok = runs.SampleSet(
+        {"image": np.full((2, 4, 4, 3), 0.5, np.float32), "labels": np.zeros((2, 4, 4, 3), np.uint8)}, [1, 2]
+    )
+    specs = {"image": ArraySpec((4, 4, 3), 0.0, 1.0), "labels": ArraySpec((4, 4, 3), 0.0, 3.0, integer=True)}
+    check_samples(ok, specs)
+    bad_shape = runs.SampleSet({"image": ok.arrays["image"][:, :, :2], "labels": ok.arrays["labels"]}, [1, 2])
+    with pytest.raises(ValueError, match=r"'image' samples have shape \(4, 2, 3\), the data \(4, 4, 3\)"):
+        check_samples(bad_shape, specs, where="vae3d")
+    hot = runs.SampleSet({"image": ok.arrays["image"] * 3, "labels": ok.arrays["labels"]}, [1, 2])
+    with pytest.raises(ValueError, match=r"outside the data's range \[0, 1\] \(96 values\)"):
+        check_samples(hot, specs)
+    floaty = runs.SampleSet({"image": ok.arrays["image"], "labels": ok.arrays["labels"].astype(np.float32)}, [1, 2])
+    with pytest.raises(ValueError, match="integer codes"):
+        check_samples(floaty, specs)
+    with pytest.raises(ValueError, match="no 'labels' array"):
+        check_samples(runs.SampleSet({"image": ok.arrays["image"]}, [1, 2]), specs)
+
+
+def test_latest_run_only_takes_this_seed_and_data_folder(tmp_path):
+    from cmrkit.config import load
+    from cmrkit.runs import latest_run
+
+    cfg = load("smoke", data_dir=str(tmp_path / "cohort_a"))
+    other_seed = load("smoke", seed=3, data_dir=str(tmp_path / "cohort_a"))
+    other_data = load("smoke", data_dir=str(tmp_path / "cohort_b"))
+    for c in (other_seed, other_data):
+        runs.mark_complete(runs.run_dir(c, "baselines", "vae3d", {"n": 1}, root=tmp_path))
+    assert latest_run(cfg, "baselines", "vae3d", root=tmp_path) is None
+    folder = runs.run_dir(cfg, "baselines", "vae3d", {"n": 2}, root=tmp_path)
+    assert latest_run(cfg, "baselines", "vae3d", root=tmp_path) is None  # not complete yet
+    runs.mark_complete(folder)
+    assert latest_run(cfg, "baselines", "vae3d", root=tmp_path)["folder"] == str(folder)

@@ -13,6 +13,7 @@ from torch import nn
 
 from cmrkit.train import (
     CHECKPOINT_NAME,
+    Adversarial,
     _EpochSampler,
     fit,
     load_checkpoint,
@@ -241,3 +242,215 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     ck = torch.load(tmp_path / "ckpt" / CHECKPOINT_NAME, weights_only=True)
     assert ck["settings"]["world_size"] == 2
     assert_same_state(ck["best_model"], r0["state_dict"])
+
+
+def test_keep_last_returns_the_final_weights_and_resumes(tmp_path):
+    res = run(4, keep="last", checkpoint_dir=tmp_path / "a")
+    last = Net()
+    load_checkpoint(tmp_path / "a", last, which="last")
+    assert_same_state(res.model, last)
+    assert res.best_epoch == 4 and res.best_val == res.history[-1]["val_loss"]
+    # the default keeps the best epoch, which differs here from the last one's weights
+    best = run(4)
+    assert best.history == res.history
+    if best.best_epoch != 4:
+        assert not torch.equal(best.model.body[0].weight, res.model.body[0].weight)
+    # an interrupted keep="last" run resumes to the same final weights
+    run(2, keep="last", checkpoint_dir=tmp_path / "b")
+    resumed = run(4, keep="last", model_seed=5, checkpoint_dir=tmp_path / "b")
+    assert_same_state(resumed.model, res.model)
+    with pytest.raises(ValueError, match="keep must be"):
+        run(1, keep="first")
+
+
+def test_adam_betas_are_used_and_recorded(tmp_path):
+    a = run(2, betas=(0.9, 0.99), checkpoint_dir=tmp_path)
+    b = run(2)
+    assert not torch.equal(a.model.body[0].weight, b.model.body[0].weight)
+    ck = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert ck["settings"]["betas"] == [0.9, 0.99]
+    with pytest.raises(ValueError, match="other settings"):
+        run(3, checkpoint_dir=tmp_path)  # resuming with the default betas is refused
+    with pytest.raises(ValueError, match="betas"):
+        run(1, betas=(1.0, 0.9))
+
+
+# ----------------------------------------------------------------------------------- adversarial
+class Samples(torch.utils.data.Dataset):
+    """Real 1-D samples from N(3, 0.5^2) (fixed by ``seed``)."""
+
+    def __init__(self, n: int, seed: int):
+        self.x = 3.0 + 0.5 * torch.randn(n, 1, generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i]}
+
+
+class ToyGAN(nn.Module):
+    """G(z) = a z + b, D(x) = MLP(x); the discriminator is a submodule, as fit(adversarial=) expects."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.generator = nn.Linear(1, 1)
+            self.discriminator = nn.Sequential(nn.Linear(1, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+
+    def fake(self, n: int) -> torch.Tensor:
+        return self.generator(torch.randn(n, 1))
+
+
+class Counter:
+    """Counts its calls (to check the alternating-step bookkeeping)."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        return self.fn(model, batch)
+
+
+def lsgan_d(model, batch):
+    real = model.discriminator(batch["x"])
+    with torch.no_grad():
+        fake = model.fake(len(batch["x"]))
+    d_fake = model.discriminator(fake)
+    loss = 0.5 * ((real - 1).pow(2).mean() + d_fake.pow(2).mean())
+    return loss, {"real": real.mean(), "fake": d_fake.mean()}
+
+
+def lsgan_g(model, batch):
+    return 0.5 * (model.discriminator(model.fake(len(batch["x"]))) - 1).pow(2).mean(), {}
+
+
+def moment_loss(model, batch):
+    """A non-adversarial generator term (matches the mean only)."""
+    return (model.fake(len(batch["x"])).mean() - batch["x"].mean()).pow(2), {}
+
+
+def gan_run(epochs, *, adversarial=None, model_seed=0, **kw):
+    kw.setdefault("progress", False)
+    adv = adversarial or Adversarial(d_loss_fn=lsgan_d, lr=2e-2, betas=(0.5, 0.999))
+    return fit(
+        ToyGAN(model_seed),
+        Samples(64, 1),
+        None,
+        loss_fn=lsgan_g,
+        epochs=epochs,
+        batch_size=16,
+        lr=2e-2,
+        betas=(0.5, 0.999),
+        keep="last",
+        adversarial=adv,
+        **kw,
+    )
+
+
+def test_adversarial_fit_moves_the_generator_to_the_data():
+    """An LSGAN on 1-D data: the generator's offset moves from ~0 to the real mean (3)."""
+    res = gan_run(40)
+    b = res.model.generator.bias.detach().item()
+    assert abs(b - 3.0) < 0.6, b
+    h = res.history[-1]
+    assert {"train/d_loss", "train/d/real", "train/d/fake"} <= set(h)
+    assert math.isnan(h["val_loss"])
+
+
+def test_alternating_steps_warmup_and_two_optimisers():
+    d_count, g_count = Counter(lsgan_d), Counter(lsgan_g)
+    adv = Adversarial(d_loss_fn=d_count, g_loss_fn=g_count, weight=0.5, warmup_steps=6, d_steps=2, lr=1e-2)
+    model = ToyGAN(0)
+    d0 = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
+    g0 = {k: v.clone() for k, v in model.generator.state_dict().items()}
+    # warm-up only (4 steps per epoch, 6 warm-up steps: 1 epoch leaves the discriminator untouched)
+    res = fit(
+        model,
+        Samples(64, 1),
+        None,
+        loss_fn=moment_loss,
+        epochs=1,
+        batch_size=16,
+        lr=1e-2,
+        keep="last",
+        adversarial=adv,
+        progress=False,
+    )
+    assert d_count.calls == 0 and g_count.calls == 0
+    assert_same_state(model.discriminator.state_dict(), d0)
+    assert not torch.equal(model.generator.weight, g0["weight"]) or not torch.equal(model.generator.bias, g0["bias"])
+    assert "train/d_loss" not in res.history[0] and "train/adv" not in res.history[0]
+    # three epochs = 12 generator steps: 6 warm-up, then 6 with 2 discriminator steps each
+    d_count.calls = g_count.calls = 0
+    res = fit(
+        ToyGAN(0),
+        Samples(64, 1),
+        None,
+        loss_fn=moment_loss,
+        epochs=3,
+        batch_size=16,
+        lr=1e-2,
+        keep="last",
+        adversarial=adv,
+        progress=False,
+    )
+    assert [r["step"] for r in res.history] == [4, 8, 12]
+    assert d_count.calls == 12 and g_count.calls == 6
+    # epoch 2 mixes 2 warm-up and 2 adversarial steps: the adversarial logs average over the latter only
+    assert "train/adv" in res.history[1] and "train/d_loss" in res.history[1]
+    assert "train/adv" not in res.history[0]
+
+
+def test_each_optimiser_only_moves_its_own_parameters():
+    frozen_g = Adversarial(d_loss_fn=lsgan_d, lr=1e-2)
+    model = ToyGAN(0)
+    g0 = {k: v.clone() for k, v in model.generator.state_dict().items()}
+
+    def zero_g(model, batch):  # a generator loss without gradient w.r.t. the generator
+        return (model.discriminator(batch["x"]) * 0).sum() + model.generator.bias.detach().sum() * 0, {}
+
+    with pytest.raises(RuntimeError):  # nothing to differentiate for the generator
+        fit(model, Samples(32, 1), None, loss_fn=zero_g, epochs=1, batch_size=16, adversarial=frozen_g, progress=False)
+    # the discriminator step ran before the generator's failed: it moved D only
+    assert_same_state(model.generator.state_dict(), g0)
+
+
+def test_adversarial_resume_is_exact_and_checkpoints_the_discriminator_optimiser(tmp_path):
+    full = gan_run(3, checkpoint_dir=tmp_path / "a")
+    gan_run(2, checkpoint_dir=tmp_path / "b")
+    resumed = gan_run(3, model_seed=5, checkpoint_dir=tmp_path / "b")
+    assert_same_state(full.model, resumed.model)
+    no_val = [[{k: v for k, v in h.items() if k != "val_loss"} for h in r.history] for r in (resumed, full)]
+    assert no_val[0] == no_val[1]
+    ck = torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=True)
+    assert {"d_optimizer", "d_scaler"} <= set(ck)
+    assert ck["settings"]["adversarial"]["d_steps"] == 1 and ck["settings"]["adversarial"]["betas"] == [0.5, 0.999]
+    other = Adversarial(d_loss_fn=lsgan_d, lr=1e-3, betas=(0.5, 0.999))
+    with pytest.raises(ValueError, match="other settings"):
+        gan_run(4, adversarial=other, checkpoint_dir=tmp_path / "a")
+
+
+def test_plain_fit_checkpoints_are_unchanged_by_the_adversarial_option(tmp_path):
+    run(1, checkpoint_dir=tmp_path)
+    ck = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert "d_optimizer" not in ck and "adversarial" not in ck["settings"]
+
+
+def test_adversarial_arguments_are_checked():
+    with pytest.raises(ValueError, match="no submodule 'critic'"):
+        gan_run(1, adversarial=Adversarial(d_loss_fn=lsgan_d, discriminator="critic"))
+    with pytest.raises(ValueError, match="d_steps"):
+        Adversarial(d_loss_fn=lsgan_d, d_steps=0)
+    with pytest.raises(ValueError, match="betas"):
+        Adversarial(d_loss_fn=lsgan_d, betas=(0.5, 1.0))
+    with pytest.raises(ValueError, match="cmrkit.train.Adversarial"):
+        fit(ToyGAN(), Samples(8, 1), None, loss_fn=lsgan_g, epochs=1, batch_size=4, adversarial={"d": 1})
+
+    def nan_d(model, batch):
+        return model.discriminator(batch["x"]).mean() * float("nan"), {}
+
+    with pytest.raises(FloatingPointError, match="discriminator loss"):
+        gan_run(1, adversarial=Adversarial(d_loss_fn=nan_d))

@@ -1,0 +1,158 @@
+"""Image + mask KL autoencoder (cmrkit.models.autoencoder): shapes at every profile size, the depth
+folding, the loss terms, persistence and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cmrkit import config
+from cmrkit.models.autoencoder import (
+    AutoencoderLoss,
+    VolumeAutoencoder,
+    VolumeAutoencoderConfig,
+    VolumeDataset,
+    kl_divergence,
+    split_output,
+    to_input,
+)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "demo", "paper"])
+def test_round_trip_is_exact_in_shape_at_every_profile_size(profile):
+    from cmrkit.chapters.ldm3d import autoencoder_config
+
+    cfg = config.load(profile, device="cpu")
+    x, y = cfg.ch5.image_size
+    z = cfg.ch5.slices
+    mcfg = autoencoder_config(cfg, (x, y, z))
+    model = VolumeAutoencoder(mcfg, seed=0).eval()
+    inp = torch.rand(1, 2, x, y, z)
+    with torch.no_grad():
+        mu, sigma = model.encode(inp)
+        out = model.decode(mu)
+    assert mu.shape == sigma.shape == (1, *mcfg.latent_shape)
+    assert out.shape == (1, 5, x, y, z)  # image + 4 mask logits, every slice kept
+    if profile in ("demo", "paper"):  # the thesis latent: 16 x 16 x (depth 1) x 4 for 128 x 128 x 10
+        assert (x, y, z) == (128, 128, 10) and mcfg.latent_shape == (4, 16, 16)
+
+
+def test_fold_unfold_are_inverse_and_slice_ordered():
+    m = VolumeAutoencoder(VolumeAutoencoderConfig(image_size=(8, 8), depth=3, channels=(8, 8)), seed=0)
+    x = torch.arange(2 * 5 * 8 * 8 * 3, dtype=torch.float32).reshape(2, 5, 8, 8, 3)
+    f = m.fold(x)
+    assert f.shape == (2, 15, 8, 8)
+    # channel c*Z + z holds channel c of slice z
+    assert torch.equal(f[:, 1 * 3 + 2], x[:, 1, :, :, 2])
+    assert torch.equal(m.unfold(f), x)
+
+
+def test_first_layer_equals_a_3d_convolution_spanning_the_stack():
+    """The documented depth handling: a 2D conv on the folded stack is a 3D conv with a 3 x 3 x Z kernel
+    and no padding along the slices (depth Z -> 1 in one layer)."""
+    z, cin, cout = 4, 2, 6
+    x = torch.randn(1, cin, 7, 9, z, dtype=torch.float64)
+    w3 = torch.randn(cout, cin, 3, 3, z, dtype=torch.float64)
+    y3 = torch.nn.functional.conv3d(x, w3, padding=(1, 1, 0))  # (1, cout, 7, 9, 1)
+    m = VolumeAutoencoder(VolumeAutoencoderConfig(image_size=(8, 8), depth=z, channels=(8, 8)), seed=0)
+    w2 = w3.permute(0, 1, 4, 2, 3).reshape(cout, cin * z, 3, 3)  # input channel c*Z + z
+    y2 = torch.nn.functional.conv2d(m.fold(x), w2, padding=1)
+    torch.testing.assert_close(y2, y3[..., 0])
+
+
+def test_kl_closed_form():
+    mu, sigma = torch.zeros(3, 4, 2, 2), torch.ones(3, 4, 2, 2)
+    assert float(kl_divergence(mu, sigma)) == pytest.approx(0.0, abs=1e-12)
+    # 0.5 * (1 + 1 - 0 - 1) per element = 0.5; 16 elements per item, mean over the batch
+    assert float(kl_divergence(torch.ones(3, 4, 2, 2), sigma)) == pytest.approx(8.0)
+    s = torch.full((1, 1, 1, 1), 2.0)
+    assert float(kl_divergence(torch.zeros(1, 1, 1, 1), s)) == pytest.approx(0.5 * (4 - np.log(4) - 1))
+
+
+def test_loss_terms_and_overfitting_a_tiny_batch():
+    torch.manual_seed(0)
+    mcfg = VolumeAutoencoderConfig(image_size=(16, 16), depth=4, channels=(16, 16), latent_channels=4)
+    model = VolumeAutoencoder(mcfg, seed=0)
+    lab = torch.zeros(2, 16, 16, 4, dtype=torch.long)
+    lab[:, 4:12, 4:12] = 2
+    lab[:, 6:10, 6:10] = 1
+    lab[:, 12:15, 4:12, :2] = 3
+    img = 0.2 + 0.6 * (lab == 1).float() + 0.3 * (lab == 3).float()
+    batch = {"image": img, "labels": lab}
+    loss_fn = AutoencoderLoss(kl_weight=1e-4)
+    loss, logs = loss_fn(model, batch)
+    assert float(loss.detach()) == pytest.approx(float(logs["l1"] + logs["ce"] + 1e-4 * logs["kl"]), rel=1e-5)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss, logs = loss_fn(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        img_hat, lab_hat = split_output(model.reconstruct(to_input(img, lab)))
+    assert (lab_hat == lab).float().mean() > 0.97
+    assert (img_hat - img).abs().mean() < 0.05
+
+
+def test_split_output_and_inputs():
+    out = torch.zeros(1, 5, 2, 2, 1)
+    out[:, 0] = 1.7  # clipped to 1
+    out[:, 3, 0, 0, 0] = 5.0  # label 2 there
+    img, lab = split_output(out)
+    assert float(img.max()) == 1.0 and lab.dtype == torch.uint8 and int(lab[0, 0, 0, 0]) == 2
+    x = to_input(torch.zeros(1, 2, 2, 1), torch.full((1, 2, 2, 1), 3))
+    assert x.shape == (1, 2, 2, 2, 1) and float(x[:, 1].max()) == 1.0
+
+
+def test_save_and_load_round_trip(tmp_path):
+    from cmrkit.train import load_model, save_model
+
+    mcfg = VolumeAutoencoderConfig(image_size=(16, 16), depth=3, channels=(8, 16), attention=True)
+    m = VolumeAutoencoder(mcfg, seed=3).eval()
+    x = torch.rand(2, 2, 16, 16, 3)
+    path = save_model(tmp_path / "ae.pt", m, mcfg.to_dict())
+    back = load_model(path)
+    assert isinstance(back.model, VolumeAutoencoder) and back.model.config == mcfg
+    with torch.no_grad():
+        torch.testing.assert_close(back.model.reconstruct(x), m.reconstruct(x))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"image_size": (62, 64), "channels": (8, 8, 8)}, "divisible"),
+        ({"n_classes": 1}, "n_classes"),
+        ({"depth": 0}, "depth"),
+        ({"channels": (12, 16), "norm_num_groups": 8}, "norm_num_groups"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        VolumeAutoencoderConfig(**kwargs)
+
+
+def test_bad_input_shapes():
+    m = VolumeAutoencoder(VolumeAutoencoderConfig(image_size=(16, 16), depth=3, channels=(8, 8)), seed=0)
+    with pytest.raises(ValueError, match=r"encode\(x\): expected \(B, 2, 16, 16, 3\)"):
+        m.encode(torch.zeros(1, 2, 16, 16, 4))
+    with pytest.raises(ValueError, match="decode"):
+        m.decode(torch.zeros(1, 4, 4, 4))
+    with pytest.raises(ValueError, match="labels shape"):
+        VolumeDataset(np.zeros((2, 4, 4, 2)), np.zeros((2, 4, 4, 3)))
+    with pytest.raises(ValueError, match="kl_weight"):
+        AutoencoderLoss(-1.0)
+
+
+def test_log_variance_head_starts_small():
+    x = torch.rand(2, 2, 16, 16, 3)
+    kw = {"image_size": (16, 16), "depth": 3, "channels": (8, 8)}
+    new = VolumeAutoencoder(VolumeAutoencoderConfig(**kw), seed=0)
+    old = VolumeAutoencoder(VolumeAutoencoderConfig(**kw, init_log_var=None), seed=0)
+    with torch.no_grad():
+        (_, s_new), (_, s_old) = new.encode(x), old.encode(x)
+    b_old = old.net.quant_conv_log_sigma.conv.bias.view(1, -1, 1, 1)
+    # same weights, only the bias differs: log sigma^2 shifts by -6 - b_old
+    torch.testing.assert_close(2 * torch.log(s_new) - 2 * torch.log(s_old), (-6.0 - b_old).expand_as(s_new))
+    assert float(s_new.median()) < 0.1 < 0.3 < float(s_old.median())

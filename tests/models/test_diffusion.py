@@ -1,0 +1,169 @@
+"""Latent diffusion (cmrkit.models.diffusion): DDIM spacing, the sampler with an oracle, scale factor
+persistence, seeded and per-sample reproducible sampling, the loss, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cmrkit.models.autoencoder import VolumeAutoencoder, VolumeAutoencoderConfig
+from cmrkit.models.diffusion import (
+    DiffusionLoss,
+    LatentDataset,
+    LatentDiffusion,
+    LatentDiffusionConfig,
+    compute_scale_factor,
+    ddim_scheduler,
+    encode_latents,
+    generate,
+    initial_noise,
+    sample_seeds,
+)
+
+AE_CFG = VolumeAutoencoderConfig(image_size=(16, 16), depth=3, channels=(8, 16), latent_channels=4)
+LDM_CFG = LatentDiffusionConfig(latent_shape=(4, 8, 8), channels=(16, 32), num_res_blocks=1, num_head_channels=8)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return VolumeAutoencoder(AE_CFG, seed=0).eval(), LatentDiffusion(LDM_CFG, seed=0).eval()
+
+
+def test_ddim_timesteps_are_self_consistent():
+    sch = ddim_scheduler(LDM_CFG, 10)
+    t = sch.timesteps.tolist()
+    assert t == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+    # DDIMScheduler.step goes back by T // N: it must land on the next listed timestep
+    stride = sch.num_train_timesteps // sch.num_inference_steps
+    assert all(a - stride == b for a, b in zip(t[:-1], t[1:]))
+    assert not sch.clip_sample
+    # MONAI 1.6's own spacing (linspace) is not consistent with that stride: the reason for the fix
+    from monai.networks.schedulers import DDIMScheduler
+
+    plain = DDIMScheduler(1000, schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0195)
+    plain.set_timesteps(10)
+    p = plain.timesteps.tolist()
+    assert any(a - stride != b for a, b in zip(p[:-1], p[1:]))
+    with pytest.raises(ValueError, match="ddim steps"):
+        ddim_scheduler(LDM_CFG, 0)
+
+
+def test_ddim_chain_with_an_oracle_recovers_x0_beyond_unit_range():
+    """With the exact noise as model output DDIM (eta 0) returns x0; values outside [-1, 1] survive
+    because clip_sample is off (MONAI's default would clamp them)."""
+    sch = ddim_scheduler(LDM_CFG, 25)
+    g = torch.Generator().manual_seed(0)
+    x0 = 3.0 * torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    eps = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    ab = sch.alphas_cumprod.double()
+    t0 = int(sch.timesteps[0])
+    x = ab[t0].sqrt() * x0 + (1 - ab[t0]).sqrt() * eps
+    for t in sch.timesteps:
+        a = ab[int(t)]
+        oracle = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        x, _ = sch.step(oracle, int(t), x)
+    torch.testing.assert_close(x, x0, atol=1e-6, rtol=1e-6)
+
+
+def test_scale_factor_closed_form_and_persistence(tmp_path):
+    from cmrkit.train import load_model, save_model
+
+    g = torch.Generator().manual_seed(1)
+    mu = 2.0 * torch.randn(400, 4, 8, 8, generator=g)
+    sf = compute_scale_factor(mu, torch.zeros_like(mu), seed=0)
+    assert sf == pytest.approx(1.0 / float(mu.double().std()), rel=1e-9)
+    assert sf == pytest.approx(0.5, rel=0.02)
+    # sigma adds variance: std(z)^2 = std(mu)^2 + 1 for sigma = 1
+    assert compute_scale_factor(mu, torch.ones_like(mu), seed=0) == pytest.approx(1 / np.sqrt(5), rel=0.02)
+    m = LatentDiffusion(LDM_CFG, seed=0)
+    m.set_scale_factor(sf)
+    assert "scale_factor" in m.state_dict()
+    path = save_model(tmp_path / "ldm.pt", m, LDM_CFG.to_dict(), extra={"scale_factor": sf})
+    back = load_model(path)
+    assert float(back.model.scale_factor) == sf and back.extra["scale_factor"] == sf
+    with pytest.raises(ValueError, match="positive"):
+        m.set_scale_factor(0.0)
+    with pytest.raises(ValueError, match="standard deviation"):
+        compute_scale_factor(torch.ones(3, 4), torch.zeros(3, 4))
+
+
+def test_sample_seeds_are_deterministic_distinct_and_nested():
+    a = sample_seeds(0, 50)
+    assert a.dtype == np.int64 and len(set(a.tolist())) == 50 and (a >= 0).all()
+    assert np.array_equal(sample_seeds(0, 10), a[:10])
+    assert not np.array_equal(sample_seeds(1, 10), a[:10])
+    n = initial_noise(a[:3], (4, 8, 8))
+    torch.testing.assert_close(n[1], initial_noise(a[1:2], (4, 8, 8))[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=">= 1"):
+        sample_seeds(0, 0)
+
+
+def test_generate_is_reproducible_and_sample_i_regenerates_alone(models):
+    ae, ldm = models
+    seeds = sample_seeds(7, 4)
+    img, lab = generate(ae, ldm, seeds, ddim_steps=5, batch_size=4)
+    assert img.shape == (4, 16, 16, 3) and lab.shape == (4, 16, 16, 3) and lab.dtype == np.uint8
+    assert 0 <= img.min() and img.max() <= 1
+    img2, lab2 = generate(ae, ldm, seeds, ddim_steps=5, batch_size=4)
+    assert np.array_equal(img, img2) and np.array_equal(lab, lab2)  # same seeds -> identical set
+    one, one_lab = generate(ae, ldm, seeds[2:3], ddim_steps=5, batch_size=1)
+    np.testing.assert_allclose(one[0], img[2], atol=1e-4)  # batched kernels differ only in round-off
+    assert (one_lab[0] == lab[2]).mean() > 0.99
+    other, _ = generate(ae, ldm, sample_seeds(8, 1), ddim_steps=5)
+    assert np.abs(other[0] - img[0]).max() > 1e-3
+    with pytest.raises(ValueError, match="no seeds"):
+        generate(ae, ldm, [], ddim_steps=5)
+
+
+def test_diffusion_loss_is_l1_or_mse_on_the_noise(models):
+    ae, _ = models
+    imgs = np.random.default_rng(0).random((3, 16, 16, 3)).astype(np.float32)
+    labs = np.random.default_rng(1).integers(0, 4, (3, 16, 16, 3))
+    mu, sigma = encode_latents(ae, imgs, labs)
+    assert mu.shape == sigma.shape == (3, 4, 8, 8)
+    batch = {"mu": mu, "sigma": sigma}
+    for kind in ("l1", "mse"):
+        m = LatentDiffusion(LatentDiffusionConfig(**{**LDM_CFG.to_dict(), "loss": kind}), seed=0)
+        torch.manual_seed(5)
+        loss, logs = DiffusionLoss()(m, batch)
+        # replay the same draws by hand
+        torch.manual_seed(5)
+        z0 = (mu + sigma * torch.randn_like(sigma)) * m.scale_factor.float()
+        noise = torch.randn_like(z0)
+        t = torch.randint(0, 1000, (3,)).long()
+        sch = m.train_scheduler()
+        pred = m.unet(sch.add_noise(z0, noise, t), t)
+        ref = (pred - noise).abs().mean() if kind == "l1" else (pred - noise).pow(2).mean()
+        assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+        assert float(logs["mse"]) == pytest.approx(float((pred - noise).detach().pow(2).mean()), rel=1e-5)
+
+
+def test_latent_dataset_repeats():
+    ds = LatentDataset(torch.zeros(3, 4, 2, 2), torch.ones(3, 4, 2, 2), length=10)
+    assert len(ds) == 10 and torch.equal(ds[7]["mu"], ds[1]["mu"])
+    with pytest.raises(ValueError, match="equal"):
+        LatentDataset(torch.zeros(3, 4, 2, 2), torch.ones(2, 4, 2, 2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"latent_shape": (4, 10, 10), "channels": (8, 16, 32)}, "divisible"),
+        ({"loss": "huber"}, "loss"),
+        ({"attention_levels": (True,)}, "attention_levels"),
+        ({"timesteps": 1}, "timesteps"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LatentDiffusionConfig(**{**{"latent_shape": (4, 8, 8), "channels": (16, 32)}, **kwargs})
+
+
+def test_deepest_level_without_attention_still_builds():
+    """MONAI's middle block always attends, so its head size must be set even when the deepest level
+    has no attention (a zero there divides by zero inside MONAI)."""
+    c = LatentDiffusionConfig(latent_shape=(4, 8, 8), channels=(16, 32), attention_levels=(False, False))
+    assert c.heads == (0, 32)
+    m = LatentDiffusion(c, seed=0)
+    assert m(torch.zeros(1, 4, 8, 8), torch.tensor([3])).shape == (1, 4, 8, 8)
