@@ -12,8 +12,9 @@ them all for ``cmrkit run smcvae_strain``):
    exact strain come along for the phantom. Subjects are split 60/20/20 (seeded, by subject).
 2. :func:`train_smcvae` -- the sparse multi-channel VAE through :func:`cmrkit.train.fit`.
 3. :func:`synthesis_scenarios` / :func:`table_4_1` -- the four scenarios of Table 4.1.
-4. :func:`track_and_strain` / :func:`strain_tables` -- HARP tag tracking of original and generated
-   tagging from the same frame-0 grid, Ferdian strain, Table 4.2, Figs 4.8-4.11 and the comparison
+4. :func:`track_and_strain` / :func:`strain_tables` -- tag tracking (``ch4.tracker``: the learned tracker
+   of :mod:`cmrkit.tagging.learned`, or HARP) of original and generated tagging from the same frame-0
+   grid, Ferdian strain, Table 4.2, Figs 4.8-4.11 and the comparison
    with the phantom's true strain.
 5. :func:`ablation` -- Tables 4.3 (latent dimension) and 4.4 (number of conv layers).
 6. :func:`segmentation_check` -- a MONAI UNet segmenter, Dice/HD between segmentations of original
@@ -503,31 +504,31 @@ def _init_landmarks(data: PairData, i: int) -> np.ndarray:
         ) from None
 
 
-def track_and_strain(data: PairData, generated: np.ndarray, split: str = "test", *, n_jobs: int = 1) -> dict[str, Any]:
+def track_and_strain(
+    data: PairData, generated: np.ndarray, split: str = "test", *, n_jobs: int = 1, tracker: Any = None
+) -> dict[str, Any]:
     """Track original and generated tagging of a split from the same frame-0 grid; Ferdian strain.
 
     Returns landmarks ``{"original", "generated"}`` (n, F, 2, 168), strain curves ``Ecc``/``Err``
-    per source (n, F) (``truth`` too when known), the landmark error in mm against the truth, and
-    the ES frame per slice. ``n_jobs`` tracks slices in parallel processes (joblib; -1 = all cores).
+    per source (n, F) (``truth`` too when known), the landmark error in mm against the truth, the
+    ES frame per slice and the tracker's name. ``tracker`` comes from
+    :func:`cmrkit.tagging.trackers.get_tracker` (the profile's ``ch4.tracker``; default HARP).
+    ``n_jobs`` tracks slices in parallel processes (joblib; -1 = all cores).
     """
     from ..strain import green_strain_from_landmarks
-    from ..tagging import detect_harmonic_peaks, landmark_error, track_landmarks
+    from ..tagging import detect_harmonic_peaks, landmark_error
+    from ..tagging.trackers import HarpTracker, track_all
 
+    trk = tracker if tracker is not None else HarpTracker()
     idx = data.index(split)
     out: dict[str, Any] = {"idx": idx, "landmarks": {}, "Ecc": {}, "Err": {}, "landmark_error_mm": {}}
+    out["tracker"] = trk.name
     # the tag pattern (spacing, orientation) is a property of the acquisition: detect it on the
     # original tagging of each slice and use it for the generated tagging of the same slice too
     peaks = [detect_harmonic_peaks(data.tagging[i, :2]) for i in idx]
-    from joblib import Parallel, delayed
-
     for src, seqs in (("original", data.tagging[idx]), ("generated", generated)):
-        args = [(seqs[j], _init_landmarks(data, i), peaks[j]) for j, i in enumerate(idx)]
-        if n_jobs != 1 and len(args) > 1:
-            lms = Parallel(n_jobs=n_jobs)(
-                delayed(track_landmarks)(im, x0, px_spacing=data.px_mm, peaks=pk) for im, x0, pk in args
-            )
-        else:
-            lms = [track_landmarks(im, x0, px_spacing=data.px_mm, peaks=pk) for im, x0, pk in args]
+        starts = np.stack([_init_landmarks(data, i) for i in idx])
+        lms = list(track_all(trk, seqs, starts, peaks=peaks, n_jobs=n_jobs))
         ecc, err = [], []
         for lm in lms:
             s = green_strain_from_landmarks(lm)
@@ -608,8 +609,9 @@ def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[st
         "table_4_2",
         rows42,
         notes=[
-            "Green strain at the ES frame from landmarks tracked with HARP (cmrkit.tagging) on original tagging and on "
-            "tagging generated from cine only; both tracked from the same frame-0 landmark grid.",
+            f"Green strain at the ES frame from landmarks tracked with the {tr.get('tracker', 'harp')} tracker "
+            "(cmrkit.tagging) on original tagging and on tagging generated from cine only; both tracked from the same "
+            "frame-0 landmark grid.",
             "Thesis landmarks came from a CNN+RNN tracker trained on UK Biobank annotations (not public).",
         ],
     )
@@ -944,7 +946,9 @@ def figure_examples(
     if tr is not None:
         seqs = {"original tagging": data.tagging[idx[j]], "generated tagging": outputs["only_cine_to_tagging"][j]}
         lms = {"original tagging": tr["landmarks"]["original"][j], "generated tagging": tr["landmarks"]["generated"][j]}
-        fig = landmark_overlay(seqs, lms, frames, title="HARP tracking from the same frame-0 grid")
+        fig = landmark_overlay(
+            seqs, lms, frames, title=f"{tr.get('tracker', 'harp')} tracking from the same frame-0 grid"
+        )
         rep.save_figure(
             fig, "fig_4_5", caption="Tracked landmarks on original and generated tagging (red: endocardial ring)"
         )
@@ -959,7 +963,10 @@ def run_all(cfg: Any, rep: Report, *, interactive: bool = False, progress: bool 
     res = train_smcvae(cfg, data, progress=progress)
     outputs = synthesis_scenarios(res.model, data)
     table_4_1(rep, data, outputs)
-    tr = track_and_strain(data, outputs["only_cine_to_tagging"], n_jobs=int(cfg.ch4.tracking_jobs))
+    from ..tagging.trackers import get_tracker
+
+    tracker = get_tracker(str(cfg.ch4.tracker), cfg, progress=progress)
+    tr = track_and_strain(data, outputs["only_cine_to_tagging"], n_jobs=int(cfg.ch4.tracking_jobs), tracker=tracker)
     strain_tables(rep, data, tr)
     strain_figures(rep, data, tr)
     figure_examples(rep, data, outputs, tr)

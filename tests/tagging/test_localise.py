@@ -13,6 +13,8 @@ from cmrkit.tagging import synthetic_tagged_ring, track_landmarks
 from cmrkit.tagging.cli import cli_main
 from cmrkit.tagging.localise import auto_init_landmarks, localise_lv_wall
 
+HARP = ("--tracker", "harp")  # these tests check HARP; the learned tracker has its own tests
+
 
 def _ring_radii(lm: np.ndarray) -> tuple[np.ndarray, float, float]:
     g = lm.reshape(2, 24, 7)
@@ -80,7 +82,7 @@ def test_track_cli_without_init_locates_the_wall(tmp_path, capsys):
     write_ferdian_h5(
         f, image_seqs=s.images[None].astype(np.float32), landmark_coords=s.landmarks[None], px_spaces=[1.4]
     )
-    assert cli_main([str(f), "--json"]) == 0
+    assert cli_main([str(f), "--json", *HARP]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["init"] == "auto"
     assert "landmark_error_mm" not in out  # spokes are numbered differently from the file's grid
@@ -88,5 +90,5 @@ def test_track_cli_without_init_locates_the_wall(tmp_path, capsys):
     assert abs(out["Ecc_diff"][es]) < 0.015
     ref = green_strain_from_landmarks(s.landmarks)
     assert abs(out["Ecc"][es] - ref.Ecc[es]) < 0.015
-    assert cli_main([str(f), "--init-from-file", "--json"]) == 0
+    assert cli_main([str(f), "--init-from-file", "--json", *HARP]) == 0
     assert json.loads(capsys.readouterr().out)["init"] == "file"
