@@ -149,6 +149,25 @@ def _convergence_point(X: np.ndarray, u: np.ndarray, w: np.ndarray, n_iter: int 
     return c
 
 
+def _vote_centre(
+    X: np.ndarray, u: np.ndarray, w: np.ndarray, shape: tuple[int, int], r_max: float, smooth: float
+) -> np.ndarray:
+    """Point ``(x, y)`` most displacement lines ``X + s u / |u|`` (``0 < s < r_max``) pass through,
+    votes weighted by ``w`` and accumulated on the pixel grid of ``shape``, Gaussian-smoothed."""
+    h, w_ = shape
+    un = u / np.maximum(np.linalg.norm(u, axis=0), 1e-9)
+    s = np.arange(1.0, max(r_max, 2.0), 1.0)
+    xs = X[0][:, None] + un[0][:, None] * s[None]
+    ys = X[1][:, None] + un[1][:, None] * s[None]
+    ix, iy = np.round(xs).astype(int), np.round(ys).astype(int)
+    ok = (ix >= 0) & (ix < w_) & (iy >= 0) & (iy < h)
+    acc = np.zeros((h, w_))
+    np.add.at(acc, (iy[ok], ix[ok]), np.broadcast_to(w[:, None], ix.shape)[ok])
+    acc = ndimage.gaussian_filter(acc, smooth)
+    iy0, ix0 = np.unravel_index(int(np.argmax(acc)), acc.shape)
+    return np.array([float(ix0), float(iy0)])
+
+
 def _fourier_fit(theta: np.ndarray, r: np.ndarray, ok: np.ndarray, order: int, n_iter: int = 6) -> np.ndarray:
     """Robust (Tukey-reweighted) low-order Fourier fit of ``r(theta)`` over the ``ok`` rays."""
     cols = [np.ones_like(theta)]
@@ -251,7 +270,12 @@ def localise_lv_wall(
     # persistence: harmonic magnitude relative to frame 0, and relative to the tissue that keeps its
     # tags best at the same frame (the imaging RF pulses and T1 fade the tags of all tissue alike,
     # strongly in real FLASH tagging; blood loses them faster by wash-out)
-    persist_t = mags / m0[None]
+    # the harmonic magnitude of noise alone (median over the content region without signal: lung,
+    # air) is removed first, so that noisy, faded frames do not make blood look tagged
+    mag_img = np.abs(base).mean(axis=1)  # (t, H, W)
+    air = ~ndimage.binary_dilation(signal, iterations=int(math.ceil(period)))
+    floor = np.array([float(np.median(m[air])) if air.sum() > 50 else 0.0 for m in mag_img])
+    persist_t = np.maximum(mags - floor[:, None], 0.0) / np.maximum(m0 - floor[0], 1e-12)[None]
     ref = np.array([np.percentile(p[tagged0], 90) if tagged0.sum() > 10 else 1.0 for p in persist_t])
     persist_t = persist_t / np.maximum(ref, 1e-6)[:, None]
     disp = np.sqrt((u**2).sum(1))  # (t, N)
@@ -272,7 +296,14 @@ def localise_lv_wall(
     # through-plane motion of a tilted long axis): remove the median motion of the moving tissue
     u_es = u[es] - np.median(u[es][:, moving], axis=1)[:, None]
     wts = np.minimum(disp[es][moving] / period, 1.0)
-    c = _convergence_point(pts[:, moving], u_es[:, moving], wts)
+    # every moving point votes along its displacement line (a Hough transform for the point they
+    # converge to), robust to the noisy displacements of faded, noisy tags; the least-squares
+    # intersection is then taken over the points around the winning vote
+    c0 = _vote_centre(pts[:, moving], u_es[:, moving], wts, (h, w), r_max=0.25 * min(h, w), smooth=period / 2)
+    near = np.hypot(*(pts[:, moving] - c0[:, None])) < 12.0 * period
+    c = _convergence_point(pts[:, moving][:, near], u_es[:, moving][:, near], wts[near]) if near.sum() >= 10 else c0
+    if np.hypot(*(c - c0)) > 2.0 * period:  # the fit left the vote's neighbourhood: keep the vote
+        c = c0
     anat = ndimage.gaussian_filter(sub[0], period / 2.5)  # tag-free anatomy at ED
     anat_dr = np.stack([ndimage.sobel(anat, axis=1), ndimage.sobel(anat, axis=0)]) / 8.0  # d/dx, d/dy
     q_img = (np.clip(persist, 0.0, 1.0) * signal_pts).reshape(gx.shape)

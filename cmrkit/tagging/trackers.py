@@ -25,7 +25,7 @@ import numpy as np
 from .harp import HarmonicPeaks
 from .tracker import track_landmarks
 
-__all__ = ["TRACKERS", "Tracker", "HarpTracker", "get_tracker", "track_all"]
+__all__ = ["TRACKERS", "Tracker", "HarpTracker", "get_tracker", "track_all", "compare_trackers"]
 
 #: names accepted by :func:`get_tracker` (``cmrkit track --tracker``, profile key ``ch4.tracker``)
 TRACKERS = ("learned", "harp", "harp-classic")
@@ -121,3 +121,52 @@ def track_all(
     from joblib import Parallel, delayed
 
     return np.stack(Parallel(n_jobs=n_jobs)(delayed(_one)(tracker, image_seqs[i], lm[i], pk[i]) for i in range(n)))
+
+
+def compare_trackers(
+    trackers: dict[str, Tracker],
+    image_seqs: np.ndarray,
+    init_landmarks: np.ndarray,
+    *,
+    truth: np.ndarray | None = None,
+    px_mm: float = 1.0,
+    es: np.ndarray | None = None,
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """Track the same sequences with several trackers from the same frame-0 grids.
+
+    Returns a table (pandas DataFrame, one row per tracker) with the ES E_cc / E_rr means and, with
+    ``truth (n, T, 2, 168)``, the mean landmark error (px and mm, frames 1..T-1) and the ES E_cc / E_rr
+    bias (tracked - true landmark strain), plus the tracked landmarks per tracker ``(n, T, 2, 168)``.
+    ``es`` (per sequence) defaults to the frame of peak circumferential shortening of the truth, or
+    of the first tracker's result without truth.
+    """
+    import pandas as pd
+
+    from ..strain import green_strain_from_landmarks
+    from .tracker import landmark_error
+
+    seqs = np.asarray(image_seqs)
+    x0 = np.asarray(init_landmarks, float)
+    tracked = {name: track_all(t, seqs, x0) for name, t in trackers.items()}
+    if es is None:
+        ref = truth if truth is not None else next(iter(tracked.values()))
+        es = np.array([int(np.nanargmin(green_strain_from_landmarks(lm).Ecc)) for lm in ref])
+    rows = []
+    for name, lms in tracked.items():
+        s = [green_strain_from_landmarks(lm) for lm in lms]
+        ecc = np.array([v.Ecc[e] for v, e in zip(s, es)])
+        err = np.array([v.Err[e] for v, e in zip(s, es)])
+        row: dict[str, Any] = {"tracker": name, "n": len(lms), "ES E_cc": ecc.mean(), "ES E_rr": err.mean()}
+        if truth is not None:
+            g = [green_strain_from_landmarks(lm) for lm in truth]
+            e = np.array([np.nanmean(landmark_error(a, b)[1:]) for a, b in zip(lms, truth)])
+            row.update(
+                {
+                    "landmark error (px)": e.mean(),
+                    "landmark error (mm)": e.mean() * px_mm,
+                    "ES E_cc bias": (ecc - np.array([v.Ecc[k] for v, k in zip(g, es)])).mean(),
+                    "ES E_rr bias": (err - np.array([v.Err[k] for v, k in zip(g, es)])).mean(),
+                }
+            )
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("tracker"), tracked
