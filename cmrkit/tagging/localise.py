@@ -11,19 +11,23 @@ annotations, so it uses two physical cues that hold on every SPAMM acquisition a
    In systole the LV myocardium moves towards one point, the LV centre; static tissue (chest wall,
    liver, spine) does not move at all.
 
-:func:`localise_lv_wall` tracks a lattice of frame-0 pixels through the first half of the cycle,
-keeps the points whose tags persist, finds the point their systolic displacements converge to
-(robust least-squares intersection of the displacement lines), and then, on 72 rays from that
-centre, the first run of persistent, inward-moving tissue: the LV wall (endocardium at the half-level
-of tag persistence, refined, like the epicardium, to the strongest edge of the tag-free ED image).
-Smooth endo- and epicardial radius curves (low-order Fourier series, fitted robustly) give a frame-0
-myocardium mask, from which :func:`cmrkit.tagging.grid.init_landmarks_from_mask` places the 24x7 grid; spoke 0
-points at the RV (the washed-out blood next to the septum) when it can be found.
+:func:`localise_lv_wall` HARP-tracks a lattice of frame-0 tissue pixels through early systole (the
+first 35 % of the frames, where even strongly fading real tags are still visible), keeps the points
+whose tags persist (harmonic magnitude above the noise floor, relative to frame 0 and to the tissue
+that keeps its tags best in the same frame: imaging pulses fade all tissue alike, blood washes out),
+removes the heart's translation, and finds the point the systolic displacements converge to (a Hough
+vote along the displacement lines, refined by their robust least-squares intersection). On 72 rays
+from that centre the first run of persistent, inward-moving tissue is the LV wall (endocardium at the
+half-level of tag persistence, refined, like the epicardium, to the strongest edge of the tag-free ED
+image); the search is repeated from the centroid of the cavity it found. Smooth endo- and epicardial
+radius curves (low-order Fourier series, fitted robustly) give a frame-0 myocardium mask, from which
+:func:`cmrkit.tagging.grid.init_landmarks_from_mask` places the 24x7 grid; spoke 0 points at the RV (the
+washed-out blood next to the septum) when it can be found.
 
 Measured on phantom tagging (``benchmarks/tag_localise.py``): see the numbers quoted in
 ``benchmarks/README.md``. Limits: the heart must contract (a sequence with no systolic motion has no
 contraction centre); a slice whose LV cavity is obliterated at ES (apical slices of small hearts)
-gives a less precise endocardium; the result is a starting grid for HARP tracking, not a segmentation.
+gives a less precise endocardium; the result is a starting grid for tracking, not a segmentation.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ..strain import N_LANDMARKS
 from .grid import init_landmarks_from_mask
 from .harp import PhaseSampler, detect_harmonic_peaks, harmonic_images, newton_solve
 
-__all__ = ["LVWall", "localise_lv_wall", "auto_init_landmarks"]
+__all__ = ["LVWall", "localise_lv_wall", "locate_wall", "auto_init_landmarks"]
 
 TWO_PI = 2.0 * np.pi
 #: frames 0 .. this fraction of the sequence are analysed (early systole: tags still strong, motion clear)
@@ -187,7 +191,25 @@ def _fourier_fit(theta: np.ndarray, r: np.ndarray, ok: np.ndarray, order: int, n
     return a @ coef
 
 
-def localise_lv_wall(
+def localise_lv_wall(images: np.ndarray, *, persistence_min: float = 0.35, **kwargs: Any) -> LVWall:
+    """Locate the LV myocardium at frame 0 of a grid-tagged short-axis sequence (no mask, no model).
+
+    :func:`locate_wall` with ``persistence_min``; when no ring of persistent tissue is found, once
+    more with ``0.6 x persistence_min`` (strongly fading tags, low SNR), and the first error is
+    raised if that fails too. Arguments and result as :func:`locate_wall`.
+    """
+    try:
+        return locate_wall(images, persistence_min=persistence_min, **kwargs)
+    except ValueError as exc:
+        if not str(exc).startswith("no ring"):
+            raise
+        try:
+            return locate_wall(images, persistence_min=0.6 * persistence_min, **kwargs)
+        except ValueError:
+            raise exc from None
+
+
+def locate_wall(
     images: np.ndarray,
     *,
     peaks: Any = None,
@@ -201,7 +223,7 @@ def localise_lv_wall(
     refine_endo: bool = True,
     recentre: int = 2,
 ) -> LVWall:
-    """Locate the LV myocardium at frame 0 of a grid-tagged short-axis sequence (no mask, no model).
+    """One attempt of :func:`localise_lv_wall` at a given ``persistence_min``.
 
     Parameters
     ----------
@@ -214,12 +236,23 @@ def localise_lv_wall(
     lattice_step
         Spacing of the tracked lattice in pixels (default: a third of the tag period, at least 1).
     persistence_min
-        A point is tissue that keeps its tags when its harmonic magnitude over frames 2..ES stays
-        above this fraction of its frame-0 magnitude (median over those frames).
+        A point is tissue that keeps its tags when its harmonic magnitude over frames 2..ES, less
+        the noise floor (median harmonic magnitude of the signal-free region) and relative to its
+        frame-0 value, stays above this fraction of that of the best-persisting tissue of the same
+        frame (median over those frames; fading by T1 and imaging pulses affects all tissue alike,
+        blood loses its tags by wash-out). ES is searched in the first 35 % of the frames.
     motion_min
         Minimal inward (towards the centre) systolic displacement of wall points, in tag periods.
     n_rays, order
         Rays for the wall search and the Fourier order of the smooth radius curves.
+    bandwidth
+        HARP band-pass width (:func:`cmrkit.tagging.harmonic_images`).
+    refine_endo
+        Move the endocardium to the strongest anatomy edge within half a tag period.
+    recentre
+        Times the ray search is repeated from the centroid of the cavity it found (the contraction
+        centre, a Hough vote of the systolic displacement lines after the heart's translation is
+        removed, need not be the cavity's centre).
 
     Returns
     -------
