@@ -85,13 +85,17 @@ from .harp import HarmonicPeaks, detect_harmonic_peaks, harmonic_images, harp_ph
 from .localise import LVWall, auto_init_landmarks, localise_lv_wall
 from .synthetic import SyntheticTagged, synthetic_tagged_ring
 from .tracker import landmark_error, track_landmarks, track_sequences
+from .trackers import TRACKERS, compare_trackers, get_tracker, track_all
 
 __all__ = [
+    "TRACKERS",
     "HarmonicPeaks",
     "LVWall",
     "SyntheticTagged",
     "auto_init_landmarks",
+    "compare_trackers",
     "detect_harmonic_peaks",
+    "get_tracker",
     "harmonic_images",
     "harp_phase",
     "init_landmarks_from_mask",
@@ -99,5 +103,6 @@ __all__ = [
     "localise_lv_wall",
     "synthetic_tagged_ring",
     "track_landmarks",
+    "track_all",
     "track_sequences",
 ]
