@@ -49,14 +49,18 @@ from cmrkit.tagging.trackers import TRACKERS, get_tracker
 
 
 def _test_split_slices(cfg: Any, n: int, ch4: bool) -> list[TaggedSlice]:
-    """The chapter-4 test split of ``cfg``'s phantom cohort as :class:`TaggedSlice` records."""
+    """The chapter-4 test split (``ch4.split``, by subject, seeded by ``cfg.seed``) of the profile's phantom
+    cohort as :class:`TaggedSlice` records: each test subject is generated in memory exactly as the cohort
+    generates it (same seed, parameters and geometry), so the cohort need not be on disk; with ``ch4``
+    the chapter's ROI grid of an on-disk cohort instead."""
     from cmrkit.chapters.smcvae_strain import load_pairs, split_by_subject
-    from cmrkit.io import iter_subjects
-    from cmrkit.phantom import ensure_cohort, read_ground_truth
+    from cmrkit.phantom import Geometry, generate_subject, sample_cohort_params
     from cmrkit.tagging.acquisition import Acquisition
 
-    ensure_cohort(cfg)
     if ch4:
+        from cmrkit.phantom import ensure_cohort
+
+        ensure_cohort(cfg)
         data = load_pairs(cfg)
         idx = data.index("test")[: 3 * n if n else None]
         out = []
@@ -76,31 +80,33 @@ def _test_split_slices(cfg: Any, n: int, ch4: bool) -> list[TaggedSlice]:
                 )
             )
         return out
-    subjects = list(iter_subjects(cfg.data_dir, "phantom"))
-    split = split_by_subject([s.subject_id for s in subjects], cfg.ch4.split, cfg.seed)
+    ph = cfg.phantom
+    params = sample_cohort_params(
+        int(ph.n_subjects), seed=int(cfg.seed), pathology_fraction=float(ph.pathology_fraction)
+    )
+    split = split_by_subject([p.subject_id for p in params], cfg.ch4.split, cfg.seed)
+    test = [p for p in params if split[p.subject_id] == "test"][: n or None]
+    geo = Geometry.from_mapping(ph)
     out = []
-    for s in subjects:
-        if split[s.subject_id] != "test":
-            continue
-        lms = np.asarray(read_ground_truth(s.sources["ground_truth"])["landmarks"]["px"], float)
-        for k, t in enumerate(s.tagging):
-            im = np.moveaxis(t.image, 2, 0).swapaxes(1, 2).astype(np.float32)  # (T, rows = y, cols = x)
-            px = float(np.linalg.norm(t.affine[:3, 0]))  # in-plane pixel size (mm)
+    for p in test:
+        subj = generate_subject(p, geometry=geo)
+        lms = np.asarray(subj.ground_truth["landmarks_px"], float)
+        px = float(geo.tag_pixel_mm)
+        for k in range(subj.tagging.shape[0]):
+            im = np.transpose(subj.tagging[k], (2, 1, 0)).astype(np.float32)  # (T, rows = y, cols = x)
             ecc = np.asarray(green_strain_from_landmarks(lms[k]).Ecc)
             out.append(
                 TaggedSlice(
                     im,
                     lms[k],
                     px,
-                    6.0 / px,
+                    geo.tag_spacing_mm / px,
                     int(np.nanargmin(ecc)),
-                    s.subject_id,
+                    p.subject_id,
                     ("basal", "mid", "apical")[k],
                     Acquisition(pixel_mm=px),
                 )
             )
-        if n and len(out) >= 3 * n:
-            break
     return out
 
 
