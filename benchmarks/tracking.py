@@ -1,116 +1,190 @@
-"""Tag-tracking speed (slices/s) and accuracy of cmrkit.tagging.
+"""Tag trackers of cmrkit.tagging: accuracy on the phantom, on realistic and stress sets, and slices/s on CPU.
 
-Speed: HARP tracking of 20-frame 128x128 grid-tagged sequences (the thesis' tagging format), for the
-default ``method="model"`` and the plain ``method="classic"`` HARP, on CPU (the tracker is numpy;
-there is no GPU path, so the number is the same on a GPU machine).
+Trackers (``cmrkit.tagging.trackers``): ``learned`` (the profile's networks, trained once and cached in
+``runs/``), ``harp`` (harmonic phase + wall model), ``harp-classic``. Every tracker starts from the true
+frame-0 landmarks. Sets (``--sets``):
 
-Accuracy: on :func:`cmrkit.tagging.synthetic_tagged_ring` sequences with exact ground truth, and,
-with ``--phantom N``, on the first N subjects of the kit's phantom (all three tagging slices, starting
-from the phantom's frame-0 landmarks): mean landmark error (px and mm), ES E_cc / E_rr bias of the
-tracked landmarks against the phantom's landmark strain.
+``test``
+    the chapter-4 test split (``ch4.split``, seeded by subject) of the profile's phantom cohort, every
+    tagging slice as the cohort stores it (1.4 mm pixels, 6 mm tags); ``--ch4`` tracks the same slices
+    resampled onto the chapter's ROI grid instead (what ``track_and_strain`` sees).
+``realistic``
+    phantom subjects of cohort seed 11 (never used for training: the tracker trains on seed 1000)
+    under acquisitions drawn from ``TRAIN_RANGES`` (``cmrkit.tagging.acquisition``): tag fading to and
+    beyond the real UK Biobank ES/ED contrast, SNR 8-30, 256^2 zero-padded frames, missing frames ...
+``stress``
+    seed 12 under ``STRESS_RANGES``: stronger fading, SNR 5-10, tag spacing 5-8 mm and pixels 1.15-1.8 mm
+    outside the training ranges, stronger shading and blur -- never seen in training.
 
-Run::
+Printed per set and tracker: mean landmark error (px and mm; frames 1..T-1, missing frames excluded;
+mean over slices), the same over systole (frames 1..ES), ES E_cc and E_rr bias (tracked - true landmark
+strain) with their SD, the ES/ED tag-contrast ratio of the set (``tag_contrast_ratio``; real UK Biobank
+slice: 0.12), and the tracking speed (slices/s, one process, ``OMP_NUM_THREADS`` threads).
 
-    OMP_NUM_THREADS=1 python benchmarks/tracking.py                 # speed + synthetic accuracy
-    OMP_NUM_THREADS=1 python benchmarks/tracking.py --phantom 4     # + phantom accuracy
+Run (CPU; the first run of a profile trains its learned tracker)::
+
+    OMP_NUM_THREADS=2 python benchmarks/tracking.py --profile cpu --n-test 0 --n 8      # realistic + stress
+    OMP_NUM_THREADS=2 python benchmarks/tracking.py --profile cpu --sets test --n-test 32
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from cmrkit.strain import green_strain_from_landmarks
-from cmrkit.tagging import landmark_error, synthetic_tagged_ring, track_landmarks
+from cmrkit.tagging import landmark_error
+from cmrkit.tagging.acquisition import (
+    STRESS_RANGES,
+    TRAIN_RANGES,
+    TaggedSlice,
+    phantom_tagged_slices,
+    tag_contrast_ratio,
+)
+from cmrkit.tagging.trackers import TRACKERS, get_tracker
 
 
-def _speed(n: int, method: str) -> float:
-    seqs = [
-        synthetic_tagged_ring(size=128, n_frames=20, r_endo=16, r_epi=24, tag_spacing_px=4.3, noise=0.05, rng=i)
-        for i in range(n)
-    ]
-    track_landmarks(seqs[0].images, seqs[0].landmarks[0], method=method)  # warm-up
-    t0 = time.perf_counter()
-    for s in seqs:
-        track_landmarks(s.images, s.landmarks[0], method=method)
-    return n / (time.perf_counter() - t0)
+def _test_split_slices(cfg: Any, n: int, ch4: bool) -> list[TaggedSlice]:
+    """The chapter-4 test split (``ch4.split``, by subject, seeded by ``cfg.seed``) of the profile's phantom
+    cohort as :class:`TaggedSlice` records: each test subject is generated in memory exactly as the cohort
+    generates it (same seed, parameters and geometry), so the cohort need not be on disk; with ``ch4``
+    the chapter's ROI grid of an on-disk cohort instead."""
+    from cmrkit.chapters.smcvae_strain import load_pairs, split_by_subject
+    from cmrkit.phantom import Geometry, generate_subject, sample_cohort_params
+    from cmrkit.tagging.acquisition import Acquisition
 
+    if ch4:
+        from cmrkit.phantom import ensure_cohort
 
-def _report(rows: list[tuple], label: str, unit: str = "px") -> None:
-    r = np.array([x[1:] for x in rows], float)
-    print(
-        f"  {label:8s} n={len(r):3d}  landmark error mean {r[:, 0].mean():.3f} {unit} "
-        f"(worst slice mean {r[:, 0].max():.3f}, worst point-frame {r[:, 1].max():.2f} {unit}) "
-        f"| ES E_cc bias {r[:, 2].mean():+.4f} (sd {r[:, 2].std():.4f}) "
-        f"| ES E_rr bias {r[:, 3].mean():+.4f} (sd {r[:, 3].std():.4f}) "
-        f"| mean |dE_cc| all frames {r[:, 4].mean():.4f}"
+        ensure_cohort(cfg)
+        data = load_pairs(cfg)
+        idx = data.index("test")[: 3 * n if n else None]
+        out = []
+        for i in idx:
+            lm = data.landmarks[i]
+            ecc = np.asarray(green_strain_from_landmarks(lm).Ecc)
+            out.append(
+                TaggedSlice(
+                    data.tagging[i],
+                    lm,
+                    data.px_mm,
+                    6.0 / data.px_mm,
+                    int(np.nanargmin(ecc)),
+                    str(data.subject[i]),
+                    str(data.region[i]),
+                    Acquisition(pixel_mm=data.px_mm),
+                )
+            )
+        return out
+    ph = cfg.phantom
+    params = sample_cohort_params(
+        int(ph.n_subjects), seed=int(cfg.seed), pathology_fraction=float(ph.pathology_fraction)
     )
+    split = split_by_subject([p.subject_id for p in params], cfg.ch4.split, cfg.seed)
+    test = [p for p in params if split[p.subject_id] == "test"][: n or None]
+    geo = Geometry.from_mapping(ph)
+    out = []
+    for p in test:
+        subj = generate_subject(p, geometry=geo)
+        lms = np.asarray(subj.ground_truth["landmarks_px"], float)
+        px = float(geo.tag_pixel_mm)
+        for k in range(subj.tagging.shape[0]):
+            im = np.transpose(subj.tagging[k], (2, 1, 0)).astype(np.float32)  # (T, rows = y, cols = x)
+            ecc = np.asarray(green_strain_from_landmarks(lms[k]).Ecc)
+            out.append(
+                TaggedSlice(
+                    im,
+                    lms[k],
+                    px,
+                    geo.tag_spacing_mm / px,
+                    int(np.nanargmin(ecc)),
+                    p.subject_id,
+                    ("basal", "mid", "apical")[k],
+                    Acquisition(pixel_mm=px),
+                )
+            )
+    return out
 
 
-def _evaluate(images: np.ndarray, truth: np.ndarray, method: str, px_mm: float = 1.0) -> tuple:
-    tr = track_landmarks(images, truth[0], method=method)
-    e = landmark_error(tr, truth)
-    d_all = np.sqrt(((tr - truth) ** 2).sum(-2))
-    g, s = green_strain_from_landmarks(truth), green_strain_from_landmarks(tr)
-    es = int(np.argmin(g.Ecc))
-    return (
-        method,
-        e.mean() * px_mm,
-        d_all.max() * px_mm,
-        s.Ecc[es] - g.Ecc[es],
-        s.Err[es] - g.Err[es],
-        np.abs(s.Ecc - g.Ecc).mean(),
-    )
+def _generated(ranges: Any, seed: int, n: int) -> list[TaggedSlice]:
+    return [ts for i in range(n) for ts in phantom_tagged_slices(i, seed=seed, acquisition=ranges)]
+
+
+def _evaluate(tracker: Any, slices: Iterable[TaggedSlice]) -> tuple[np.ndarray, float]:
+    rows, t_total, n = [], 0.0, 0
+    for ts in slices:
+        t0 = time.perf_counter()
+        try:
+            tr = tracker.track(ts.images, ts.landmarks[0])
+        except ValueError as exc:
+            print(f"    {ts.subject} {ts.region}: FAILED ({exc})")
+            continue
+        t_total += time.perf_counter() - t0
+        n += 1
+        ok = np.isfinite(ts.landmarks[:, 0, 0]) & np.isfinite(tr[:, 0, 0])
+        e = landmark_error(tr[ok], ts.landmarks[ok])
+        es = ts.es_frame
+        g, s = green_strain_from_landmarks(ts.landmarks), green_strain_from_landmarks(tr)
+        rows.append(
+            [e[1:].mean(), e[1:].mean() * ts.px_mm, e[1 : es + 1].mean(), s.Ecc[es] - g.Ecc[es], s.Err[es] - g.Err[es]]
+        )
+    return np.asarray(rows, float), (n / t_total if t_total > 0 else float("nan"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=6, help="slices for the speed test")
-    ap.add_argument("--synthetic", type=int, default=4, help="synthetic sequences per setting for accuracy")
-    ap.add_argument("--phantom", type=int, default=0, help="phantom subjects for accuracy (0 = skip)")
-    ap.add_argument("--seed", type=int, default=0, help="phantom cohort seed")
-    args = ap.parse_args()
+    ap.add_argument("--profile", default="cpu", help="profile of the learned tracker and of the test cohort")
+    ap.add_argument("--trackers", default=",".join(TRACKERS), help="comma-separated tracker names")
+    ap.add_argument("--sets", default="test,realistic,stress", help="comma-separated: test, realistic, stress")
+    ap.add_argument("--n", type=int, default=8, help="subjects (3 slices each) of the realistic and stress sets")
+    ap.add_argument("--n-test", type=int, default=0, help="test-split subjects (0 = all)")
+    ap.add_argument("--ch4", action="store_true", help="test split on the chapter-4 ROI grid instead")
+    a = ap.parse_args()
+    from cmrkit.config import load
 
-    print("== speed: 20-frame 128x128 sequences, CPU ==")
-    for method in ("model", "classic"):
-        print(f"  {method:8s} {_speed(args.n, method):7.2f} slices/s")
-
-    print("== accuracy: synthetic ring (tag spacing / noise), errors in px ==")
-    for spacing, noise in ((3.4, 0.05), (4.3, 0.05), (5.0, 0.1)):
-        print(f" spacing {spacing} px, noise {noise}")
-        for method in ("model", "classic"):
-            rows = []
-            for i in range(args.synthetic):
-                syn = synthetic_tagged_ring(
-                    size=96, r_endo=14, r_epi=21, tag_spacing_px=spacing, noise=noise, rng=100 + i
-                )
-                rows.append(_evaluate(syn.images, syn.landmarks, method))
-            _report(rows, method)
-
-    if args.phantom > 0:
-        from cmrkit.phantom.subject import generate_subject, sample_subject_params
-
+    cfg = load(a.profile)
+    trackers = [get_tracker(t, cfg, log=print) for t in a.trackers.split(",")]
+    sets = {}
+    for name in a.sets.split(","):
+        t0 = time.perf_counter()
+        if name == "test":
+            sets[name] = _test_split_slices(cfg, a.n_test, a.ch4)
+        elif name == "realistic":
+            sets[name] = _generated(TRAIN_RANGES, 11, a.n)
+        elif name == "stress":
+            sets[name] = _generated(STRESS_RANGES, 12, a.n)
+        else:
+            raise SystemExit(f"unknown set {name!r}")
+        ratios = []
+        for ts in sets[name]:
+            try:
+                ratios.append(tag_contrast_ratio(ts))
+            except ValueError:
+                pass
+        shape = sets[name][0].images.shape
         print(
-            f"== accuracy: phantom subjects 0..{args.phantom - 1} (seed {args.seed}), 3 tagging slices each, "
-            "errors in mm =="
+            f"== {name}: {len(sets[name])} slices {shape}, built in {time.perf_counter() - t0:.0f} s; "
+            f"ES/ED tag contrast {np.median(ratios):.3f} (IQR {np.percentile(ratios, 25):.3f}-"
+            f"{np.percentile(ratios, 75):.3f}; real UK Biobank slice 0.12)",
+            flush=True,
         )
-        rows: dict[str, list] = {"model": [], "classic": []}
-        for i in range(args.phantom):
-            sub = generate_subject(sample_subject_params(i, seed=args.seed))
-            px = float(sub.geometry.tag_pixel_mm)
-            lm = sub.ground_truth["landmarks_px"].astype(float)
-            for s in range(sub.tagging.shape[0]):
-                images = np.transpose(sub.tagging[s], (2, 1, 0)).astype(float)  # (T, y=j, x=i)
-                for method in rows:
-                    try:
-                        rows[method].append(_evaluate(images, lm[s], method, px))
-                    except ValueError as exc:  # e.g. no tag peaks found
-                        print(f"  subject {i} slice {s} {method}: failed: {exc}")
-        for method, r in rows.items():
-            if r:
-                _report(r, method, "mm")
+        for trk in trackers:
+            r, speed = _evaluate(trk, sets[name])
+            if not len(r):
+                print(f"  {trk.name:13s} no slice tracked")
+                continue
+            print(
+                f"  {trk.name:13s} landmark error {r[:, 0].mean():.3f} px = {r[:, 1].mean():.3f} mm "
+                f"(worst slice {r[:, 0].max():.2f} px; systole {r[:, 2].mean():.3f} px) | "
+                f"ES E_cc bias {r[:, 3].mean():+.4f} (sd {r[:, 3].std(ddof=1) if len(r) > 1 else 0:.4f}) | "
+                f"ES E_rr bias {r[:, 4].mean():+.4f} (sd {r[:, 4].std(ddof=1) if len(r) > 1 else 0:.4f}) | "
+                f"{speed:.2f} slices/s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ them all for ``cmrkit run smcvae_strain``):
    model (cine only) and, with ``geometry=True``, the kit's geometry-aware variant whose tagging
    decoder is also given the tag phase (:class:`cmrkit.models.smcvae.PhaseWarpDecoder`).
 3. :func:`synthesis_scenarios` / :func:`table_4_1` -- the four scenarios of Table 4.1, both models.
-4. :func:`track_and_strain` / :func:`strain_tables` -- HARP tag tracking of original and generated
-   tagging (both models) from the same frame-0 grid, Ferdian strain, Table 4.2, Figs 4.8-4.11 and the
-   comparison with the phantom's true strain; :func:`figure_examples` / :func:`tagging_cycle` show the
+4. :func:`track_and_strain` / :func:`strain_tables` -- tag tracking (``ch4.tracker``: the learned tracker of
+   :mod:`cmrkit.tagging.learned`, or HARP) of original and generated tagging (both models) from the same
+   frame-0 grid, Ferdian strain, Table 4.2, Figs 4.8-4.11 and the comparison with the phantom's true strain; :func:`figure_examples` / :func:`tagging_cycle` show the
    generated tagging beside the original over the cycle.
 5. :func:`ablation` -- Tables 4.3 (latent dimension) and 4.4 (number of conv layers).
 6. :func:`segmentation_check` -- a MONAI UNet segmenter, Dice/HD between segmentations of original
@@ -741,6 +741,7 @@ def track_and_strain(
     split: str = "test",
     *,
     n_jobs: int = 1,
+    tracker: Any = None,
 ) -> dict[str, Any]:
     """Track original and generated tagging of a split from the same frame-0 grid; Ferdian strain.
 
@@ -749,17 +750,21 @@ def track_and_strain(
     Returns landmarks ``{"original", <names>}`` (n, F, 2, 168), strain curves ``Ecc``/``Err`` per source
     (n, F) (``truth`` too when known), the landmark error in mm against the truth, the tag contrast of
     each generated source relative to the original (``tag_contrast_ratio[name]``, (n,)), the list of
-    generated sources (``generated``) and the ES frame per slice. ``n_jobs`` tracks slices in parallel
-    processes (joblib; -1 = all cores).
+    generated sources (``generated``), the ES frame per slice and the tracker's name. ``tracker`` comes from
+    :func:`cmrkit.tagging.trackers.get_tracker` (the profile's ``ch4.tracker``; default HARP). ``n_jobs``
+    tracks slices in parallel processes (joblib; -1 = all cores).
     """
     from ..strain import green_strain_from_landmarks
-    from ..tagging import detect_harmonic_peaks, landmark_error, track_landmarks
+    from ..tagging import detect_harmonic_peaks, landmark_error
+    from ..tagging.trackers import HarpTracker, track_all
 
+    trk = tracker if tracker is not None else HarpTracker()
     gen = {"generated": generated} if isinstance(generated, np.ndarray) else dict(generated)
     idx = data.index(split)
     out: dict[str, Any] = {
         "idx": idx,
         "generated": list(gen),
+        "tracker": trk.name,
         "landmarks": {},
         "Ecc": {},
         "Err": {},
@@ -769,16 +774,9 @@ def track_and_strain(
     # the tag pattern (spacing, orientation) is a property of the acquisition: detect it on the
     # original tagging of each slice and use it for the generated tagging of the same slice too
     peaks = [detect_harmonic_peaks(data.tagging[i, :2]) for i in idx]
-    from joblib import Parallel, delayed
-
+    starts = np.stack([_init_landmarks(data, i) for i in idx])
     for src, seqs in (("original", data.tagging[idx]), *gen.items()):
-        args = [(seqs[j], _init_landmarks(data, i), peaks[j]) for j, i in enumerate(idx)]
-        if n_jobs != 1 and len(args) > 1:
-            lms = Parallel(n_jobs=n_jobs)(
-                delayed(track_landmarks)(im, x0, px_spacing=data.px_mm, peaks=pk) for im, x0, pk in args
-            )
-        else:
-            lms = [track_landmarks(im, x0, px_spacing=data.px_mm, peaks=pk) for im, x0, pk in args]
+        lms = list(track_all(trk, seqs, starts, peaks=peaks, n_jobs=n_jobs))
         ecc, err = [], []
         for lm in lms:
             s = green_strain_from_landmarks(lm)
@@ -862,7 +860,8 @@ def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[st
                     )
                 )
     notes42 = [
-        "Green strain at the ES frame from landmarks tracked with HARP (cmrkit.tagging) on original tagging and on "
+        f"Green strain at the ES frame from landmarks tracked with the {tr.get('tracker', 'harp')} tracker "
+        "(cmrkit.tagging) on original tagging and on "
         "tagging generated from cine only; all tracked from the same frame-0 landmark grid.",
         "Thesis landmarks came from a CNN+RNN tracker trained on UK Biobank annotations (not public).",
     ]
@@ -1034,25 +1033,29 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
         rep.skip("fig_4_11", needs_reason(["ground_truth"]))
 
 
-def tracking_without_annotations(data: PairData, tr: Mapping[str, Any], j: int = 0) -> tuple[pd.DataFrame, Any]:
+def tracking_without_annotations(
+    data: PairData, tr: Mapping[str, Any], j: int = 0, *, tracker: Any = None
+) -> tuple[pd.DataFrame, Any]:
     """Track one test slice from the LV wall located on its tagging alone, beside the start used by
     :func:`track_and_strain`.
 
     :func:`cmrkit.tagging.localise_lv_wall` finds the LV myocardium on the original tagging of test
     slice ``j`` (no landmarks, no labels: blood loses its tags within a few frames while myocardium
-    keeps them, and in systole the wall moves towards one point); HARP tracking
-    (:func:`cmrkit.tagging.track_landmarks`) starts from it. Returns the ES Green strain of that
+    keeps them, and in systole the wall moves towards one point); ``tracker`` (default HARP,
+    :mod:`cmrkit.tagging.trackers`) starts from it. Returns the ES Green strain of that
     automatic start, of the start used above and, on the phantom, of the truth (rows; columns
     ``ES E_cc``, ``ES E_rr``), and the landmark overlay of frame 0 and ES (open; show it with
     :func:`cmrkit.figures.show`).
     """
     from ..figures import landmark_overlay
     from ..strain import green_strain_from_landmarks
-    from ..tagging import localise_lv_wall, track_landmarks
+    from ..tagging import localise_lv_wall
+    from ..tagging.trackers import HarpTracker
 
+    trk = tracker if tracker is not None else HarpTracker()
     i = int(tr["idx"][j])
     wall = localise_lv_wall(data.tagging[i])
-    auto = track_landmarks(data.tagging[i], wall.landmarks)
+    auto = trk.track(data.tagging[i], wall.landmarks)
     es = int(tr["es"][j])
     curves = {
         "automatic start": green_strain_from_landmarks(auto),
@@ -1071,6 +1074,34 @@ def tracking_without_annotations(data: PairData, tr: Mapping[str, Any], j: int =
         title=f"{data.subject[i]} {data.region[i]}: LV wall located on the tagging",
     )
     return pd.DataFrame(summary).T, fig
+
+
+def trackers_on_test(
+    data: PairData, tr: Mapping[str, Any], trackers: Mapping[str, Any], n: int = 6
+) -> tuple[pd.DataFrame, Any]:
+    """Several trackers (``{name: tracker}``, :mod:`cmrkit.tagging.trackers`) on the first ``n`` test
+    slices of :func:`track_and_strain`'s result, from the same frame-0 grids: the table of
+    :func:`cmrkit.tagging.trackers.compare_trackers` (ES strain means and, on the phantom, landmark error
+    and ES strain bias against the truth) and the E_cc curves of the first slice per tracker (beside
+    the truth when known; open, show it with :func:`cmrkit.figures.show`)."""
+    from ..figures import strain_curves
+    from ..strain import green_strain_from_landmarks
+    from ..tagging.trackers import compare_trackers
+
+    sel = np.asarray(tr["idx"][: min(n, len(tr["idx"]))])
+    table, tracked = compare_trackers(
+        dict(trackers),
+        data.tagging[sel],
+        tr["landmarks"]["original"][: len(sel), 0],
+        truth=None if data.landmarks is None else data.landmarks[sel],
+        px_mm=data.px_mm,
+        es=tr["es"][: len(sel)],
+    )
+    curves = {name: green_strain_from_landmarks(lms[0]).Ecc[None] for name, lms in tracked.items()}
+    if data.true_strain is not None:
+        curves["truth"] = data.true_strain["Ecc"][sel[:1]]
+    title = f"{data.subject[sel[0]]} {data.region[sel[0]]}: trackers vs truth"
+    return table, strain_curves(curves, ylabel="E_cc", title=title)
 
 
 # --------------------------------------------------------------------------------------------- ablation
@@ -1273,7 +1304,9 @@ def figure_examples(
         if outputs_geometry is not None and GEOMETRY in tr["landmarks"]:
             seqs["geometry-aware"] = outputs_geometry["only_cine_to_tagging"][j]
             lms["geometry-aware"] = tr["landmarks"][GEOMETRY][j]
-        fig = landmark_overlay(seqs, lms, frames, title="HARP tracking from the same frame-0 grid")
+        fig = landmark_overlay(
+            seqs, lms, frames, title=f"{tr.get('tracker', 'harp')} tracking from the same frame-0 grid"
+        )
         rep.save_figure(
             fig, "fig_4_5", caption="Tracked landmarks on original and generated tagging (red: endocardial ring)"
         )
@@ -1518,13 +1551,16 @@ def run_all(cfg: Config, rep: Report, *, interactive: bool = False, progress: bo
     gen = {"generated": outputs["only_cine_to_tagging"]}
     if outputs_g is not None:
         gen[GEOMETRY] = outputs_g["only_cine_to_tagging"]
-    tr = track_and_strain(data, gen, n_jobs=int(cfg.ch4.tracking_jobs))
+    from ..tagging.trackers import get_tracker
+
+    tracker = get_tracker(str(cfg.ch4.tracker), cfg, progress=progress)
+    tr = track_and_strain(data, gen, n_jobs=int(cfg.ch4.tracking_jobs), tracker=tracker)
     strain_tables(rep, data, tr)
     figure_examples(rep, data, outputs, tr, outputs_g)
     fig, _ = tagging_cycle(rep, data, gen, tr, interactive=interactive)
     plt.close(fig)
     strain_figures(rep, data, tr)
-    auto, fig = tracking_without_annotations(data, tr)
+    auto, fig = tracking_without_annotations(data, tr, tracker=tracker)
     plt.close(fig)
     seg = segmentation_check(cfg, rep, data, outputs["reconstruction_cine"], progress=progress)
     abl = ablation(cfg, rep, data, progress=progress)

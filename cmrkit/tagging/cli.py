@@ -14,7 +14,8 @@ import numpy as np
 
 from ..strain import N_LANDMARKS, StrainResult, slice_report, strain_from_landmarks
 from .grid import init_landmarks_from_mask
-from .tracker import landmark_error, track_sequences
+from .tracker import landmark_error
+from .trackers import TRACKERS, get_tracker, track_all
 
 __all__ = ["cli_main"]
 
@@ -23,10 +24,14 @@ __all__ = ["cli_main"]
 # CLI: cmrkit track FILE.h5 [--init-from-file] [--json]
 # ----------------------------------------------------------------------------------------------
 def cli_main(argv: list[str] | None = None) -> int:
-    """``cmrkit track FILE.h5 [--init-from-file | --mask MASK] [--json] [--out OUT.h5]``.
+    """``cmrkit track FILE.h5 [--init-from-file | --mask MASK] [--tracker T] [--json] [--out OUT.h5]``.
 
-    Tracks the 24x7 landmark grid through every slice of a Ferdian-format HDF5 file with HARP and
-    reports per-frame Green strains (``Ecc``, ``Ecc_rings``, ``Err``) and the tracked landmarks.
+    Tracks the 24x7 landmark grid through every slice of a Ferdian-format HDF5 file and reports
+    per-frame Green strains (``Ecc``, ``Ecc_rings``, ``Err``) and the tracked landmarks. The tracker
+    (``--tracker``, :mod:`cmrkit.tagging.trackers`) is the profile's default, the learned one: networks
+    trained by the kit on phantom tagging with realistic acquisition variation, trained once per
+    ``--profile`` (default ``cpu``, ~20 min on 2 CPU cores, announced on stderr) and cached in
+    ``runs/``; ``--tracker harp`` (or ``harp-classic``) needs no training.
     Frame-0 landmarks come from the images alone by default (:mod:`cmrkit.tagging.localise`: the LV wall
     as the ring of tissue that keeps its tags and contracts), from a myocardium mask with ``--mask``,
     or from the file with ``--init-from-file`` (the accurate path when annotations exist); the JSON
@@ -41,7 +46,7 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="cmrkit track",
-        description="HARP tracking of Ferdian 24x7 landmark grids through tagged sequences (Ferdian HDF5).",
+        description="Tracking of Ferdian 24x7 landmark grids through tagged sequences (Ferdian HDF5).",
     )
     parser.add_argument("file", help="HDF5 file with image_seqs (n, frames, H, W)")
     parser.add_argument(
@@ -57,11 +62,26 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tag-spacing-px", type=float, default=None, help="tag spacing in pixels (default: detected from the spectrum)"
     )
-    parser.add_argument("--bandwidth", type=float, default=0.3, help="HARP band-pass width / |k|")
+    parser.add_argument("--bandwidth", type=float, default=0.3, help="HARP band-pass width / |k| (harp trackers)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--slice", type=int, default=0, help="slice reported at the JSON top level")
     parser.add_argument(
-        "--method", choices=("model", "classic"), default="model", help="tracker (see cmrkit.tagging.track_landmarks)"
+        "--tracker",
+        choices=TRACKERS,
+        default=None,
+        help="learned (default of the profile: networks trained by the kit, cached in runs/), "
+        "harp (harmonic phase + wall model) or harp-classic",
+    )
+    parser.add_argument(
+        "--profile",
+        default="cpu",
+        help="profile whose 'tagging' section sets the learned tracker's training (default cpu; trained once)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=("model", "classic"),
+        default=None,
+        help="HARP variant (implies --tracker harp / harp-classic; kept for older scripts)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for multi-slice files (-1: all)")
     parser.add_argument("--out", help="write tracked landmarks + strains to this HDF5 file")
@@ -75,6 +95,18 @@ def cli_main(argv: list[str] | None = None) -> int:
     problem = _check_options(args)
     if problem:
         return fail(problem)
+    if args.method is not None:
+        implied = "harp" if args.method == "model" else "harp-classic"
+        if args.tracker not in (None, implied):
+            return fail(f"--method {args.method} is a HARP option; it contradicts --tracker {args.tracker}")
+        args.tracker = implied
+    try:
+        from ..config import load as load_config
+
+        cfg = load_config(args.profile)
+    except ValueError as exc:
+        return fail(f"--profile: {exc}")
+    tracker_name = args.tracker or str(cfg.tagging.tracker)
     init_mode = "file" if args.init_from_file else "mask" if args.mask else "auto"
     try:
         data = read_ferdian_h5(args.file)
@@ -124,14 +156,14 @@ def cli_main(argv: list[str] | None = None) -> int:
                         f"{args.file} slice {i}: automatic LV localisation failed ({exc}); "
                         "pass --init-from-file or --mask"
                     ) from None
-        tracked = track_sequences(
-            imgs,
-            init,
-            n_jobs=args.jobs,
+        tracker = get_tracker(
+            tracker_name,
+            cfg,
             tag_spacing_px=args.tag_spacing_px,
             bandwidth=args.bandwidth,
-            method=args.method,
+            log=lambda msg: print(f"cmrkit track: {msg}", file=sys.stderr, flush=True),
         )
+        tracked = track_all(tracker, imgs, init, n_jobs=args.jobs)
     except (OSError, ValueError, KeyError) as exc:
         return fail(str(exc))
 
@@ -179,7 +211,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             "n_slices": n,
             "slice": args.slice % n,
             "kind": "green",
-            "tracker": f"harp-{args.method}",
+            "tracker": tracker.name,
             "init": init_mode,
         }
         out.update(slices[args.slice])
@@ -188,7 +220,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     else:
         for i, rep in enumerate(slices):
             has_err = "landmark_error_px" in rep
-            print(f"# {args.file} slice {i}: HARP-tracked landmarks (init: {init_mode}), Green strain")
+            print(f"# {args.file} slice {i}: landmarks tracked by {tracker.name} (init: {init_mode}), Green strain")
             print(f"{'frame':>5} {'Ecc':>8} {'Err':>8}" + (f" {'err_px':>8}" if has_err else ""))
             for t in range(len(rep["Ecc"])):
                 line = f"{t:5d} {_fmt(rep['Ecc'][t])} {_fmt(rep['Err'][t])}"

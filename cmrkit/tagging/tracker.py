@@ -12,8 +12,9 @@ import numpy as np
 
 from ..strain import N_LANDMARKS, N_RINGS, N_SPOKES
 from .harp import TWO_PI, HarmonicPeaks, PhaseSampler, detect_harmonic_peaks, harmonic_images, newton_solve, wrap_phase
+from .wall import WallModel, robust_fit, wall_pixels
 
-__all__ = ["track_landmarks", "track_sequences", "landmark_error"]
+__all__ = ["track_landmarks", "track_sequences", "refine_track", "landmark_error", "roi_around"]
 
 
 def _grid_neighbors() -> np.ndarray:
@@ -58,112 +59,6 @@ def _refine_jumps(
         x = x.copy()
         x[:, bad] = xs
     return x
-
-
-class _WallModel:
-    """Smooth displacement model ``u(X)`` over the frame-0 wall.
-
-    ``X`` is written in wall coordinates about the frame-0 endocardial centroid: angle ``theta`` and
-    transmural fraction ``rt = (r - r_endo(theta)) / (r_epi(theta) - r_endo(theta))`` (the endo/epi
-    radii interpolated periodically between the 24 spokes). Each displacement component is
-    ``sum_m sum_p c_mp T_m(theta) L_p(2 rt - 1)`` with ``T_m`` = 1, cos/sin(m theta) up to order
-    ``n_angular`` and Legendre polynomials ``L_p`` up to ``degree`` (``rt`` clipped to
-    [-0.4, 1.4] so the model stays bounded off the wall).
-    """
-
-    def __init__(self, x0: np.ndarray, n_angular: int, degree: int) -> None:
-        g = x0.reshape(2, N_SPOKES, N_RINGS)
-        self.center = g[:, :, 0].mean(1)
-        self.n_angular, self.degree = int(n_angular), int(degree)
-        self.tables = []
-        for ring in (g[:, :, 0], g[:, :, -1]):
-            th, r = self._polar(ring)
-            o = np.argsort(th)
-            th, r = th[o], r[o]
-            self.tables.append(
-                (np.concatenate([th[-1:] - TWO_PI, th, th[:1] + TWO_PI]), np.concatenate([r[-1:], r, r[:1]]))
-            )
-        self.n_basis = (2 * self.n_angular + 1) * (self.degree + 1)
-        m = np.repeat(np.r_[0, np.repeat(np.arange(1, self.n_angular + 1), 2)], self.degree + 1)
-        p = np.tile(np.arange(self.degree + 1), 2 * self.n_angular + 1)
-        #: ridge weights growing with circumferential order and transmural degree
-        self.penalty = 1e-3 * ((1.0 + m**2) * (1.0 + p**2) - 1.0)
-        #: for fits to band-pass HARP displacements, whose transmural profile is smoothed and biased
-        #: near the wall boundaries: transmural terms above linear are switched off (stable
-        #: extrapolation to the endo- and epicardial rings)
-        self.penalty_linear = self.penalty + 1e3 * (p >= 2)
-
-    def _polar(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        d = p - self.center[:, None]
-        return np.arctan2(d[1], d[0]), np.hypot(d[0], d[1])
-
-    def coords(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        th, r = self._polar(X)
-        r_en = np.interp(th, *self.tables[0])
-        r_ep = np.interp(th, *self.tables[1])
-        return th, (r - r_en) / np.maximum(r_ep - r_en, 1e-6)
-
-    def basis(self, X: np.ndarray) -> np.ndarray:
-        th, rt = self.coords(X)
-        u = 2 * np.clip(rt, -0.4, 1.4) - 1
-        if self.degree > 4:
-            raise ValueError("transmural degree must be <= 4")
-        leg = np.empty((len(u), self.degree + 1))
-        leg[:, 0] = 1.0
-        if self.degree >= 1:
-            leg[:, 1] = u
-        for p in range(2, self.degree + 1):  # Bonnet recursion
-            leg[:, p] = ((2 * p - 1) * u * leg[:, p - 1] - (p - 1) * leg[:, p - 2]) / p
-        ang = np.empty((len(th), 2 * self.n_angular + 1))
-        ang[:, 0] = 1.0
-        e1 = np.exp(1j * th)
-        em = np.ones_like(e1)
-        for m in range(1, self.n_angular + 1):
-            em = em * e1
-            ang[:, 2 * m - 1], ang[:, 2 * m] = em.real, em.imag
-        return (ang[:, :, None] * leg[:, None, :]).reshape(len(th), -1)
-
-    def u(self, X: np.ndarray, coef: np.ndarray) -> np.ndarray:
-        return (self.basis(X) @ coef).T
-
-    def inverse(self, y: np.ndarray, coef: np.ndarray, n: int = 10) -> np.ndarray:
-        """Material points ``X`` with ``X + u(X) = y`` (fixed-point iteration)."""
-        X = y - self.u(y, coef)
-        for _ in range(n - 1):
-            X = y - self.u(X, coef)
-        return X
-
-    def dX_dx(self, X: np.ndarray, coef: np.ndarray, e: float = 0.25) -> np.ndarray:
-        """Jacobian of the inverse map at the current positions of material points ``X``, ``(N, 2, 2)``."""
-        ex, ey = np.array([[e], [0.0]]), np.array([[0.0], [e]])
-        du = np.stack(
-            [
-                (self.u(X + ex, coef) - self.u(X - ex, coef)) / (2 * e),
-                (self.u(X + ey, coef) - self.u(X - ey, coef)) / (2 * e),
-            ],
-            -1,
-        )  # (2, N, 2)
-        F = np.eye(2)[None] + np.moveaxis(du, 1, 0)
-        return np.linalg.inv(F)
-
-
-def _robust_fit(
-    a: np.ndarray, u: np.ndarray, w: np.ndarray, scale: float, penalty: np.ndarray | None = None, n_iter: int = 4
-) -> np.ndarray:
-    """Weighted, ridge-regularised least squares of ``u (N, 2)`` on ``a (N, B)`` with Huber
-    reweighting (residual ``scale`` in pixels). ``penalty (B,)`` multiplies ``trace(A^T W A) / B``."""
-    wr = np.ones(len(u))
-    coef = np.zeros((a.shape[1], 2))
-    for _ in range(n_iter):
-        ww = w * wr
-        aw = a * ww[:, None]
-        m = aw.T @ a
-        if penalty is not None:
-            m = m + np.diag(penalty * (np.trace(m) / a.shape[1]))
-        coef = np.linalg.solve(m + 1e-9 * np.eye(a.shape[1]), aw.T @ u)
-        r = np.sqrt(((a @ coef - u) ** 2).sum(1))
-        wr = np.minimum(1.0, scale / np.maximum(r, 1e-12))
-    return coef
 
 
 class _LocalFit:
@@ -242,17 +137,6 @@ class _LocalFit:
         return phase, amp, wsum, snr
 
 
-def _wall_pixels(x0: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Pixel centres ``(2, M)`` inside the frame-0 wall (between rings 0 and 6)."""
-    from skimage.draw import polygon2mask
-
-    g = x0.reshape(2, N_SPOKES, N_RINGS)
-    outer = polygon2mask(shape, np.stack([g[1, :, -1], g[0, :, -1]], 1))
-    inner = polygon2mask(shape, np.stack([g[1, :, 0], g[0, :, 0]], 1))
-    ys, xs = np.nonzero(outer & ~inner)
-    return np.stack([xs, ys]).astype(float)
-
-
 def track_landmarks(
     images: np.ndarray,
     init_landmarks: np.ndarray,
@@ -281,7 +165,7 @@ def track_landmarks(
     1. every frame-0 wall pixel (a lattice of at most ``max_points``) is tracked by HARP Newton
        iterations on the band-passed phase, starting from the previous frames' model motion
        extrapolated with ``velocity_damping``;
-    2. a smooth wall displacement model (:class:`_WallModel`: ``n_angular`` circumferential
+    2. a smooth wall displacement model (:class:`WallModel`: ``n_angular`` circumferential
        harmonics x Legendre polynomials of ``transmural_degree`` across the wall) is fitted to these
        displacements by Huber-robust least squares, pixels near the wall boundaries (where the
        band-pass mixes in blood/background phase) down-weighted; points more than 0.4 tag period off
@@ -396,7 +280,7 @@ def _track(
     if not present[0]:
         raise ValueError("images: frame 0 is empty (constant); tracking needs the tagged ED frame")
     if peaks is None:
-        peaks = detect_harmonic_peaks(im[: min(2, t_n)], tag_spacing_px=tag_spacing_px, roi=_roi_around(x0, h, w))
+        peaks = detect_harmonic_peaks(im[: min(2, t_n)], tag_spacing_px=tag_spacing_px, roi=roi_around(x0, h, w))
     k = np.asarray(peaks.k, dtype=float)
     period = float(np.min(peaks.spacing_px))
     max_step = 0.3 * period
@@ -418,8 +302,8 @@ def _track(
         return (out, out.copy()) if return_global else out
 
     # ---- model-based tracking -----------------------------------------------------------------
-    model = _WallModel(x0, n_angular, transmural_degree)
-    pts = _wall_pixels(x0, (h, w))
+    model = WallModel(x0, n_angular, transmural_degree)
+    pts = wall_pixels(x0, (h, w))
     if pts.shape[1] > max_points:
         step = int(math.ceil(math.sqrt(pts.shape[1] / max_points)))
         pts = pts[:, (pts[0] % step == 0) & (pts[1] % step == 0)]
@@ -461,7 +345,7 @@ def _track(
         # global pass: band-pass HARP on all wall points, predicted from the previous global fits
         pred = coef_prev + velocity_damping * (coef_prev - coef_prev2) if t >= 2 else coef_prev
         x, _ = newton_solve(st, pts + (a_pts @ pred).T, target, n_iter, max_step, k)
-        coef = _robust_fit(a_pts, (x - pts).T, w_glob, huber, model.penalty_linear)
+        coef = robust_fit(a_pts, (x - pts).T, w_glob, huber, model.penalty_linear)
         # model-guided re-tracking: points that disagree with the wall model (tag jumps, typically
         # where the wall moves fastest, e.g. the endocardium in rapid filling) restart from it
         for _ in range(retrack_iter):
@@ -470,7 +354,7 @@ def _track(
             if not off.any():
                 break
             x[:, off], _ = newton_solve(st, start[:, off], target[:, off], n_iter, max_step, k)
-            coef = _robust_fit(a_pts, (x - pts).T, w_glob, huber, model.penalty_linear)
+            coef = robust_fit(a_pts, (x - pts).T, w_glob, huber, model.penalty_linear)
         glob[t] = x0 + (a_lm @ coef).T
         # the temporal prediction follows the global pass only, so a failed local
         # refinement can never propagate to later frames
@@ -498,9 +382,98 @@ def _track(
     return (out, glob) if return_global else out
 
 
+def refine_track(
+    images: np.ndarray,
+    prior: np.ndarray,
+    *,
+    tag_spacing_px: float | None = None,
+    peaks: HarmonicPeaks | None = None,
+    n_angular: int = 4,
+    transmural_degree: int = 2,
+    local_sigma: float = 0.5,
+    local_iter: int = 6,
+    mask_margin: float = 0.5,
+    max_points: int = 300,
+    local_tol: float = 0.02,
+    max_move: float | np.ndarray = 0.35,
+) -> np.ndarray:
+    """Refine a landmark trajectory (e.g. a learned tracker's) with masked local HARP fits.
+
+    ``prior (T, 2, 168)`` (frame 0 = the start) is written as the smooth wall model
+    (:class:`cmrkit.tagging.wall.WallModel`) frame by frame; from there each frame takes the local-fit
+    iterations of :func:`track_landmarks` (step 3: the harmonic phase of wall points re-estimated by a
+    masked fit of the tag pattern, Newton steps to their frame-0 phase, model refit). A frame keeps the
+    prior where its tags are too faint (median phase SNR < 3) or where the refinement would move a
+    landmark by more than ``max_move`` tag periods (a scalar, or per frame ``(T,)``). The prior
+    provides the tag branch (no tag jumps, faded frames); the local fits the sub-pixel precision
+    where tags are visible.
+    """
+    im = np.asarray(images, dtype=float)
+    lm = np.asarray(prior, dtype=float)
+    if im.ndim != 3 or lm.shape != (im.shape[0], 2, N_LANDMARKS):
+        raise ValueError(f"need images (T, H, W) and prior (T, 2, {N_LANDMARKS}); got {im.shape} and {lm.shape}")
+    x0 = lm[0]
+    if not np.isfinite(x0).all():
+        raise ValueError("prior: frame-0 landmarks contain NaN/inf")
+    t_n, h, w = im.shape
+    if peaks is None:
+        peaks = detect_harmonic_peaks(im[: min(2, t_n)], tag_spacing_px=tag_spacing_px, roi=roi_around(x0, h, w))
+    k = np.asarray(peaks.k, dtype=float)
+    period = float(np.min(peaks.spacing_px))
+    moves = np.broadcast_to(np.asarray(max_move, float), (t_n,))
+    model = WallModel(x0, n_angular, transmural_degree)
+    pts = wall_pixels(x0, (h, w))
+    if pts.shape[1] > max_points:
+        step = int(math.ceil(math.sqrt(pts.shape[1] / max_points)))
+        pts = pts[:, (pts[0] % step == 0) & (pts[1] % step == 0)]
+    _, rt = model.coords(pts)
+    pts = pts[:, (rt > -0.2) & (rt < 1.2)]
+    out = lm.copy()
+    if pts.shape[1] < 2 * model.n_basis:
+        return out
+    thick = float(
+        np.sqrt(
+            ((x0.reshape(2, N_SPOKES, N_RINGS)[:, :, -1] - x0.reshape(2, N_SPOKES, N_RINGS)[:, :, 0]) ** 2).sum(0)
+        ).mean()
+    )
+    rt_margin = mask_margin / max(thick, 1e-6)
+    lf = _LocalFit(k, local_sigma * period)
+    n_loc = min(pts.shape[1], 6 * model.n_basis)
+    loc = np.unique(np.linspace(0, pts.shape[1] - 1, n_loc).round().astype(int))
+    pts_l = pts[:, loc]
+    a_pts_l, a_lm = model.basis(pts_l), model.basis(x0)
+    mask0, xmap0 = _material_map(model, None, x0, (h, w), rt_margin)
+    ltarget, _, _, _ = lf.fit(im[0], mask0, pts_l, xmap0, pts_l)
+    huber = 0.25 * period
+    for t in range(1, t_n):
+        if not np.isfinite(lm[t]).all() or not np.abs(im[t]).max() > 0:
+            continue
+        coef = robust_fit(a_lm, (lm[t] - x0).T, np.ones(N_LANDMARKS), 10.0 * period, model.penalty)
+        out[t] = _local_refine(
+            lf,
+            model,
+            im[t],
+            coef,
+            pts_l,
+            a_pts_l,
+            a_lm,
+            x0,
+            ltarget,
+            k,
+            period,
+            local_iter,
+            local_tol,
+            rt_margin,
+            huber,
+            lm[t],
+            max_move=float(moves[t]),
+        )
+    return out
+
+
 def _local_refine(
     lf: _LocalFit,
-    model: _WallModel,
+    model: WallModel,
     img: np.ndarray,
     coef: np.ndarray,
     pts: np.ndarray,
@@ -518,6 +491,7 @@ def _local_refine(
     min_snr: float = 3.0,
     damping: float = 1.0,
     step_cap: float = 0.5,
+    max_move: float = 0.35,
 ) -> np.ndarray:
     """Local-fit refinement of one frame (step 3 of :func:`track_landmarks`).
 
@@ -544,18 +518,18 @@ def _local_refine(
         nrm = np.sqrt((stp**2).sum(0))
         stp *= np.minimum(1.0, step_cap * period / np.maximum(nrm, 1e-12))
         wl = ok * np.clip((snr / float(np.median(snr[ok]))) ** 2, 0.05, 1.0)
-        new = _robust_fit(a_pts, (xc + stp - pts).T, wl, huber, model.penalty)
+        new = robust_fit(a_pts, (xc + stp - pts).T, wl, huber, model.penalty)
         coef = coef + damping * (new - coef)
         if np.abs(a_lm @ coef - lm_before).max() < tol:
             break
     out = x0 + (a_lm @ coef).T
-    if np.sqrt(((out - fallback) ** 2).sum(0)).max() > 0.35 * period:
+    if np.sqrt(((out - fallback) ** 2).sum(0)).max() > max_move * period:
         return fallback
     return out
 
 
 def _material_map(
-    model: _WallModel, coef: np.ndarray | None, xc: np.ndarray, shape: tuple[int, int], rt_margin: float
+    model: WallModel, coef: np.ndarray | None, xc: np.ndarray, shape: tuple[int, int], rt_margin: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Wall mask (pixels whose material point lies ``rt_margin`` inside the wall) and material
     coordinates ``(H, W, 2)`` (NaN elsewhere) of the pixels around the current points ``xc``."""
@@ -584,7 +558,7 @@ def _material_map(
     return mask, xmap
 
 
-def _roi_around(x0: np.ndarray, h: int, w: int) -> tuple[float, float, float, float] | None:
+def roi_around(x0: np.ndarray, h: int, w: int) -> tuple[float, float, float, float] | None:
     """Box around the landmarks with 60 % margins (spectral tag detection on the heart region)."""
     lo, hi = x0.min(1), x0.max(1)
     size = np.maximum(hi - lo, 8.0)

@@ -21,6 +21,8 @@ from cmrkit.tagging import (
 )
 from cmrkit.tagging.cli import cli_main
 
+HARP = ("--tracker", "harp")  # these tests check HARP; the learned tracker has its own tests
+
 
 def _affine_spamm(
     size: int = 72, n: int = 10, spacing: float = 4.0, angle_deg: float = 20.0, noise: float = 0.03, seed: int = 0
@@ -211,7 +213,7 @@ def test_track_cli_json_init_from_file(tmp_path, capsys):
     f = tmp_path / "tag.h5"
     write_ferdian_h5(f, image_seqs=imgs[None], landmark_coords=lms[None], px_spaces=[1.5], es_frame_idx=[4])
     out_h5 = tmp_path / "tracked.h5"
-    assert cli_main([str(f), "--init-from-file", "--json", "--out", str(out_h5)]) == 0
+    assert cli_main([str(f), "--init-from-file", "--json", "--out", str(out_h5), *HARP]) == 0
     out = json.loads(capsys.readouterr().out)
     for key in (
         "Ecc",
@@ -248,7 +250,7 @@ def test_track_cli_mask_and_errors(tmp_path, capsys):
     f = tmp_path / "tag.h5"
     write_ferdian_h5(f, image_seqs=imgs[None])
     # no landmarks in the file: the LV wall is located on the images (cmrkit.tag_localise)
-    assert cli_main([str(f), "--json"]) == 0
+    assert cli_main([str(f), "--json", *HARP]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["init"] == "auto" and "Ecc_diff" not in out
     c = np.asarray(out["landmarks"])[0].reshape(2, 24, 7)[:, :, 0].mean(1)
@@ -256,19 +258,19 @@ def test_track_cli_mask_and_errors(tmp_path, capsys):
     # when it cannot (here: untagged noise) the error names the slice and the other options
     g = tmp_path / "flat.h5"
     write_ferdian_h5(g, image_seqs=np.random.default_rng(0).normal(1, 0.05, (1, 6, 48, 48)).astype(np.float32))
-    assert cli_main([str(g), "--json"]) == 2
+    assert cli_main([str(g), "--json", *HARP]) == 2
     err = capsys.readouterr().err
     assert "slice 0" in err and "--mask" in err and "flat.h5" in err
-    assert cli_main([str(f), "--init-from-file"]) == 2
+    assert cli_main([str(f), "--init-from-file", *HARP]) == 2
     assert "landmark_coords" in capsys.readouterr().err
     yy, xx = np.mgrid[0:72, 0:72]
     r = np.hypot(xx - 35.7, yy - 36.4)
     m = tmp_path / "mask.npy"
     np.save(m, ((r >= 12) & (r <= 19)).astype(np.uint8))
-    assert cli_main([str(f), "--mask", str(m), "--json"]) == 0
+    assert cli_main([str(f), "--mask", str(m), "--json", *HARP]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "landmark_error_mm" not in out and len(out["Err"]) == 4
-    assert cli_main([str(tmp_path / "none.h5"), "--init-from-file"]) == 2
+    assert cli_main([str(tmp_path / "none.h5"), "--init-from-file", *HARP]) == 2
     assert "none.h5" in capsys.readouterr().err
 
 
@@ -286,6 +288,6 @@ def test_zero_padded_frames_are_missing(method, tmp_path, capsys):
     if method == "model":
         f = tmp_path / "pad.h5"
         write_ferdian_h5(f, image_seqs=imgs[None], landmark_coords=lms[None], px_spaces=[1.0])
-        assert cli_main([str(f), "--init-from-file", "--json"]) == 0
+        assert cli_main([str(f), "--init-from-file", "--json", *HARP]) == 0
         out = json.loads(capsys.readouterr().out)  # NaN written as null, valid JSON
         assert out["Ecc"][5] is None and out["landmark_error_mm"][5] is None and out["Ecc"][3] is not None
