@@ -19,8 +19,9 @@ them all for ``cmrkit run smcvae_strain``):
 3. :func:`synthesis_scenarios` / :func:`table_4_1` -- the four scenarios of Table 4.1, both models.
 4. :func:`track_and_strain` / :func:`strain_tables` -- tag tracking (``ch4.tracker``: the learned tracker of
    :mod:`cmrkit.tagging.learned`, or HARP) of original and generated tagging (both models) from the same
-   frame-0 grid, Ferdian strain, Table 4.2, Figs 4.8-4.11 and the comparison with the phantom's true strain; :func:`figure_examples` / :func:`tagging_cycle` show the
-   generated tagging beside the original over the cycle.
+   frame-0 grid, Ferdian strain, Table 4.2, Figs 4.8-4.11 and the comparison with the phantom's true
+   strain; :func:`figure_examples` / :func:`tagging_cycle` show the generated tagging beside the original
+   over the cycle.
 5. :func:`ablation` -- Tables 4.3 (latent dimension) and 4.4 (number of conv layers).
 6. :func:`segmentation_check` -- a MONAI UNet segmenter, Dice/HD between segmentations of original
    and reconstructed cine (§4.3.7), Figs 4.6-4.7, and the same segmenter on real M&Ms volumes.
