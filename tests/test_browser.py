@@ -1,15 +1,18 @@
 """The notebooks as a person uses them: JupyterLab in headless Chromium, every cell run, widgets driven.
 
-For each notebook (parametrised: add ``02_ldm3d`` and ``03_cond_ldm4d`` to :data:`NOTEBOOKS` when they
-exist) the test starts a private JupyterLab server, opens a copy of the notebook whose only change is
-``REPORT_DIR`` (papermill ``prepare_only``; ``INTERACTIVE`` keeps the notebook's default, True), runs
-all cells in the browser (smoke profile) and checks what a person would see:
+For each notebook (parametrised over :data:`NOTEBOOKS`) the test starts a private JupyterLab server,
+opens a copy of the notebook whose only change is ``REPORT_DIR`` (papermill ``prepare_only``;
+``INTERACTIVE`` keeps the notebook's default, True), runs all cells in the browser (smoke profile) and
+checks what a person would see:
 
 - no cell ends in an error;
 - every widget output renders as a widget: no "Error displaying widget", no plain-text widget repr
   such as ``IntSlider(value=0, ...)`` (the sign of a missing widget manager);
 - every plotly figure is drawn (``jupyterlab-plotly``), the 3D heart included;
-- moving a slider with the keyboard, and then by dragging its handle, changes the displayed image.
+- moving a slider with the keyboard, and then by dragging its handle, changes the displayed image;
+- notebook 03's condition sliders: moving a covariate slider (weight) and then the guidance slider each
+  generates a new heart: the ED/ES montage, the drawn 3D heart and the phenotype readout change, and the
+  readout's ``data-guidance`` follows the slider.
 
 Screenshots go to ``$CMRKIT_SCREENSHOTS`` (default: the test's temporary folder). The browser is
 Debian's ``chromium`` driven by Playwright (``pip install playwright``, no browser download:
@@ -34,7 +37,7 @@ import pytest
 from cmrkit.utils import REPO_ROOT
 
 #: notebook -> the number of slider widgets that must be drivable (at least one is moved)
-NOTEBOOKS = {"00_background": 1, "01_smcvae_strain": 1}
+NOTEBOOKS = {"00_background": 1, "01_smcvae_strain": 1, "02_ldm3d": 1, "03_cond_ldm4d": 6}
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -300,6 +303,12 @@ def test_notebook_in_jupyterlab(stem, lab, browser, tmp_path):
     # sliders: keyboard, then drag, each changes the displayed image
     sliders = page.locator(".jp-OutputArea-output .widget-slider .noUi-handle")
     assert sliders.count() >= NOTEBOOKS[stem], f"{stem}: {sliders.count()} sliders"
+    if stem == "03_cond_ldm4d":
+        _check_condition_sliders(page, shots)
+        page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        page.close()
+        assert not [e for e in console_errors if "widget" in e.lower()], console_errors
+        return
     handle = sliders.first
     handle.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
@@ -325,3 +334,65 @@ def test_notebook_in_jupyterlab(stem, lab, browser, tmp_path):
     page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")  # free the kernel's memory
     page.close()
     assert not [e for e in console_errors if "widget" in e.lower()], console_errors
+
+
+_CONDITION_JS = """() => {
+  const box = document.querySelector('.cmrkit-condition-sliders');
+  if (!box) return null;
+  const r = box.querySelector('.cmrkit-readout');
+  const img = box.querySelector('.widget-output img, .jp-OutputArea img');
+  return {readout: r ? r.innerText : null, key: r ? r.dataset.key : null,
+          guidance: r ? r.dataset.guidance : null, lvedv: r ? r.dataset.lvedv : null,
+          img: img ? img.getAttribute('src') : null,
+          hearts: box.querySelectorAll('.js-plotly-plot').length,
+          heart: [...box.querySelectorAll('.js-plotly-plot')].map(p => JSON.stringify(
+                     (p.data || []).map(t => (t.x || []).length + ':' + (t.i || []).length))).join('|')};
+}"""
+
+
+def _condition_slider(page, label: str):
+    """The handle of the condition-slider whose description starts with ``label``."""
+    row = page.locator(".cmrkit-condition-sliders .widget-slider").filter(
+        has=page.locator(".widget-label", has_text=label)
+    )
+    assert row.count() >= 1, f"03_cond_ldm4d: no '{label}' slider among the condition sliders"
+    return row.first.locator(".noUi-handle")
+
+
+def _wait_regenerated(page, before: dict, what: str, timeout_s: float = 120) -> dict:
+    """Wait until the widget shows a new heart: another readout key, montage and 3D heart."""
+    deadline = time.monotonic() + timeout_s
+    now = before
+    while time.monotonic() < deadline:
+        now = page.evaluate(_CONDITION_JS)
+        if now and now["key"] != before["key"] and now["img"] != before["img"] and now["heart"] != before["heart"]:
+            return now
+        page.wait_for_timeout(300)
+    raise AssertionError(f"03_cond_ldm4d: moving {what} did not draw a new heart (before {before}, now {now})")
+
+
+def _check_condition_sliders(page, shots: Path) -> None:
+    """Notebook 03's condition sliders generate a new heart on a covariate move and on a guidance move."""
+    box = page.locator(".cmrkit-condition-sliders")
+    assert box.count() == 1, "03_cond_ldm4d: the condition-slider widget is not on the page"
+    box.first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    start = page.evaluate(_CONDITION_JS)
+    assert start and start["readout"] and start["img"], f"03_cond_ldm4d: no readout or montage drawn: {start}"
+    assert start["hearts"] >= 1, "03_cond_ldm4d: no 3D heart drawn beside the sliders"
+    for name in ("LVEDV", "LVESV", "LVEF", "LVM"):
+        assert name in start["readout"], f"03_cond_ldm4d: {name} missing from the readout {start['readout']!r}"
+    page.screenshot(path=str(shots / "03_cond_ldm4d_sliders_before.png"))
+    weight = _condition_slider(page, "weight")
+    weight.focus()
+    page.keyboard.press("End")  # the heaviest weight the model allows
+    moved = _wait_regenerated(page, start, "the weight slider")
+    assert moved["readout"] != start["readout"], "03_cond_ldm4d: the readout did not change with the weight"
+    page.screenshot(path=str(shots / "03_cond_ldm4d_sliders_weight.png"))
+    guidance = _condition_slider(page, "guidance")
+    guidance.focus()
+    page.keyboard.press("End")  # guidance 5
+    guided = _wait_regenerated(page, moved, "the guidance slider")
+    assert float(guided["guidance"]) == 5.0, f"03_cond_ldm4d: readout guidance {guided['guidance']} after End"
+    assert guided["readout"] != moved["readout"], "03_cond_ldm4d: the readout did not change with the guidance"
+    page.screenshot(path=str(shots / "03_cond_ldm4d_sliders_guidance.png"))

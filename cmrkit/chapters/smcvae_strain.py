@@ -45,7 +45,7 @@ from ..config import Config
 from ..io.cohort import needs_reason
 from ..registry import for_notebook
 from ..report import Report, TableRow
-from ..runs import run_dir
+from ..runs import mark_complete, run_dir
 from . import NotApplicable, leave_out
 
 __all__ = [
@@ -504,7 +504,7 @@ def train_smcvae(
             "data": data.meta.get("fingerprint", ""),
         },
     )
-    return fit(
+    res = fit(
         model,
         ds(tr),
         ds(va) if len(va) else None,
@@ -519,6 +519,8 @@ def train_smcvae(
         resume=True,
         progress=progress,
     )
+    mark_complete(run, best_epoch=int(res.best_epoch))  # finished: find_run / list_runs see it
+    return res
 
 
 def active_threshold(cfg: Config) -> float | None:
@@ -1188,6 +1190,7 @@ def segmentation_check(
         progress=progress,
         pixel_mm=data.px_mm,
     )
+    mark_complete(run)
     n, f = len(te), data.cine.shape[1]
     orig = data.cine[te].reshape(n * f, *data.cine.shape[2:])
     recon = recon_cine.reshape(n * f, *recon_cine.shape[2:])

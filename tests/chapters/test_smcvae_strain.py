@@ -137,6 +137,11 @@ def test_training_scenarios_and_tables(tiny, tmp_path):
     assert set(df["metric"]) == {"SSIM", "PSNR", "RMSE", "MAE"}
     assert df["thesis_value"].notna().all()  # every cell has its thesis value beside it
     assert (tmp_path / "tables" / "table_4_1.md").is_file()
+    # the finished run is recorded as complete, so other notebooks and `cmrkit` find it
+    from cmrkit.runs import latest_run
+
+    done = latest_run(cfg, smcvae_strain.CHAPTER, "smcvae")
+    assert done is not None and done["best_epoch"] == fit.best_epoch
     # a second call resumes from the finished checkpoint and gives the same weights
     again = smcvae_strain.train_smcvae(cfg, data)
     for a, b in zip(fit.model.state_dict().values(), again.model.state_dict().values()):
