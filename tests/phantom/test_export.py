@@ -69,7 +69,7 @@ def test_cli_defaults_to_smoke_and_exports_for_strain_and_track(tmp_path, capsys
     assert strain_cli([str(h5), "--json"]) == 0
     strain = json.loads(capsys.readouterr().out)
     assert min(strain["Ecc"]) < -0.05  # the phantom contracts
-    assert track_cli([str(h5), "--init-from-file", "--json", "--slice", "1"]) == 0
+    assert track_cli([str(h5), "--init-from-file", "--json", "--slice", "1", "--tracker", "harp"]) == 0
     tracked = json.loads(capsys.readouterr().out)
     assert tracked["init"] == "file" and max(tracked["landmark_error_px"]) < 1.0
     # bad input

@@ -101,7 +101,7 @@ def test_mask_with_npy_suffix_but_other_content(tagged, tmp_path, capsys):
     assert "matching the images" in _err(capsys)
     good = tmp_path / "good.npz"
     np.savez(good, mask=s.myo_mask.astype(np.uint8))
-    assert cli_main([str(f), "--mask", str(good), "--json"]) == 0
+    assert cli_main([str(f), "--mask", str(good), "--json", "--tracker", "harp"]) == 0
     assert json.loads(capsys.readouterr().out)["init"] == "mask"
 
 
