@@ -3,7 +3,7 @@
 The kit's phantom (:mod:`cmrkit.phantom`) renders SPAMM tagging whose tags fade with T1 only, with a
 mild coil shading, its own noise level and UK Biobank-like geometry. Real tagged slices differ in ways
 that break trackers tuned on it (see ``benchmarks/README.md``): on a UK Biobank slice in Ferdian's
-format the kit's :func:`cmrkit.realism.tag_period_and_contrast` falls from ED to ES to 0.12 of its ED
+format the kit's :func:`cmrkit.metrics.realism.tag_period_and_contrast` falls from ED to ES to 0.12 of its ED
 value against 0.22 on the phantom. This module renders phantom subjects again, noise-free and in two
 parts (the untagged anatomy ``U_t`` and the tag modulation ``D_t = I_t - U_t``, both from
 :func:`cmrkit.phantom.render.render_tagging`, the second with the tagging pulses switched off), and
@@ -459,9 +459,9 @@ def phantom_tagged_slices(
 
 
 def tag_contrast_ratio(ts: TaggedSlice) -> float:
-    """ES / ED tag modulation of the frame-0 myocardium, :func:`cmrkit.realism.tag_period_and_contrast`
+    """ES / ED tag modulation of the frame-0 myocardium, :func:`cmrkit.metrics.realism.tag_period_and_contrast`
     (the measurement the issue made on a real UK Biobank slice: 0.12; the phantom's own: ~0.22)."""
-    from ..realism import tag_period_and_contrast
+    from ..metrics.realism import tag_period_and_contrast
 
     m = wall_mask(ts.landmarks[0], ts.images.shape[1:])
     meas = tag_period_and_contrast(ts.images, m, ts.px_mm)

@@ -30,7 +30,7 @@ def no_work(monkeypatch):
         raise AssertionError("the command did work before refusing its options")
 
     monkeypatch.setattr(cmrkit.io.ferdian, "read_ferdian_h5", boom)
-    monkeypatch.setattr("cmrkit.tagging.cli.track_sequences", boom)
+    monkeypatch.setattr("cmrkit.tagging.cli.track_all", boom)
 
 
 def _err(capsys) -> str:
@@ -111,7 +111,7 @@ def test_slice_and_tag_spacing_checked_before_tracking(tagged, monkeypatch, caps
     def boom(*_a, **_k):
         raise AssertionError("tracked before checking --slice")
 
-    monkeypatch.setattr("cmrkit.tagging.cli.track_sequences", boom)
+    monkeypatch.setattr("cmrkit.tagging.cli.track_all", boom)
     assert cli_main([str(f), "--init-from-file", "--slice", "3"]) == 2
     assert "--slice 3 out of range" in _err(capsys)
     assert cli_main([str(f), "--init-from-file", "--tag-spacing-px", "40"]) == 2
