@@ -293,7 +293,12 @@ def test_notebook_in_jupyterlab(stem, lab, browser, tmp_path):
 
     # plotly figures are drawn (hover/zoom/rotate views of the INTERACTIVE cells)
     plotly_outputs = sum("application/vnd.plotly.v1+json" in o["mimes"] for c in cells for o in c["outputs"])
-    drawn = page.locator(".jp-Notebook .js-plotly-plot").count()
+    # figures a widget displays (e.g. notebook 03's 3D heart beside the condition sliders) are the widget's
+    # outputs, not the cell's: count the plots outside widget Output areas against the cells' outputs
+    drawn = page.evaluate(
+        "() => [...document.querySelectorAll('.jp-Notebook .js-plotly-plot')]"
+        ".filter(p => !p.closest('.widget-output')).length"
+    )
     assert drawn == plotly_outputs, f"{stem}: {plotly_outputs} plotly outputs, {drawn} drawn"
     views_3d = sum(o["gl"] for c in cells for o in c["outputs"])
     canvases = page.locator(".jp-Notebook .js-plotly-plot .gl-container canvas").count()
