@@ -28,10 +28,10 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     Tracks the 24x7 landmark grid through every slice of a Ferdian-format HDF5 file and reports
     per-frame Green strains (``Ecc``, ``Ecc_rings``, ``Err``) and the tracked landmarks. The tracker
-    (``--tracker``, :mod:`cmrkit.tagging.trackers`) is the profile's default, the learned one: networks
-    trained by the kit on phantom tagging with realistic acquisition variation, trained once per
-    ``--profile`` (default ``cpu``, ~20 min on 2 CPU cores, announced on stderr) and cached in
-    ``runs/``; ``--tracker harp`` (or ``harp-classic``) needs no training.
+    (``--tracker``, :mod:`cmrkit.tagging.trackers`) defaults to the profile's ``tagging.tracker`` (HARP:
+    harmonic phase + wall model, no training); ``--tracker learned`` uses networks the kit trains on
+    phantom tagging with realistic acquisition variation, trained once per ``--profile`` (default
+    ``cpu``, ~20 min on 2 idle CPU cores, announced on stderr) and cached in ``runs/``.
     Frame-0 landmarks come from the images alone by default (:mod:`cmrkit.tagging.localise`: the LV wall
     as the ring of tissue that keeps its tags and contracts), from a myocardium mask with ``--mask``,
     or from the file with ``--init-from-file`` (the accurate path when annotations exist); the JSON
@@ -69,8 +69,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         "--tracker",
         choices=TRACKERS,
         default=None,
-        help="learned (default of the profile: networks trained by the kit, cached in runs/), "
-        "harp (harmonic phase + wall model) or harp-classic",
+        help="harp (harmonic phase + wall model; the profile's default), harp-classic, or learned "
+        "(networks trained by the kit on first use, cached in runs/)",
     )
     parser.add_argument(
         "--profile",
