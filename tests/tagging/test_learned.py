@@ -184,7 +184,10 @@ def test_track_cli_with_the_learned_tracker(tmp_path, monkeypatch, capsys):
     write_ferdian_h5(
         f, image_seqs=s.images[None].astype(np.float32), landmark_coords=s.landmarks[None], px_spaces=[1.4]
     )
+    # the profile's default is HARP (tagging.tracker); --tracker learned trains the profile's networks once
     assert cli_main([str(f), "--init-from-file", "--json", "--profile", "smoke"]) == 0
+    assert json.loads(capsys.readouterr().out)["tracker"] == "harp"
+    assert cli_main([str(f), "--init-from-file", "--json", "--profile", "smoke", "--tracker", "learned"]) == 0
     cap = capsys.readouterr()
     out = json.loads(cap.out)
     assert out["tracker"] == "learned" and np.asarray(out["landmarks"]).shape == (8, 2, 168)
