@@ -693,7 +693,7 @@ def train_diffusion(
         ConditionalLatentDiffusion,
         encode_sequences,
     )
-    from ..models.diffusion import compute_scale_factor
+    from ..models.diffusion import SCALE_FACTOR_RTOL, compute_scale_factor
     from ..train import fit, save_model
 
     c = cfg.ch6
@@ -745,7 +745,7 @@ def train_diffusion(
     )
     res.model.to("cpu").eval()
     stored = float(res.model.scale_factor)
-    if not math.isclose(stored, scale, rel_tol=1e-9):
+    if not math.isclose(stored, scale, rel_tol=SCALE_FACTOR_RTOL):
         raise RunMismatchError(
             f"{folder}: checkpoint scale_factor {stored:.6g} differs from the current autoencoder's latents "
             f"{scale:.6g}; the diffusion model was trained on another autoencoder"

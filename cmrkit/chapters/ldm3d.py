@@ -499,7 +499,14 @@ def train_diffusion(
     folder is keyed by the settings and the autoencoder's run, so a new autoencoder means a new
     diffusion model; ``checkpoint`` as in :func:`train_autoencoder`.
     """
-    from ..models.diffusion import DiffusionLoss, LatentDataset, LatentDiffusion, compute_scale_factor, encode_latents
+    from ..models.diffusion import (
+        SCALE_FACTOR_RTOL,
+        DiffusionLoss,
+        LatentDataset,
+        LatentDiffusion,
+        compute_scale_factor,
+        encode_latents,
+    )
     from ..train import fit, save_model
 
     c = cfg.ch5
@@ -550,7 +557,7 @@ def train_diffusion(
     )
     res.model.to("cpu").eval()
     stored = float(res.model.scale_factor)
-    if not math.isclose(stored, scale, rel_tol=1e-9):
+    if not math.isclose(stored, scale, rel_tol=SCALE_FACTOR_RTOL):
         raise RunMismatchError(
             f"{folder}: checkpoint scale_factor {stored:.6g} differs from the one of the current autoencoder's "
             f"latents {scale:.6g}; the diffusion model was trained on another autoencoder"

@@ -65,6 +65,7 @@ __all__ = [
     "LatentDataset",
     "encode_latents",
     "compute_scale_factor",
+    "SCALE_FACTOR_RTOL",
     "sample_seeds",
     "initial_noise",
     "generate",
@@ -337,6 +338,12 @@ def encode_latents(
         mus.append(mu.float().cpu())
         sigmas.append(sigma.float().cpu())
     return torch.cat(mus), torch.cat(sigmas)
+
+
+#: Relative tolerance when a stored ``scale_factor`` is checked against the one of the current autoencoder's
+#: latents: the same latents summed with another thread count (or BLAS) give a factor that differs in the
+#: last digits (float32 sums, ~1e-7 relative); another autoencoder changes it by percents.
+SCALE_FACTOR_RTOL = 1e-5
 
 
 def compute_scale_factor(mu: torch.Tensor, sigma: torch.Tensor, *, seed: int = 0) -> float:

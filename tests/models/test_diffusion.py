@@ -9,6 +9,7 @@ import torch
 
 from cmrkit.models.autoencoder import VolumeAutoencoder, VolumeAutoencoderConfig
 from cmrkit.models.diffusion import (
+    SCALE_FACTOR_RTOL,
     DiffusionLoss,
     LatentDataset,
     LatentDiffusion,
@@ -86,6 +87,29 @@ def test_scale_factor_closed_form_and_persistence(tmp_path):
         m.set_scale_factor(0.0)
     with pytest.raises(ValueError, match="standard deviation"):
         compute_scale_factor(torch.ones(3, 4), torch.zeros(3, 4))
+
+
+def test_stored_scale_factor_check_tolerates_thread_counts_not_another_autoencoder(models):
+    """A run resumed with another thread count re-encodes the same latents with float32 sums in another
+    order: its factor must pass the check against the stored one; another autoencoder's must not."""
+    import math
+
+    ae, _ = models
+    imgs = np.random.default_rng(0).random((6, 16, 16, 3)).astype(np.float32)
+    labs = np.random.default_rng(1).integers(0, 4, (6, 16, 16, 3))
+    n = torch.get_num_threads()
+    try:
+        factors = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            factors.append(compute_scale_factor(*encode_latents(ae, imgs, labs), seed=0))
+    finally:
+        torch.set_num_threads(n)
+    assert math.isclose(factors[0], factors[1], rel_tol=SCALE_FACTOR_RTOL)
+    other = VolumeAutoencoder(AE_CFG, seed=1).eval()
+    assert not math.isclose(
+        factors[0], compute_scale_factor(*encode_latents(other, imgs, labs), seed=0), rel_tol=SCALE_FACTOR_RTOL
+    )
 
 
 def test_sample_seeds_are_deterministic_distinct_and_nested():
