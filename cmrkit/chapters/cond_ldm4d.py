@@ -51,7 +51,7 @@ import pandas as pd
 from ..clinical import sequence_phenotypes
 from ..clinical import sequence_volume_curves as volume_curves
 from ..report import Report, TableRow
-from ..runs import RunMismatchError, SampleSet, check_manifest, is_complete, mark_complete, run_dir, run_key
+from ..runs import SampleSet, check_manifest, is_complete, mark_complete, run_dir, run_key
 
 __all__ = [
     "NOTEBOOK",
@@ -693,8 +693,8 @@ def train_diffusion(
         ConditionalLatentDiffusion,
         encode_sequences,
     )
-    from ..models.diffusion import SCALE_FACTOR_RTOL, compute_scale_factor
-    from ..train import fit, save_model
+    from ..models.diffusion import compute_scale_factor
+    from .ldm3d import fit_latent_diffusion
 
     c = cfg.ch6
     ae, ae_folder = autoencoder.model, autoencoder.folder
@@ -718,46 +718,26 @@ def train_diffusion(
     scale = compute_scale_factor(mu, sigma, seed=int(cfg.seed))
     model = ConditionalLatentDiffusion(mcfg, seed=int(cfg.seed))
     model.set_scale_factor(scale)
-    epochs = min(iters, 20)  # checkpoints: virtual epochs over the repeated training latents
-    per_epoch = math.ceil(iters / epochs)
-    train_ds = ConditionalLatentDataset(mu, sigma, space.encode(data.covariates.iloc[tr]), length=per_epoch * bs)
-    val_ds = None
+    cond = space.encode(data.covariates.iloc[tr])
+    val = None
     if len(va):
         vmu, vsig = encode_sequences(ae, data.images[va], data.labels[va], device=cfg.device)
-        val_ds = ConditionalLatentDataset(vmu, vsig, space.encode(data.covariates.iloc[va]))
-    res = fit(
+        val = ConditionalLatentDataset(vmu, vsig, space.encode(data.covariates.iloc[va]))
+    res = fit_latent_diffusion(
+        cfg,
         model,
-        train_ds,
-        val_ds,
-        loss_fn=ConditionalDiffusionLoss(),
-        epochs=epochs,
+        lambda length: ConditionalLatentDataset(mu, sigma, cond, length=length),
+        val,
+        ConditionalDiffusionLoss(),
+        iterations=iters,
         batch_size=bs,
         lr=float(c.diffusion_lr),
-        weight_decay=0.0,
-        betas=(0.9, 0.99),
-        keep="last",
-        max_steps=iters,
-        device=cfg.device,
-        seed=int(cfg.seed),
-        checkpoint_dir=folder,
-        resume=True,
+        folder=folder,
+        scale=scale,
+        model_config=mcfg.to_dict(),
+        autoencoder=ae_folder.name,
         progress=progress,
     )
-    res.model.to("cpu").eval()
-    stored = float(res.model.scale_factor)
-    if not math.isclose(stored, scale, rel_tol=SCALE_FACTOR_RTOL):
-        raise RunMismatchError(
-            f"{folder}: checkpoint scale_factor {stored:.6g} differs from the current autoencoder's latents "
-            f"{scale:.6g}; the diffusion model was trained on another autoencoder"
-        )
-    if not is_complete(folder):
-        save_model(
-            folder / "model.pt",
-            res.model,
-            mcfg.to_dict(),
-            extra={"scale_factor": stored, "autoencoder": ae_folder.name},
-        )
-        mark_complete(folder, scale_factor=stored, steps=int(res.history[-1]["step"]) if res.history else 0)
     return Trained(res.model, res.history, int(res.best_epoch), folder)
 
 

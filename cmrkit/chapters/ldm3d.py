@@ -499,15 +499,7 @@ def train_diffusion(
     folder is keyed by the settings and the autoencoder's run, so a new autoencoder means a new
     diffusion model; ``checkpoint`` as in :func:`train_autoencoder`.
     """
-    from ..models.diffusion import (
-        SCALE_FACTOR_RTOL,
-        DiffusionLoss,
-        LatentDataset,
-        LatentDiffusion,
-        compute_scale_factor,
-        encode_latents,
-    )
-    from ..train import fit, save_model
+    from ..models.diffusion import DiffusionLoss, LatentDataset, LatentDiffusion, compute_scale_factor, encode_latents
 
     c = cfg.ch5
     ae, ae_folder = autoencoder.model, autoencoder.folder
@@ -530,25 +522,69 @@ def train_diffusion(
     scale = compute_scale_factor(mu, sigma, seed=int(cfg.seed))
     model = LatentDiffusion(mcfg, seed=int(cfg.seed))
     model.set_scale_factor(scale)
-    epochs = min(iters, 20)  # checkpoints (virtual epochs over the repeated training latents)
-    per_epoch = math.ceil(iters / epochs)
-    train_ds = LatentDataset(mu, sigma, length=per_epoch * bs)
-    val_ds = None
+    val = None
     if len(va):
-        vmu, vsig = encode_latents(ae, data.images[va], data.labels[va], device=cfg.device)
-        val_ds = LatentDataset(vmu, vsig)
-    res = fit(
+        val = LatentDataset(*encode_latents(ae, data.images[va], data.labels[va], device=cfg.device))
+    res = fit_latent_diffusion(
+        cfg,
         model,
-        train_ds,
-        val_ds,
-        loss_fn=DiffusionLoss(),
-        epochs=epochs,
+        lambda length: LatentDataset(mu, sigma, length=length),
+        val,
+        DiffusionLoss(),
+        iterations=iters,
         batch_size=bs,
         lr=float(c.diffusion_lr),
+        folder=folder,
+        scale=scale,
+        model_config=mcfg.to_dict(),
+        autoencoder=ae_folder.name,
+        progress=progress,
+    )
+    return Trained(res.model, res.history, int(res.best_epoch), folder)
+
+
+def fit_latent_diffusion(
+    cfg: Any,
+    model: Any,
+    make_train: Any,
+    val: Any,
+    loss_fn: Any,
+    *,
+    iterations: int,
+    batch_size: int,
+    lr: float,
+    folder: Path,
+    scale: float,
+    model_config: Mapping[str, Any],
+    autoencoder: str,
+    progress: bool = False,
+) -> Any:
+    """Train a latent diffusion model whose ``scale_factor`` is already set (chapters 5 and 6).
+
+    ``iterations`` optimiser steps at ``batch_size`` (Adam, betas (0.9, 0.99), no weight decay, the final
+    weights kept), checkpointed in ``folder`` over at most 20 virtual epochs of the repeated training
+    latents; ``make_train(length)`` builds the training dataset of that many items, ``val`` is the
+    validation dataset or ``None``. A resumed checkpoint must carry the ``scale`` of the current
+    autoencoder's latents (:data:`cmrkit.models.diffusion.SCALE_FACTOR_RTOL`), else
+    :class:`cmrkit.runs.RunMismatchError`. A finished run is saved as ``model.pt`` (with ``model_config``,
+    the scale factor and the ``autoencoder`` run name) and marked complete. Returns the fit result.
+    """
+    from ..models.diffusion import SCALE_FACTOR_RTOL
+    from ..train import fit, save_model
+
+    epochs = min(iterations, 20)  # checkpoints (virtual epochs over the repeated training latents)
+    res = fit(
+        model,
+        make_train(math.ceil(iterations / epochs) * batch_size),
+        val,
+        loss_fn=loss_fn,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
         weight_decay=0.0,
         betas=(0.9, 0.99),
         keep="last",
-        max_steps=iters,
+        max_steps=iterations,
         device=cfg.device,
         seed=int(cfg.seed),
         checkpoint_dir=folder,
@@ -566,11 +602,11 @@ def train_diffusion(
         save_model(
             folder / "model.pt",
             res.model,
-            mcfg.to_dict(),
-            extra={"scale_factor": stored, "autoencoder": payload["autoencoder"]},
+            dict(model_config),
+            extra={"scale_factor": stored, "autoencoder": autoencoder},
         )
         mark_complete(folder, scale_factor=stored, steps=int(res.history[-1]["step"]) if res.history else 0)
-    return Trained(res.model, res.history, int(res.best_epoch), folder)
+    return res
 
 
 # =============================================================================================== sampling
