@@ -303,27 +303,13 @@ class ConditionalLatentDiffusion(nn.Module):
 
     def __init__(self, config: ConditionalDiffusionConfig, *, seed: int | None = 0) -> None:
         super().__init__()
-        from monai.networks.nets import DiffusionModelUNet
-
         self.config = config
         self.space = ConditionSpace.from_dict(config.space)
         b = config.base
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(int(seed))
-            self.unet = DiffusionModelUNet(
-                spatial_dims=2,
-                in_channels=b.latent_shape[0],
-                out_channels=b.latent_shape[0],
-                num_res_blocks=b.num_res_blocks,
-                channels=b.channels,
-                attention_levels=b.attention_levels,
-                norm_num_groups=b.groups,
-                num_head_channels=b.heads,
-                with_conditioning=True,
-                cross_attention_dim=int(config.cross_attention_dim),
-                use_flash_attention=bool(b.use_flash_attention),
-            )
+            self.unet = b.build_unet(with_conditioning=True, cross_attention_dim=int(config.cross_attention_dim))
             self.encoder = ConditionEncoder(
                 self.space.feature_dim,
                 int(config.cross_attention_dim),

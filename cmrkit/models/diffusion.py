@@ -153,6 +153,25 @@ class LatentDiffusionConfig:
             for i, (c, a) in enumerate(zip(self.channels, self.attention_levels))
         )
 
+    def build_unet(self, **conditioning: Any) -> torch.nn.Module:
+        """MONAI's 2D :class:`~monai.networks.nets.DiffusionModelUNet` of these sizes over the latent
+        (initialised from the current RNG state); ``conditioning``: ``with_conditioning`` /
+        ``cross_attention_dim`` for a cross-attention UNet."""
+        from monai.networks.nets import DiffusionModelUNet
+
+        return DiffusionModelUNet(
+            spatial_dims=2,
+            in_channels=self.latent_shape[0],
+            out_channels=self.latent_shape[0],
+            num_res_blocks=self.num_res_blocks,
+            channels=self.channels,
+            attention_levels=self.attention_levels,
+            norm_num_groups=self.groups,
+            num_head_channels=self.heads,
+            use_flash_attention=bool(self.use_flash_attention),
+            **conditioning,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         for k in ("latent_shape", "channels", "attention_levels"):
@@ -209,24 +228,12 @@ class LatentDiffusion(nn.Module):
 
     def __init__(self, config: LatentDiffusionConfig | None = None, *, seed: int | None = 0) -> None:
         super().__init__()
-        from monai.networks.nets import DiffusionModelUNet
-
         self.config = config if config is not None else LatentDiffusionConfig()
         c = self.config
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(int(seed))
-            self.unet = DiffusionModelUNet(
-                spatial_dims=2,
-                in_channels=c.latent_shape[0],
-                out_channels=c.latent_shape[0],
-                num_res_blocks=c.num_res_blocks,
-                channels=c.channels,
-                attention_levels=c.attention_levels,
-                norm_num_groups=c.groups,
-                num_head_channels=c.heads,
-                use_flash_attention=bool(c.use_flash_attention),
-            )
+            self.unet = c.build_unet()
         self.register_buffer("scale_factor", torch.tensor(1.0, dtype=torch.float64))
 
     @classmethod
