@@ -28,10 +28,12 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     Tracks the 24x7 landmark grid through every slice of a Ferdian-format HDF5 file and reports
     per-frame Green strains (``Ecc``, ``Ecc_rings``, ``Err``) and the tracked landmarks. The tracker
-    (``--tracker``, :mod:`cmrkit.tagging.trackers`) defaults to the profile's ``tagging.tracker`` (HARP:
-    harmonic phase + wall model, no training); ``--tracker learned`` uses networks the kit trains on
-    phantom tagging with realistic acquisition variation, trained once per ``--profile`` (default
-    ``cpu``, ~20 min on 2 idle CPU cores, announced on stderr) and cached in ``runs/``.
+    (``--tracker``, :mod:`cmrkit.tagging.trackers`) defaults to the profile's ``tagging.tracker``:
+    ``learned`` at cpu/demo/paper, networks the kit trains on phantom tagging with realistic acquisition
+    variation, trained once per ``--profile`` (default ``cpu``: ~20 min on 2 idle CPU cores, about an
+    hour on a busy machine, announced on stderr) and cached in ``runs/``; chosen because it holds on
+    degraded tagging where HARP breaks down (benchmarks/README.md). ``--tracker harp`` (harmonic phase +
+    wall model) needs no training and is about 20 times faster.
     Frame-0 landmarks come from the images alone by default (:mod:`cmrkit.tagging.localise`: the LV wall
     as the ring of tissue that keeps its tags and contracts), from a myocardium mask with ``--mask``,
     or from the file with ``--init-from-file`` (the accurate path when annotations exist); the JSON
@@ -69,8 +71,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         "--tracker",
         choices=TRACKERS,
         default=None,
-        help="harp (harmonic phase + wall model; the profile's default), harp-classic, or learned "
-        "(networks trained by the kit on first use, cached in runs/)",
+        help="learned (the profile's default at cpu/demo/paper: networks trained by the kit on first use, "
+        "cached in runs/), harp (harmonic phase + wall model, no training) or harp-classic",
     )
     parser.add_argument(
         "--profile",
