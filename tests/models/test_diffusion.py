@@ -177,11 +177,18 @@ def test_latent_dataset_repeats():
         ({"loss": "huber"}, "loss"),
         ({"attention_levels": (True,)}, "attention_levels"),
         ({"timesteps": 1}, "timesteps"),
+        # 20 latent channels cannot pass a 16-wide first level (chapter 6's cpu failure, 80 through 64)
+        ({"latent_shape": (20, 8, 8)}, "narrower than the 20 latent channels"),
     ],
 )
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LatentDiffusionConfig(**{**{"latent_shape": (4, 8, 8), "channels": (16, 32)}, **kwargs})
+
+
+def test_first_width_equal_to_latent_channels_is_allowed():
+    c = LatentDiffusionConfig(latent_shape=(16, 8, 8), channels=(16, 32))
+    assert c.build_unet().conv_in.conv.in_channels == 16
 
 
 def test_deepest_level_without_attention_still_builds():
