@@ -86,9 +86,12 @@ class LatentDiffusionConfig:
         UNet level widths; every spatial latent size must be divisible by ``2 ** (len(channels) - 1)``,
         and the first width must be at least the latent's channel count ``latent_shape[0]``: the noise to
         predict has that many independent channels at full resolution, and a narrower first level cannot
-        carry them (measured at chapter 6's ``cpu`` sizes, 80 latent channels through a 64-wide first level:
-        the noise-prediction MSE stayed at 0.30 even at t = 900, where it should approach 0, and DDIM chains
-        diverged to latents of standard deviation 37 instead of 1).
+        carry them. Necessary, not sufficient: at chapter 6's former ``cpu`` sizes (80 latent channels = 20
+        frames x 4) a 64-wide first level left the noise-prediction MSE at 0.30 even at t = 900, where the
+        target is nearly the input itself, and DDIM chains diverged to latents of standard deviation 37
+        instead of 1; a 96-wide one lowered the MSE to 0.14 after 1,300 steps but predicted noise of sd 0.89
+        instead of 1, and the chains still diverged (sd 24). Keep the first width a few times the latent
+        channels (thesis chapter 6: one latent channel per frame).
     attention_levels
         Self-attention per level (``None``: all levels but the first).
     num_res_blocks
