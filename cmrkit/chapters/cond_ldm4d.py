@@ -693,8 +693,7 @@ def train_diffusion(
         ConditionalLatentDiffusion,
         encode_sequences,
     )
-    from ..models.diffusion import compute_scale_factor
-    from .ldm3d import fit_latent_diffusion
+    from ..models.diffusion import compute_scale_factor, fit_latent_diffusion
 
     c = cfg.ch6
     ae, ae_folder = autoencoder.model, autoencoder.folder
@@ -724,7 +723,6 @@ def train_diffusion(
         vmu, vsig = encode_sequences(ae, data.images[va], data.labels[va], device=cfg.device)
         val = ConditionalLatentDataset(vmu, vsig, space.encode(data.covariates.iloc[va]))
     res = fit_latent_diffusion(
-        cfg,
         model,
         lambda length: ConditionalLatentDataset(mu, sigma, cond, length=length),
         val,
@@ -736,6 +734,8 @@ def train_diffusion(
         scale=scale,
         model_config=mcfg.to_dict(),
         autoencoder=ae_folder.name,
+        device=cfg.device,
+        seed=int(cfg.seed),
         progress=progress,
     )
     return Trained(res.model, res.history, int(res.best_epoch), folder)

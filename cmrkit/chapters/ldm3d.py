@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from ..report import Report, TableRow
-from ..runs import RunMismatchError, SampleSet, check_manifest, is_complete, mark_complete, run_dir, run_key
+from ..runs import SampleSet, check_manifest, is_complete, mark_complete, run_dir, run_key
 
 __all__ = [
     "NOTEBOOK",
@@ -499,7 +499,14 @@ def train_diffusion(
     folder is keyed by the settings and the autoencoder's run, so a new autoencoder means a new
     diffusion model; ``checkpoint`` as in :func:`train_autoencoder`.
     """
-    from ..models.diffusion import DiffusionLoss, LatentDataset, LatentDiffusion, compute_scale_factor, encode_latents
+    from ..models.diffusion import (
+        DiffusionLoss,
+        LatentDataset,
+        LatentDiffusion,
+        compute_scale_factor,
+        encode_latents,
+        fit_latent_diffusion,
+    )
 
     c = cfg.ch5
     ae, ae_folder = autoencoder.model, autoencoder.folder
@@ -526,7 +533,6 @@ def train_diffusion(
     if len(va):
         val = LatentDataset(*encode_latents(ae, data.images[va], data.labels[va], device=cfg.device))
     res = fit_latent_diffusion(
-        cfg,
         model,
         lambda length: LatentDataset(mu, sigma, length=length),
         val,
@@ -538,75 +544,11 @@ def train_diffusion(
         scale=scale,
         model_config=mcfg.to_dict(),
         autoencoder=ae_folder.name,
+        device=cfg.device,
+        seed=int(cfg.seed),
         progress=progress,
     )
     return Trained(res.model, res.history, int(res.best_epoch), folder)
-
-
-def fit_latent_diffusion(
-    cfg: Any,
-    model: Any,
-    make_train: Any,
-    val: Any,
-    loss_fn: Any,
-    *,
-    iterations: int,
-    batch_size: int,
-    lr: float,
-    folder: Path,
-    scale: float,
-    model_config: Mapping[str, Any],
-    autoencoder: str,
-    progress: bool = False,
-) -> Any:
-    """Train a latent diffusion model whose ``scale_factor`` is already set (chapters 5 and 6).
-
-    ``iterations`` optimiser steps at ``batch_size`` (Adam, betas (0.9, 0.99), no weight decay, the final
-    weights kept), checkpointed in ``folder`` over at most 20 virtual epochs of the repeated training
-    latents; ``make_train(length)`` builds the training dataset of that many items, ``val`` is the
-    validation dataset or ``None``. A resumed checkpoint must carry the ``scale`` of the current
-    autoencoder's latents (:data:`cmrkit.models.diffusion.SCALE_FACTOR_RTOL`), else
-    :class:`cmrkit.runs.RunMismatchError`. A finished run is saved as ``model.pt`` (with ``model_config``,
-    the scale factor and the ``autoencoder`` run name) and marked complete. Returns the fit result.
-    """
-    from ..models.diffusion import SCALE_FACTOR_RTOL
-    from ..train import fit, save_model
-
-    epochs = min(iterations, 20)  # checkpoints (virtual epochs over the repeated training latents)
-    res = fit(
-        model,
-        make_train(math.ceil(iterations / epochs) * batch_size),
-        val,
-        loss_fn=loss_fn,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=0.0,
-        betas=(0.9, 0.99),
-        keep="last",
-        max_steps=iterations,
-        device=cfg.device,
-        seed=int(cfg.seed),
-        checkpoint_dir=folder,
-        resume=True,
-        progress=progress,
-    )
-    res.model.to("cpu").eval()
-    stored = float(res.model.scale_factor)
-    if not math.isclose(stored, scale, rel_tol=SCALE_FACTOR_RTOL):
-        raise RunMismatchError(
-            f"{folder}: checkpoint scale_factor {stored:.6g} differs from the one of the current autoencoder's "
-            f"latents {scale:.6g}; the diffusion model was trained on another autoencoder"
-        )
-    if not is_complete(folder):
-        save_model(
-            folder / "model.pt",
-            res.model,
-            dict(model_config),
-            extra={"scale_factor": stored, "autoencoder": autoencoder},
-        )
-        mark_complete(folder, scale_factor=stored, steps=int(res.history[-1]["step"]) if res.history else 0)
-    return res
 
 
 # =============================================================================================== sampling

@@ -49,6 +49,7 @@ import math
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ from torch import nn
 from ..utils import resolve_device
 
 __all__ = [
+    "fit_latent_diffusion",
     "LatentDiffusionConfig",
     "LatentDiffusion",
     "ddim_scheduler",
@@ -384,6 +386,73 @@ def compute_scale_factor(mu: torch.Tensor, sigma: torch.Tensor, *, seed: int = 0
 
 
 # --------------------------------------------------------------------------------------------- sampling
+def fit_latent_diffusion(
+    model: nn.Module,
+    make_train: Any,
+    val: Any,
+    loss_fn: Any,
+    *,
+    iterations: int,
+    batch_size: int,
+    lr: float,
+    folder: Path,
+    scale: float,
+    model_config: Mapping[str, Any],
+    autoencoder: str,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+) -> Any:
+    """Train a latent diffusion model whose ``scale_factor`` is already set, in a run folder.
+
+    ``iterations`` optimiser steps at ``batch_size`` (Adam, betas (0.9, 0.99), no weight decay, the final
+    weights kept), checkpointed in ``folder`` over at most 20 virtual epochs of the repeated training
+    latents; ``make_train(length)`` builds the training dataset of that many items, ``val`` is the
+    validation dataset or ``None``. A resumed checkpoint must carry the ``scale`` of the current
+    autoencoder's latents (:data:`SCALE_FACTOR_RTOL`), else
+    :class:`cmrkit.runs.RunMismatchError`. A finished run is saved as ``model.pt`` (with ``model_config``,
+    the scale factor and the ``autoencoder`` run name) and marked complete. Returns the fit result.
+    """
+    from ..runs import RunMismatchError, is_complete, mark_complete
+    from ..train import fit, save_model
+
+    epochs = min(iterations, 20)  # checkpoints (virtual epochs over the repeated training latents)
+    res = fit(
+        model,
+        make_train(math.ceil(iterations / epochs) * batch_size),
+        val,
+        loss_fn=loss_fn,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=0.0,
+        betas=(0.9, 0.99),
+        keep="last",
+        max_steps=iterations,
+        device=device,
+        seed=int(seed),
+        checkpoint_dir=folder,
+        resume=True,
+        progress=progress,
+    )
+    res.model.to("cpu").eval()
+    stored = float(res.model.scale_factor)
+    if not math.isclose(stored, scale, rel_tol=SCALE_FACTOR_RTOL):
+        raise RunMismatchError(
+            f"{folder}: checkpoint scale_factor {stored:.6g} differs from the one of the current autoencoder's "
+            f"latents {scale:.6g}; the diffusion model was trained on another autoencoder"
+        )
+    if not is_complete(folder):
+        save_model(
+            folder / "model.pt",
+            res.model,
+            dict(model_config),
+            extra={"scale_factor": stored, "autoencoder": autoencoder},
+        )
+        mark_complete(folder, scale_factor=stored, steps=int(res.history[-1]["step"]) if res.history else 0)
+    return res
+
+
 def sample_seeds(seed: int, n: int, *, stream: int = 5) -> np.ndarray:
     """Seeds ``s_0..s_{n-1}`` (int64 < 2**63) of a sample set: ``s_i`` derives from ``(seed, stream, i)``
     through NumPy's ``SeedSequence``, so the first ``m`` seeds of a set of ``n > m`` are the set of ``m``."""

@@ -17,6 +17,7 @@ from cmrkit.models.diffusion import (
     compute_scale_factor,
     ddim_scheduler,
     encode_latents,
+    fit_latent_diffusion,
     generate,
     initial_noise,
     sample_seeds,
@@ -161,6 +162,44 @@ def test_diffusion_loss_is_l1_or_mse_on_the_noise(models):
         ref = (pred - noise).abs().mean() if kind == "l1" else (pred - noise).pow(2).mean()
         assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
         assert float(logs["mse"]) == pytest.approx(float((pred - noise).detach().pow(2).mean()), rel=1e-5)
+
+
+def test_fit_latent_diffusion_completes_and_refuses_a_run_of_another_autoencoder(tmp_path):
+    from cmrkit.config import load
+    from cmrkit.runs import RunMismatchError, is_complete, run_dir
+    from cmrkit.train import load_model
+
+    folder = run_dir(load("smoke"), "unit", "diffusion", {"iterations": 3}, root=tmp_path)
+
+    g = torch.Generator().manual_seed(0)
+    mu, sigma = torch.randn(4, *LDM_CFG.latent_shape, generator=g), torch.full((4, *LDM_CFG.latent_shape), 0.1)
+
+    def fit_once(scale):
+        m = LatentDiffusion(LDM_CFG, seed=0)
+        m.set_scale_factor(scale)
+        return fit_latent_diffusion(
+            m,
+            lambda length: LatentDataset(mu, sigma, length=length),
+            None,
+            DiffusionLoss(),
+            iterations=3,
+            batch_size=2,
+            lr=1e-3,
+            folder=folder,
+            scale=scale,
+            model_config=LDM_CFG.to_dict(),
+            autoencoder="autoencoder-test",
+        )
+
+    res = fit_once(0.5)
+    assert is_complete(folder) and res.history[-1]["step"] == 3
+    back = load_model(folder / "model.pt")
+    assert back.extra == {"scale_factor": 0.5, "autoencoder": "autoencoder-test"}
+    for a, b in zip(back.model.state_dict().values(), res.model.state_dict().values()):
+        assert torch.equal(a, b)
+    # resuming the finished run with the latents of another autoencoder must not pass silently
+    with pytest.raises(RunMismatchError, match="another autoencoder"):
+        fit_once(0.7)
 
 
 def test_latent_dataset_repeats():
