@@ -55,6 +55,17 @@ checkpoints, same histories). The history adds ``train/d_loss`` and ``train/d/<k
 discriminator's logs (epoch means over the steps that trained it) and ``train/adv`` for the
 generator's adversarial term.
 
+Weight averaging (EMA)
+----------------------
+``fit(..., ema_decay=d)`` keeps an exponential moving average of the weights next to the trained ones
+(:class:`torch.optim.swa_utils.AveragedModel` updated after every optimiser step) with the warm-up of
+diffusers' ``EMAModel`` / TensorFlow's ``ExponentialMovingAverage``: after ``n`` updates the decay is
+``min(d, (1 + n) / (10 + n))``, so the first weights are forgotten within a short run. Validation,
+model selection and the returned weights are then the averaged ones (buffers are copied from the
+trained model); the checkpoint holds both, so a resumed run continues exactly. Averaged weights are
+standard for diffusion models (Ho et al. 2020; Rombach et al. 2022), whose last raw weights jitter
+from step to step.
+
 Mixed precision
 ---------------
 ``amp="auto"``: bf16 autocast on CUDA (fp16 + gradient scaling where the GPU lacks bf16), nothing on
@@ -455,6 +466,18 @@ def _settings(
     }
 
 
+def _ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An :class:`~torch.optim.swa_utils.AveragedModel` of ``model``'s parameters: EMA with warm-up."""
+
+    @torch.no_grad()
+    def avg(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
+
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=avg, use_buffers=False)
+
+
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -506,6 +529,7 @@ def fit(
     betas: tuple[float, float] = (0.9, 0.999),
     keep: str = "best",
     adversarial: Adversarial | None = None,
+    ema_decay: float | None = None,
 ) -> FitResult:
     """Train ``model`` with Adam and keep the weights of the epoch with the lowest validation loss.
 
@@ -562,6 +586,9 @@ def fit(
         (diffusion models, whose noise-prediction loss is a poor guide to sample quality). The
         history and the checkpoint are the same either way; ``best_epoch``/``best_val`` then
         describe the last epoch.
+    ema_decay : float, optional
+        Keep, validate and return an exponential moving average of the weights with this decay in
+        (0, 1) (module docstring, "Weight averaging"). Recorded in the checkpoint settings when set.
     adversarial : Adversarial, optional
         Train a generator against the discriminator submodule of ``model`` (two optimisers,
         alternating steps, warm-up; module docstring). ``loss_fn`` is then the generator's loss;
@@ -592,6 +619,8 @@ def fit(
         raise ValueError(
             f"fit: adversarial must be a cmrkit.train.Adversarial or None, got {type(adversarial).__name__}"
         )
+    if ema_decay is not None and not (0.0 < float(ema_decay) < 1.0):
+        raise ValueError(f"fit: ema_decay must be in (0, 1) or None, got {ema_decay}")
     betas = (float(betas[0]), float(betas[1]))
     if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
         raise ValueError(f"fit: betas must be two numbers in [0, 1), got {betas}")
@@ -642,6 +671,7 @@ def fit(
             betas=betas,
             keep=keep,
             adversarial=adversarial,
+            ema_decay=None if ema_decay is None else float(ema_decay),
             rank=rank,
             world=world,
             distributed=distributed,
@@ -678,6 +708,7 @@ def _fit(
     betas,
     keep,
     adversarial,
+    ema_decay,
     rank,
     world,
     distributed,
@@ -715,6 +746,10 @@ def _fit(
         settings["betas"] = list(betas)
     if adversarial is not None:  # likewise only when set
         settings["adversarial"] = adv_settings
+    ema = None
+    if ema_decay is not None:  # likewise only when set
+        settings["ema_decay"] = ema_decay
+        ema = _ema(model, ema_decay)
 
     history: list[dict[str, float]] = []
     start_epoch, step = 0, 0
@@ -745,6 +780,9 @@ def _fit(
                 d_optimizer.load_state_dict(ck["d_optimizer"])
                 if d_scaler is not None and ck.get("d_scaler"):
                     d_scaler.load_state_dict(ck["d_scaler"])
+            if ema is not None:
+                ema.module.load_state_dict(ck["ema"])
+                ema.n_averaged.fill_(int(ck["ema_n"]))
             start_epoch, step = int(ck["epoch"]), int(ck["step"])
             history = [dict(h) for h in ck["history"]]
             best_epoch, best_val, best_state = int(ck["best_epoch"]), float(ck["best_val"]), ck["best_model"]
@@ -828,6 +866,8 @@ def _fit(
                     if grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(g_params, grad_clip)
                     optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 meter.add(loss, logs, _batch_len(batch))
                 step += 1
                 if progress and i % 10 == 0:
@@ -839,17 +879,22 @@ def _fit(
             for buf in model.buffers():
                 torch.distributed.broadcast(buf, 0)
         train_means = meter.means(distributed)
+        kept = model  # the weights validated, selected and returned
+        if ema is not None:
+            kept = ema.module
+            for b_avg, b in zip(kept.buffers(), model.buffers()):
+                b_avg.copy_(b)
         # ---------------- validate ----------------
         val_means: dict[str, float] = {}
         if val_ds is not None:
-            model.eval()
+            kept.eval()
             vmeter = _Meter(dev)
             with torch.no_grad(), torch.random.fork_rng(devices=fork_devices):
                 torch.manual_seed(_mix_seed(seed, epoch, rank, 3))
                 for batch in loader(val_ds, epoch, False):
                     batch = _to_device(batch, dev)
                     with autocast():
-                        vloss, vlogs = loss_fn(model, batch)
+                        vloss, vlogs = loss_fn(kept, batch)
                     vmeter.add(vloss, vlogs, _batch_len(batch))
             val_means = vmeter.means(distributed)
             if not math.isfinite(val_means["loss"]):
@@ -866,7 +911,7 @@ def _fit(
         history.append(rec)
         monitor = rec["val_loss"] if val_ds is not None else rec["train_loss"]
         if monitor < best_val or best_state is None:
-            best_epoch, best_val, best_state = epoch + 1, monitor, _cpu_state(model)
+            best_epoch, best_val, best_state = epoch + 1, monitor, _cpu_state(kept)
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}/{epochs}  step {step}  train {rec['train_loss']:.6g}  "
@@ -891,6 +936,7 @@ def _fit(
                         if d_optimizer is not None
                         else {}
                     ),
+                    **({"ema": _cpu_state(ema.module), "ema_n": int(ema.n_averaged)} if ema is not None else {}),
                     "history": history,
                     "best_epoch": best_epoch,
                     "best_val": best_val,
@@ -902,6 +948,8 @@ def _fit(
     if best_state is None:  # only reachable with max_steps already spent before the first epoch
         best_state, best_epoch, best_val = _cpu_state(model), 0, math.nan
     if keep == "last":
+        if ema is not None:
+            model.load_state_dict(_cpu_state(ema.module))
         if history:
             last = history[-1]
             best_epoch = int(last["epoch"])
@@ -942,8 +990,9 @@ def load_checkpoint(
         ``checkpoint.pt`` or the ``checkpoint_dir`` holding it (relative paths anchor at the repo root).
     model : nn.Module
         Receives the weights (strict key match).
-    which : {"best", "last"}
-        The best-validation weights or those after the last completed epoch.
+    which : {"best", "last", "ema"}
+        The best-validation weights, those after the last completed epoch, or the moving average of
+        the weights after it (a run with ``ema_decay``).
     optimizer, scaler : optional
         Also restored (from the last epoch) when given.
 
@@ -957,12 +1006,14 @@ def load_checkpoint(
     p = resolve_path(path)
     if p.is_dir():
         p = p / CHECKPOINT_NAME
-    if which not in ("best", "last"):
-        raise ValueError(f"load_checkpoint: which must be 'best' or 'last', got {which!r}")
+    if which not in ("best", "last", "ema"):
+        raise ValueError(f"load_checkpoint: which must be 'best', 'last' or 'ema', got {which!r}")
     ck = _load_torch(p, "load_checkpoint")
     if ck.get("format") != _CKPT_FORMAT:
         raise ValueError(f"load_checkpoint: {p} is not a cmrkit fit checkpoint (format {ck.get('format')!r})")
-    model.load_state_dict(ck["best_model" if which == "best" else "model"])
+    if which == "ema" and "ema" not in ck:
+        raise ValueError(f"load_checkpoint: {p} holds no averaged weights (trained without ema_decay)")
+    model.load_state_dict(ck[{"best": "best_model", "last": "model", "ema": "ema"}[which]])
     if optimizer is not None:
         optimizer.load_state_dict(ck["optimizer"])
     if scaler is not None and ck.get("scaler"):

@@ -275,6 +275,55 @@ def test_adam_betas_are_used_and_recorded(tmp_path):
         run(1, betas=(1.0, 0.9))
 
 
+def test_ema_weights_match_an_independent_average_and_resume_exactly(tmp_path):
+    """The averaged weights equal a float64 re-computation from the raw weights after every step."""
+    seen: list[list[torch.Tensor]] = []
+
+    def recording_loss(model, batch):
+        if model.training and torch.is_grad_enabled():  # a training step on the raw weights
+            seen.append([p.detach().double().clone() for p in model.parameters()])
+        return mse_loss(model, batch)
+
+    decay = 0.9
+    with torch.random.fork_rng(devices=[]):
+        res = fit(
+            Net(0), TRAIN, VAL, loss_fn=recording_loss, epochs=3, batch_size=8, lr=1e-2, seed=0,
+            progress=False, keep="last", ema_decay=decay, checkpoint_dir=tmp_path / "a",
+        )  # fmt: skip
+    raw = Net()
+    load_checkpoint(tmp_path / "a", raw, which="last")
+    after = seen[1:] + [[p.detach().double() for p in raw.parameters()]]  # raw weights after each step
+    assert len(after) == res.history[-1]["step"] == 3 * math.ceil(37 / 8)
+    ref = [p.clone() for p in after[0]]  # the first update copies
+    for n, params in enumerate(after[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        ref = [d * e + (1 - d) * p for e, p in zip(ref, params)]
+    for got, want in zip(res.model.parameters(), ref):
+        assert torch.allclose(got.double(), want, atol=1e-6)
+    assert not torch.allclose(res.model.body[0].weight.double(), after[-1][0], atol=1e-4)  # not the raw weights
+    assert_same_state(dict(res.model.named_buffers()), dict(raw.named_buffers()))  # buffers from the trained model
+    # validation scored the averaged weights
+    with torch.no_grad():
+        full = (res.model(VAL.x) - VAL.y).pow(2).mean().item()
+    assert res.history[-1]["val_loss"] == pytest.approx(full, rel=1e-5)
+    ema = Net()
+    load_checkpoint(tmp_path / "a", ema, which="ema")
+    assert_same_state(ema, res.model)
+    # an interrupted run resumes to the same averaged weights; settings are recorded and enforced
+    run(2, keep="last", ema_decay=decay, checkpoint_dir=tmp_path / "b")
+    resumed = run(3, keep="last", ema_decay=decay, model_seed=5, checkpoint_dir=tmp_path / "b")
+    plain = run(3, keep="last", ema_decay=decay)
+    assert_same_state(resumed.model, plain.model)
+    assert resumed.history == plain.history
+    with pytest.raises(ValueError, match="other settings"):
+        run(3, keep="last", checkpoint_dir=tmp_path / "b")
+    with pytest.raises(ValueError, match="no averaged weights"):
+        run(1, checkpoint_dir=tmp_path / "c")
+        load_checkpoint(tmp_path / "c", Net(), which="ema")
+    with pytest.raises(ValueError, match="ema_decay"):
+        run(1, ema_decay=1.0)
+
+
 # ----------------------------------------------------------------------------------- adversarial
 class Samples(torch.utils.data.Dataset):
     """Real 1-D samples from N(3, 0.5^2) (fixed by ``seed``)."""

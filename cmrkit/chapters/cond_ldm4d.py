@@ -684,7 +684,8 @@ def train_diffusion(
     autoencoder's sequence latents of the training (and validation) sequences are computed once;
     ``scale_factor`` = 1 / std of one latent draw per training sequence; ``ch6.diffusion_iterations``
     steps of batch ``ch6.diffusion_batch_size``, Adam (lr ``ch6.diffusion_lr``, betas (0.9, 0.99) as
-    the thesis), condition dropout ``ch6.cond_dropout``; the final weights are kept. Keyed in ``runs/``
+    the thesis), condition dropout ``ch6.cond_dropout``; the final weights are kept, or their exponential
+    moving average when ``ch6.diffusion_ema`` is a decay (null: the raw final weights). Keyed in ``runs/``
     by the settings, the covariate statistics and the autoencoder's run.
     """
     from ..models.cond_diffusion import (
@@ -696,6 +697,9 @@ def train_diffusion(
     from ..models.diffusion import compute_scale_factor, fit_latent_diffusion
 
     c = cfg.ch6
+    ema = c.get("diffusion_ema")
+    if ema is not None and not (isinstance(ema, (int, float)) and 0.0 < float(ema) < 1.0):
+        raise ValueError(f"ch6.diffusion_ema must be a decay in (0, 1) or null, got {ema!r}")
     ae, ae_folder = autoencoder.model, autoencoder.folder
     tr, va = data.index("train"), data.index("val")
     space = condition_space(cfg, data)
@@ -710,6 +714,7 @@ def train_diffusion(
         "iterations": iters,
         "batch_size": bs,
         "lr": float(c.diffusion_lr),
+        "ema_decay": None if ema is None else float(ema),
         "autoencoder": ae_folder.name,
     }
     folder = _checked_folder(cfg, "diffusion", payload, checkpoint)
@@ -736,6 +741,7 @@ def train_diffusion(
         autoencoder=ae_folder.name,
         device=cfg.device,
         seed=int(cfg.seed),
+        ema_decay=payload["ema_decay"],
         progress=progress,
     )
     return Trained(res.model, res.history, int(res.best_epoch), folder)

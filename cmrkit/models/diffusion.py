@@ -401,17 +401,19 @@ def fit_latent_diffusion(
     autoencoder: str,
     device: str = "cpu",
     seed: int = 0,
+    ema_decay: float | None = None,
     progress: bool = False,
 ) -> Any:
     """Train a latent diffusion model whose ``scale_factor`` is already set, in a run folder.
 
-    ``iterations`` optimiser steps at ``batch_size`` (Adam, betas (0.9, 0.99), no weight decay, the final
-    weights kept), checkpointed in ``folder`` over at most 20 virtual epochs of the repeated training
-    latents; ``make_train(length)`` builds the training dataset of that many items, ``val`` is the
-    validation dataset or ``None``. A resumed checkpoint must carry the ``scale`` of the current
-    autoencoder's latents (:data:`SCALE_FACTOR_RTOL`), else
-    :class:`cmrkit.runs.RunMismatchError`. A finished run is saved as ``model.pt`` (with ``model_config``,
-    the scale factor and the ``autoencoder`` run name) and marked complete. Returns the fit result.
+    ``iterations`` optimiser steps at ``batch_size`` (Adam, betas (0.9, 0.99), no weight decay; the final
+    weights kept, or their moving average with ``ema_decay``, see :func:`cmrkit.train.fit`), checkpointed
+    in ``folder`` over at most 20 virtual epochs of the repeated training latents; ``make_train(length)``
+    builds the training dataset of that many items, ``val`` is the validation dataset or ``None``. A
+    resumed checkpoint must carry the ``scale`` of the current autoencoder's latents
+    (:data:`SCALE_FACTOR_RTOL`), else :class:`cmrkit.runs.RunMismatchError`. A finished run is saved as
+    ``model.pt`` (with ``model_config``, the scale factor and the ``autoencoder`` run name) and marked
+    complete. Returns the fit result.
     """
     from ..runs import RunMismatchError, is_complete, mark_complete
     from ..train import fit, save_model
@@ -428,6 +430,7 @@ def fit_latent_diffusion(
         weight_decay=0.0,
         betas=(0.9, 0.99),
         keep="last",
+        ema_decay=ema_decay,
         max_steps=iterations,
         device=device,
         seed=int(seed),

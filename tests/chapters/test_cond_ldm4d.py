@@ -92,6 +92,13 @@ def test_population_conditions_stay_in_the_allowed_ranges():
     pd.testing.assert_frame_equal(cond, again)
 
 
+@pytest.mark.parametrize("bad", [1.0, 0, -0.5])
+def test_a_bad_weight_average_decay_is_refused_before_training(bad):
+    cfg = load("smoke", overrides={"ch6.diffusion_ema": bad})
+    with pytest.raises(ValueError, match="ch6.diffusion_ema must be a decay in"):
+        ch.train_diffusion(cfg, _data(), None)
+
+
 # ---------------------------------------------------------------------------------------------- dry run
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["demo", "paper"])
