@@ -714,9 +714,10 @@ def train_diffusion(
         "iterations": iters,
         "batch_size": bs,
         "lr": float(c.diffusion_lr),
-        "ema_decay": None if ema is None else float(ema),
         "autoencoder": ae_folder.name,
     }
+    if ema is not None:  # only when set, so runs trained before the option keep their keys
+        payload["ema_decay"] = float(ema)
     folder = _checked_folder(cfg, "diffusion", payload, checkpoint)
     mu, sigma = encode_sequences(ae, data.images[tr], data.labels[tr], device=cfg.device)
     scale = compute_scale_factor(mu, sigma, seed=int(cfg.seed))
@@ -741,7 +742,7 @@ def train_diffusion(
         autoencoder=ae_folder.name,
         device=cfg.device,
         seed=int(cfg.seed),
-        ema_decay=payload["ema_decay"],
+        ema_decay=payload.get("ema_decay"),
         progress=progress,
     )
     return Trained(res.model, res.history, int(res.best_epoch), folder)
