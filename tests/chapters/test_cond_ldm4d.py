@@ -38,7 +38,7 @@ def test_split_subjects_is_seeded_and_complete():
         ch.split_subjects(ids, [0.5, 0.1, 0.1], seed=0)
 
 
-def _data(n=12, t=4):
+def _data(n=12, t=4, size=8, depth=2):
     rng = np.random.default_rng(0)
     cov = pd.DataFrame(
         {
@@ -53,11 +53,11 @@ def _data(n=12, t=4):
         },
         columns=list(COVARIATE_NAMES),
     )
-    labels = np.zeros((n, 8, 8, 2, t), np.uint8)
+    labels = np.zeros((n, size, size, depth, t), np.uint8)
     labels[:, 2:6, 2:6] = 1
     split = np.array(["train"] * 8 + ["val"] * 2 + ["test"] * 2)
     return ch.SequenceData(
-        images=rng.random((n, 8, 8, 2, t), dtype=np.float32),
+        images=rng.random((n, size, size, depth, t), dtype=np.float32),
         labels=labels,
         subject=np.array([f"S{i}" for i in range(n)]),
         split=split,
@@ -90,6 +90,60 @@ def test_population_conditions_stay_in_the_allowed_ranges():
     space.validate_many(cond)  # raises if any is outside
     again, _ = ch.population_conditions(cfg, data, space, 30)
     pd.testing.assert_frame_equal(cond, again)
+
+
+def _curve_labels(curves):
+    """Label sequences (N, 10, 10, 2, T) whose LV (label 1) holds exactly ``curves[n][t]`` voxels."""
+    curves = np.asarray(curves)
+    lab = np.zeros((len(curves), 10, 10, 2, curves.shape[1]), np.uint8)
+    flat = lab.reshape(len(curves), -1, curves.shape[1])  # a view: voxels x frames
+    for n, c in enumerate(curves):
+        for t, v in enumerate(c):
+            flat[n, :v, t] = 1
+    return lab
+
+
+def test_curve_statistics_closed_form():
+    lv = [100, 95, 80, 60, 50, 55, 70, 85, 95, 100]  # ES at frame 4, EF 50 %
+    late = [90, 95, 100, 80, 60, 50, 60, 70, 80, 85]  # ED not at frame 0; ES at 0.5, EF (90 - 50) / 90
+    early = [100, 40, 45, 60, 70, 80, 90, 95, 98, 100]  # ES at 0.1: outside the 25-55 % window
+    ph = ch.curve_statistics(_curve_labels([lv, late, early]), (2.0, 2.0, 10.0), (45.0, 70.0))
+    vox_ml = 2.0 * 2.0 * 10.0 / 1000.0
+    assert ph["LVEDV"].tolist() == pytest.approx([100 * vox_ml, 90 * vox_ml, 100 * vox_ml])
+    assert ph["ES_phase"].tolist() == pytest.approx([0.4, 0.5, 0.1])
+    assert ph["LVEF"].tolist() == pytest.approx([50.0, 100 * 40 / 90, 60.0])
+    v = np.array(lv, float)
+    rough = np.abs(np.roll(v, -1) - 2 * v + np.roll(v, 1)).mean() / v[0]
+    assert ph["roughness"][0] == pytest.approx(rough)
+    assert ph["ed_at_0"].tolist() == [True, False, True]
+    assert ph["es_ok"].tolist() == [True, True, False]
+    assert ph["ef_ok"].tolist() == [True, False, True]  # 44.4 % is below the range
+    assert ph["physiological"].tolist() == [True, False, False]
+
+
+def test_temporal_table_adds_the_autoencoder_ceiling_when_given_one(tmp_path):
+    from cmrkit.models.autoencoder import VolumeAutoencoderConfig
+    from cmrkit.report import Report
+
+    data = _data(12, t=4, size=16, depth=4)
+    data.labels[..., 1:3] = 0  # LV present at ED and at the last frame only: a curve with ES inside the cycle
+    ae = SequenceAutoencoder(
+        VolumeAutoencoderConfig(image_size=(16, 16), depth=4, channels=(8, 16), latent_channels=2), 4, seed=0
+    ).eval()
+    gen = SampleSet({"labels": data.labels[:3]}, np.arange(3))
+    rep = Report(profile="smoke", seed=0, dataset="unit", root=tmp_path, notebook="03_cond_ldm4d")
+    cfg = load("smoke", device="cpu")
+    out = ch.temporal_plausibility(cfg, rep, data, gen, gen, ch.Trained(ae, [], 0, tmp_path))
+    ceiling = out["sets"]["autoencoded real test (ceiling)"]
+    te = data.index("test")
+    _, rec_l = ch.reconstruct(ae, data.images[te], data.labels[te])
+    expect = ch.curve_statistics(rec_l, data.spacing[te], (0.0, 100.0))
+    np.testing.assert_allclose(ceiling["LVEDV"], expect["LVEDV"])
+    assert len(ceiling) == len(te) == 2
+    rows = set(out["table"]["row"])
+    assert "autoencoded real test (ceiling)" in rows and "real test" in rows
+    without = ch.temporal_plausibility(cfg, rep, data, gen, gen)
+    assert "autoencoded real test (ceiling)" not in without["sets"]
 
 
 @pytest.mark.parametrize("bad", [1.0, 0, -0.5])
