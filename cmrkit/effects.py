@@ -153,6 +153,12 @@ class OLSFit:
     n: int
     r2: float
     level: float
+    #: why the coefficients are NaN (a fit that could not be estimated), else empty
+    note: str = ""
+
+    @property
+    def estimable(self) -> bool:
+        return not self.note
 
     def __getitem__(self, term: str) -> dict[str, float]:
         if term not in self.terms:
@@ -221,7 +227,10 @@ def fit_effects(
     """One :func:`ols` per phenotype of :data:`PHENOTYPE_SCALE` (log or linear) on :func:`design_matrix`.
 
     Rows whose phenotype is not finite (or not positive on the log scale, e.g. an empty LV) are left
-    out of that phenotype's regression; ``n`` of each fit says how many remained.
+    out of that phenotype's regression; ``n`` of each fit says how many remained. When too few remain
+    for the design (``n`` not above the number of terms, or a term that no longer varies), that
+    phenotype's fit is not estimable: NaN coefficients and the reason in :attr:`OLSFit.note` (a
+    generator whose masks have no LV must be reported as such, not stop the analysis).
     """
     if len(covariates) != len(phenotypes):
         raise ValueError(f"fit_effects: {len(covariates)} covariate rows but {len(phenotypes)} phenotype rows")
@@ -230,7 +239,18 @@ def fit_effects(
     for key in keys:
         y = _response(phenotypes[key], key)
         ok = np.isfinite(y)
-        out[key] = ols(X[ok], y[ok], used, level=level)
+        n_ok, p = int(ok.sum()), X.shape[1]
+        valid = f"{key} is finite{' and positive' if PHENOTYPE_SCALE.get(key) == 'log' else ''}"
+        why = ""
+        if n_ok <= p:
+            why = f"not estimable: {key} valid in {n_ok} of {len(y)} rows ({valid}), {p} terms need more than {p}"
+        elif np.linalg.matrix_rank(X[ok]) < p:
+            why = f"not estimable: among the {n_ok} of {len(y)} rows where {valid} a term does not vary"
+        if why:
+            nan = np.full(p, math.nan)
+            out[key] = OLSFit(tuple(used), nan, nan, nan, nan, n_ok, math.nan, level, note=why)
+        else:
+            out[key] = ols(X[ok], y[ok], used, level=level)
     return out
 
 

@@ -100,6 +100,32 @@ def test_fit_effects_recovers_a_log_linear_model():
     assert fits["LVEF"]["sex"]["coef"] == pytest.approx(-3.0, abs=0.15)
 
 
+def test_fit_effects_reports_a_phenotype_it_cannot_estimate_instead_of_failing():
+    """A generator whose masks have no LV (every LVEDV 0) or an LV only in men: NaN with the reason."""
+    cov = _covariates(60, seed=3)
+    rng = np.random.default_rng(4)
+    lvedv = np.exp(np.log(120) + 0.16 * cov.sex + rng.normal(0, 0.05, len(cov)))
+    ph = pd.DataFrame(
+        {
+            "LVEDV": lvedv,
+            "LVESV": np.zeros(len(cov)),  # empty LV at ES in every sequence
+            "LVM": np.where(cov.sex == 1, lvedv, 0.0),  # a myocardium only in men: sex no longer varies
+        }
+    )
+    fits = fit_effects(cov, ph, keys=("LVEDV", "LVESV", "LVM"))
+    assert fits["LVEDV"].estimable and fits["LVEDV"].n == 60 and fits["LVEDV"].note == ""
+    es = fits["LVESV"]
+    assert not es.estimable and es.n == 0 and math.isnan(es["sex"]["coef"]) and math.isnan(es.r2)
+    assert "LVESV valid in 0 of 60 rows" in es.note and "positive" in es.note
+    m = fits["LVM"]
+    assert not m.estimable and m.n == int(cov.sex.sum()) and "does not vary" in m.note
+    assert math.isnan(m["log_bsa"]["se"])
+    # the strict solver itself still refuses such data
+    X, terms = design_matrix(cov)
+    with pytest.raises(ValueError, match="observations"):
+        ols(X[:3], np.ones(3), terms)
+
+
 def test_true_effects_are_the_yaml_parameters():
     m = load_phenotype_model()
     lv, lvm = m["phenotypes"]["lvedv_ml"], m["phenotypes"]["lvm_g"]

@@ -786,6 +786,8 @@ def covariate_effects(cfg: Any, rep: Report, ch6: Chapter6) -> dict[str, Any]:
     )
     true = true_effects(names=names, terms=terms, seed=int(cfg.seed)) if cfg.dataset == "phantom" else None
     keys = ("LVEDV", "LVESV", "RVEDV", "RVESV", "LVM")
+    # a model whose masks lack a structure cannot be regressed on: say so (its RMSE and bar count follow)
+    unfit = [f"{label} {key}: {fit[key].note}" for label, fit in fits.items() for key in keys if not fit[key].estimable]
     main = [t for t in cond_ldm4d.MAIN_TERMS if t in fits["LDM"]["LVEDV"].terms]
     rows: list[TableRow] = []
     for key in keys:
@@ -826,6 +828,11 @@ def covariate_effects(cfg: Any, rep: Report, ch6: Chapter6) -> dict[str, Any]:
             "generator would show with the cohort's own sample size."
             if true is not None
             else f"No true model for data set {cfg.dataset!r}: models vs the real cohort only.",
+            *(
+                ["Not estimable (shown as '-'; the model's RMSE is then undefined and its bar effects unmet): "] + unfit
+                if unfit
+                else []
+            ),
         ],
     )
     # forest plot: LVEDV and LVM main terms, every model and the truth

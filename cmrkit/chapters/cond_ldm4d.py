@@ -1669,6 +1669,8 @@ def covariate_effects(cfg: Any, rep: Report, data: SequenceData, population: Sam
         )
     else:
         notes.append(f"No true model for data set {cfg.dataset!r}: generated vs real cohort only.")
+    for who, fits in (("generated", gen), ("real cohort", real)):
+        notes += [f"{who} {key}: {fits[key].note} (shown as '-')" for key in PHENOTYPE_SCALE if not fits[key].estimable]
     df = rep.save_table("ch6_covariate_effects", rows, notes=notes)
     # forest plot of the main terms
     show_terms = [t for t in ("sex", "log_bsa", "age", "sbp") if t in gen["LVEDV"].terms]
