@@ -75,6 +75,7 @@ __all__ = [
     "temporal_plausibility",
     "summary",
     "collapse_flags",
+    "missing_structures",
     "dry_runs",
     "run_all",
 ]
@@ -424,6 +425,18 @@ def collapse_flags(spread_ratio: float, sd_ratio: float) -> list[str]:
     return out
 
 
+def missing_structures(labels: np.ndarray, names: Mapping[int, str], *, what: str = "volumes") -> list[str]:
+    """Structures a generated set lacks: one flag per label of ``names`` absent from more than half of the
+    items of ``labels`` ``(N, ...)`` (e.g. a decoder that predicts background everywhere)."""
+    lab = np.asarray(labels).reshape(len(labels), -1)
+    out = []
+    for k, name in names.items():
+        absent = int((~(lab == k).any(axis=1)).sum())
+        if 2 * absent > len(lab):
+            out.append(f"no {name} in {absent} of {len(lab)} {what}")
+    return out
+
+
 def chapter5_checks(cfg: Any, rep: Report, ch5: Chapter5, *, progress: bool = False) -> dict[str, Any]:
     """Chapter 5's checks for the LDM and every baseline (table ``baselines_ch5_checks``, figure
     ``baselines_ch5_montage``), each on its whole set (the same count for every model):
@@ -485,7 +498,7 @@ def chapter5_checks(cfg: Any, rep: Report, ch5: Chapter5, *, progress: bool = Fa
         sd_ratio = float(ph["LVEDV"].std(ddof=1) / real_te["LVEDV"].std(ddof=1))
         rows.append(TableRow(label, "spread vs real test", spread))
         rows.append(TableRow(label, "LVEDV sd / real test sd", sd_ratio))
-        flags = collapse_flags(spread, sd_ratio)
+        flags = collapse_flags(spread, sd_ratio) + missing_structures(lab, ldm3d.STRUCTURES)
         note = f"{label} collapsed: " + "; ".join(flags) if flags else ""
         rows.append(TableRow(label, "collapsed (1 = yes)", float(bool(flags)), note=note))
         out["flags"][label] = flags
@@ -1064,7 +1077,9 @@ def temporal_plausibility(cfg: Any, rep: Report, ch6: Chapter6) -> dict[str, Any
         spread = _spread(ed, len(te)) / real_spread if real_spread > 0 else math.nan
         sd_ratio = float(sequence_phenotypes(pops[label].arrays["labels"], data.reference_spacing)["LVEDV"].std(ddof=1))
         sd_ratio = sd_ratio / sd_real if sd_real > 0 else math.nan
-        flags[label] = collapse_flags(spread, sd_ratio)
+        flags[label] = collapse_flags(spread, sd_ratio) + missing_structures(
+            pops[label].arrays["labels"], cond_ldm4d.STRUCTURES, what="sequences"
+        )
         rows.append(TableRow(label, "spread vs real test (ED images)", spread, n=len(ed)))
         rows.append(TableRow(label, "LVEDV sd / real cohort sd (population set)", sd_ratio, n=len(pops[label])))
         note = f"{label} collapsed: " + "; ".join(flags[label]) if flags[label] else ""

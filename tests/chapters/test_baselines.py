@@ -34,6 +34,23 @@ def test_collapse_flags():
     assert baselines.collapse_flags(math.nan, math.nan) == []
 
 
+def test_missing_structures_flags_a_set_without_a_heart():
+    names = {1: "LV", 2: "Myo", 3: "RV"}
+    lab = np.zeros((4, 6, 6, 2), np.uint8)
+    lab[:, 1:3, 1:3] = 1
+    lab[:, 3:5, 3:5] = 2
+    lab[:1, 0, 0] = 3  # an RV in one volume of four
+    assert baselines.missing_structures(lab, names) == ["no RV in 3 of 4 volumes"]
+    lab[:2, 0, 0] = 3  # in half of them: not flagged
+    assert baselines.missing_structures(lab, names) == []
+    empty = np.zeros((3, 6, 6, 2, 5), np.uint8)  # all background, like an untrained decoder
+    assert baselines.missing_structures(empty, names, what="sequences") == [
+        "no LV in 3 of 3 sequences",
+        "no Myo in 3 of 3 sequences",
+        "no RV in 3 of 3 sequences",
+    ]
+
+
 def _frame(rows):
     return pd.DataFrame([{"row": r, "metric": m, "value": v} for r, m, v in rows])
 
