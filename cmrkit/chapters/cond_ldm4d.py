@@ -1251,22 +1251,37 @@ def _true_model_floor(data: SequenceData, idx: np.ndarray, *, n_per: int, seed: 
 
 
 def _distances(real: pd.DataFrame, gen: pd.DataFrame, cfg: Any) -> dict[str, dict[str, Any]]:
+    """KL and W1 per phenotype; ``None`` where undefined, with the reason under ``"why"``.
+
+    W1 is defined for any two non-empty samples (also a point mass: a set whose masks all lack the structure
+    sits at 0); the KDE behind KL needs two non-constant samples of at least 2 values.
+    """
     from ..metrics import kl_divergence, wasserstein
 
     nb, seed = int(cfg.ch6.bootstrap), int(cfg.seed)
     out: dict[str, dict[str, Any]] = {}
+
+    def estimate(fn: Any, p: np.ndarray, q: np.ndarray) -> Any:
+        try:  # a bootstrap resample of a tiny sample can be constant (no KDE): then no interval
+            return fn(p, q, n_boot=nb, rng=seed) if nb >= 2 and min(p.size, q.size) >= 5 else fn(p, q)
+        except ValueError:
+            return fn(p, q)
+
     for key, _ in PHENOTYPES:
         p, q = real[key].to_numpy(float), gen[key].to_numpy(float)
         p, q = p[np.isfinite(p)], q[np.isfinite(q)]
-        if p.size < 2 or q.size < 2 or np.std(p) == 0 or np.std(q) == 0:
-            out[key] = {"KL": None, "WD": None}
-            continue
-        out[key] = {}
-        for name, fn in (("KL", kl_divergence), ("WD", wasserstein)):
-            try:  # a bootstrap resample of a tiny sample can be constant (no KDE): then no interval
-                out[key][name] = fn(p, q, n_boot=nb, rng=seed) if nb >= 2 and min(p.size, q.size) >= 5 else fn(p, q)
-            except ValueError:
-                out[key][name] = fn(p, q)
+        res: dict[str, Any] = {"KL": None, "WD": None, "why": ""}
+        if p.size < 1 or q.size < 1:
+            res["why"] = f"no finite {key} values (real {p.size}, generated {q.size})"
+        else:
+            res["WD"] = estimate(wasserstein, p, q)
+            if q.size >= 2 and np.std(q) == 0:
+                res["why"] = f"KL undefined: every generated {key} is {q[0]:.3g} (a point mass has no density)"
+            elif p.size < 2 or q.size < 2 or np.std(p) == 0:
+                res["why"] = f"KL undefined: a sample is constant or has fewer than 2 values ({p.size}, {q.size})"
+            else:
+                res["KL"] = estimate(kl_divergence, p, q)
+        out[key] = res
     return out
 
 
@@ -1277,7 +1292,7 @@ def _dist_row(row: str, key: str, est: Any, units: str, n: int, note: str = "", 
             key,
             math.nan,
             units=units,
-            note=note or "constant or too few values",
+            note=note or "undefined (constant or too few values)",
             thesis_key=None if thesis else ("-",),
         )
     if hasattr(est, "low"):
@@ -1308,11 +1323,19 @@ def tables_6_3_6_4(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet
         else:
             sets.append((label, sequence_phenotypes(ss.arrays["labels"], data.reference_spacing), why, len(ss)))
     rows: dict[str, list[TableRow]] = {"KL": [], "WD": []}
+    undefined: dict[str, list[str]] = {"KL": [], "WD": []}
     for label, ph, why, n in sets:
-        res = _distances(real, ph, cfg) if ph is not None else {k: {"KL": None, "WD": None} for k, _ in PHENOTYPES}
+        res = (
+            _distances(real, ph, cfg)
+            if ph is not None
+            else {k: {"KL": None, "WD": None, "why": why} for k, _ in PHENOTYPES}
+        )
         for key, units in PHENOTYPES:
-            rows["KL"].append(_dist_row(label, key, res[key]["KL"], "nats", n, why))
-            rows["WD"].append(_dist_row(label, key, res[key]["WD"], units, n, why))
+            for name, u in (("KL", "nats"), ("WD", units)):
+                est = res[key][name]
+                if est is None and ph is not None:  # a missing set already says why in its note
+                    undefined[name].append(f"{label} {key}: {res[key]['why']}")
+                rows[name].append(_dist_row(label, key, est, u, n, why))
     ref = _distances(real, train, cfg)
     for key, units in PHENOTYPES:
         rows["KL"].append(
@@ -1337,6 +1360,7 @@ def tables_6_3_6_4(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet
             "KL(real || generated) in nats from Gaussian kernel density estimates (Scott's rule), thesis eq. 6.8 "
             "(cmrkit.metrics.kl_divergence).",
             *common,
+            *(["'-' cells: " + "; ".join(undefined["KL"])] if undefined["KL"] else []),
         ],
     )
     t64 = rep.save_table(
@@ -1345,6 +1369,7 @@ def tables_6_3_6_4(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet
         notes=[
             "1-D Wasserstein-1 distance in the phenotype's units, thesis eq. 6.9 (cmrkit.metrics.wasserstein).",
             *common,
+            *(["'-' cells: " + "; ".join(undefined["WD"])] if undefined["WD"] else []),
         ],
     )
     return {"table_6_3": t63, "table_6_4": t64}

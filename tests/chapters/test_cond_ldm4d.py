@@ -146,6 +146,28 @@ def test_temporal_table_adds_the_autoencoder_ceiling_when_given_one(tmp_path):
     assert "autoencoded real test (ceiling)" not in without["sets"]
 
 
+def test_tables_6_3_6_4_with_a_generated_set_without_a_heart(tmp_path):
+    """W1 to a point mass at 0 is the real mean (closed form); KL is undefined and the table says why."""
+    from cmrkit.clinical import sequence_phenotypes
+    from cmrkit.report import Report
+
+    data = _data(12, t=4)
+    for i in range(len(data.labels)):  # LV of varying size, so the real phenotypes are not constant
+        data.labels[i, 1 : 2 + i % 5, 1:6] = 1
+    te = data.index("test")
+    empty = SampleSet({"labels": np.zeros((6, *data.labels.shape[1:]), np.uint8)}, np.arange(6))
+    cfg = load("smoke", device="cpu", overrides={"ch6.bootstrap": 0})
+    rep = Report(profile="smoke", seed=0, dataset="unit", root=tmp_path, notebook="03_cond_ldm4d")
+    out = ch.tables_6_3_6_4(cfg, rep, data, empty)
+    real = sequence_phenotypes(data.labels[te], data.spacing[te])
+    wd = out["table_6_4"].set_index(["row", "metric"])["value"]
+    kl = out["table_6_3"].set_index(["row", "metric"])["value"]
+    assert wd[("LDM", "LVEDV")] == pytest.approx(real["LVEDV"].mean())
+    assert np.isnan(kl[("LDM", "LVEDV")])
+    text = (tmp_path / "tables" / "table_6_3.md").read_text()
+    assert "LDM LVEDV: KL undefined: every generated LVEDV is 0 (a point mass has no density)" in text
+
+
 @pytest.mark.parametrize("bad", [1.0, 0, -0.5])
 def test_a_bad_weight_average_decay_is_refused_before_training(bad):
     cfg = load("smoke", overrides={"ch6.diffusion_ema": bad})
