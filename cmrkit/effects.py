@@ -172,6 +172,17 @@ class OLSFit:
         }
 
 
+def _design_problem(X: np.ndarray, terms: Sequence[str]) -> str:
+    """Why the design ``X`` ``(n, p)`` cannot be fitted (too few rows, or rank < p), else ``""``."""
+    n, p = X.shape
+    if n <= p:
+        return f"{n} observations for {p} terms ({', '.join(terms)}); need more than {p}"
+    rank = np.linalg.matrix_rank(X)
+    if rank < p:
+        return f"the design of terms {list(terms)} has rank {rank} < {p} (a term does not vary or duplicates another)"
+    return ""
+
+
 def ols(X: np.ndarray, y: np.ndarray, terms: Sequence[str], *, level: float = 0.95) -> OLSFit:
     """Ordinary least squares ``y = X b + e``.
 
@@ -188,13 +199,9 @@ def ols(X: np.ndarray, y: np.ndarray, terms: Sequence[str], *, level: float = 0.
         raise ValueError(f"ols: {n} design rows but {len(y)} responses")
     if not np.all(np.isfinite(y)):
         raise ValueError(f"ols: {int((~np.isfinite(y)).sum())} non-finite response value(s)")
-    if n <= p:
-        raise ValueError(f"ols: {n} observations for {p} terms ({', '.join(terms)}); need more than {p}")
-    rank = np.linalg.matrix_rank(X)
-    if rank < p:
-        raise ValueError(
-            f"ols: the design of terms {list(terms)} has rank {rank} < {p} (a term does not vary or duplicates another)"
-        )
+    problem = _design_problem(X, terms)
+    if problem:
+        raise ValueError(f"ols: {problem}")
     b, *_ = np.linalg.lstsq(X, y, rcond=None)
     resid = y - X @ b
     dof = n - p
@@ -239,16 +246,12 @@ def fit_effects(
     for key in keys:
         y = _response(phenotypes[key], key)
         ok = np.isfinite(y)
-        n_ok, p = int(ok.sum()), X.shape[1]
-        valid = f"{key} is finite{' and positive' if PHENOTYPE_SCALE.get(key) == 'log' else ''}"
-        why = ""
-        if n_ok <= p:
-            why = f"not estimable: {key} valid in {n_ok} of {len(y)} rows ({valid}), {p} terms need more than {p}"
-        elif np.linalg.matrix_rank(X[ok]) < p:
-            why = f"not estimable: among the {n_ok} of {len(y)} rows where {valid} a term does not vary"
-        if why:
-            nan = np.full(p, math.nan)
-            out[key] = OLSFit(tuple(used), nan, nan, nan, nan, n_ok, math.nan, level, note=why)
+        problem = _design_problem(X[ok], used)
+        if problem:
+            valid = f"{key} is finite{' and positive' if PHENOTYPE_SCALE.get(key) == 'log' else ''}"
+            why = f"not estimable: {key} valid in {int(ok.sum())} of {len(y)} rows ({valid}); {problem}"
+            nan = np.full(len(used), math.nan)
+            out[key] = OLSFit(tuple(used), nan, nan, nan, nan, int(ok.sum()), math.nan, level, note=why)
         else:
             out[key] = ols(X[ok], y[ok], used, level=level)
     return out
