@@ -23,9 +23,8 @@ import argparse
 import json
 import tempfile
 
-import numpy as np
-
 from cmrkit.chapters import cond_ldm4d as c6
+from cmrkit.clinical import sequence_phenotypes
 from cmrkit.config import load
 from cmrkit.report import Report
 
@@ -50,8 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         ldm = c6.train_diffusion(cfg, data, ae)
         population = c6.generate_population_samples(cfg, data, ae, ldm)
         effects = c6.covariate_effects(cfg, rep, data, population)
-        real = c6.sequence_phenotypes(data.labels, data.spacing)
-        ef_range = (float(np.nanmin(real["LVEF"])), float(np.nanmax(real["LVEF"])))
+        ef_range = c6.cohort_ef_range(sequence_phenotypes(data.labels, data.spacing))
         curves = c6.curve_statistics(population.arrays["labels"], data.reference_spacing, ef_range)
         out = {
             "profile": a.profile,

@@ -1037,7 +1037,7 @@ def temporal_plausibility(cfg: Any, rep: Report, ch6: Chapter6) -> dict[str, Any
 
     data = ch6.data
     real_all = sequence_phenotypes(data.labels, data.spacing)
-    ef = (float(np.nanmin(real_all["LVEF"])), float(np.nanmax(real_all["LVEF"])))
+    ef = cond_ldm4d.cohort_ef_range(real_all)
     rough_hi = float(np.nanpercentile(cond_ldm4d.curve_statistics(data.labels, data.spacing, ef)["roughness"], 95))
     te = data.index("test")
     sets = {"real test": (data.labels[te], data.spacing[te])}

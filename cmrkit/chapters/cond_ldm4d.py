@@ -92,6 +92,7 @@ __all__ = [
     "sample_specs",
     "intervention_endpoints",
     "curve_statistics",
+    "cohort_ef_range",
     "run_all",
 ]
 
@@ -2233,6 +2234,12 @@ def _figure_counterfactuals(
     show(fig)
 
 
+def cohort_ef_range(phenotypes: pd.DataFrame) -> tuple[float, float]:
+    """The LVEF range (%) of the real cohort's :func:`sequence_phenotypes` (all subjects): the EF window of a
+    physiological volume curve in :func:`curve_statistics`."""
+    return float(np.nanmin(phenotypes["LVEF"])), float(np.nanmax(phenotypes["LVEF"]))
+
+
 def curve_statistics(labels: np.ndarray, spacing: Any, ef_range: tuple[float, float]) -> pd.DataFrame:
     """Per sequence: the phenotypes, ``roughness`` (mean |second difference| of the LV curve, cyclic, / LVEDV),
     ``ed_at_0`` (frame 0 within 2 % of the largest LV volume), ``es_ok`` (ES phase in [0.25, 0.55]),
@@ -2271,7 +2278,7 @@ def temporal_plausibility(
     from ..figures import show
 
     real_all = sequence_phenotypes(data.labels, data.spacing)
-    ef_lo, ef_hi = float(np.nanmin(real_all["LVEF"])), float(np.nanmax(real_all["LVEF"]))
+    ef_lo, ef_hi = cohort_ef_range(real_all)
 
     def stats(labels: np.ndarray, spacing: Any) -> pd.DataFrame:
         return curve_statistics(labels, spacing, (ef_lo, ef_hi))
