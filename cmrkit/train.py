@@ -949,7 +949,7 @@ def _fit(
         best_state, best_epoch, best_val = _cpu_state(model), 0, math.nan
     if keep == "last":
         if ema is not None:
-            model.load_state_dict(_cpu_state(ema.module))
+            model.load_state_dict(ema.module.state_dict())
         if history:
             last = history[-1]
             best_epoch = int(last["epoch"])
