@@ -644,10 +644,13 @@ def _figure_6_3(data: SequenceData, idx: np.ndarray, rec_i: np.ndarray, rec_l: n
 def diffusion_config(cfg: Any, latent_shape: Sequence[int], space: Any) -> Any:
     """The :class:`~cmrkit.models.cond_diffusion.ConditionalDiffusionConfig` of ``cfg.ch6`` for a sequence
     latent ``(T*c, X', Y')`` and a :class:`~cmrkit.models.conditioning.ConditionSpace`."""
-    from ..models.cond_diffusion import ConditionalDiffusionConfig
+    from ..models.cond_diffusion import PRIORS, ConditionalDiffusionConfig
     from ..models.diffusion import LatentDiffusionConfig
 
     c = cfg.ch6
+    prior = c.get("diffusion_prior", "isotropic")
+    if prior not in PRIORS:
+        raise ValueError(f"ch6.diffusion_prior must be one of {', '.join(PRIORS)}, got {prior!r}")
     base = LatentDiffusionConfig(
         latent_shape=tuple(int(v) for v in latent_shape),
         channels=tuple(int(v) for v in c.diffusion_channels),
@@ -664,6 +667,7 @@ def diffusion_config(cfg: Any, latent_shape: Sequence[int], space: Any) -> Any:
         n_tokens=int(c.condition_tokens),
         encoder_hidden=int(c.encoder_hidden),
         cond_dropout=float(c.cond_dropout),
+        prior=prior,
     )
 
 
@@ -683,7 +687,9 @@ def train_diffusion(
     The covariates' normalisation comes from the training split and their allowed ranges from the whole
     cohort (:meth:`cmrkit.models.conditioning.ConditionSpace.fit`); both are stored in the checkpoint config. The
     autoencoder's sequence latents of the training (and validation) sequences are computed once;
-    ``scale_factor`` = 1 / std of one latent draw per training sequence; ``ch6.diffusion_iterations``
+    ``scale_factor`` = 1 / std of one latent draw per training sequence and, with ``ch6.diffusion_prior:
+    channel_covariance``, the whitening of the frames' channels from the same draw
+    (:func:`cmrkit.models.diffusion.channel_whitening`); ``ch6.diffusion_iterations``
     steps of batch ``ch6.diffusion_batch_size``, Adam (lr ``ch6.diffusion_lr``, betas (0.9, 0.99) as
     the thesis), condition dropout ``ch6.cond_dropout``; the final weights are kept, or their exponential
     moving average when ``ch6.diffusion_ema`` is a decay (null: the raw final weights). Keyed in ``runs/``
@@ -695,7 +701,7 @@ def train_diffusion(
         ConditionalLatentDiffusion,
         encode_sequences,
     )
-    from ..models.diffusion import compute_scale_factor, fit_latent_diffusion
+    from ..models.diffusion import channel_whitening, compute_scale_factor, fit_latent_diffusion
 
     c = cfg.ch6
     ema = c.get("diffusion_ema")
@@ -710,6 +716,8 @@ def train_diffusion(
         raise ValueError(f"ch6.diffusion_iterations and ch6.diffusion_batch_size must be >= 1, got {iters}, {bs}")
     model_d = mcfg.to_dict()
     model_d["base"].pop("use_flash_attention")
+    if model_d["prior"] == "isotropic":  # the default, so runs trained before the option keep their keys
+        model_d.pop("prior")
     payload = {
         "model": model_d,
         "iterations": iters,
@@ -724,6 +732,8 @@ def train_diffusion(
     scale = compute_scale_factor(mu, sigma, seed=int(cfg.seed))
     model = ConditionalLatentDiffusion(mcfg, seed=int(cfg.seed))
     model.set_scale_factor(scale)
+    if mcfg.prior == "channel_covariance":
+        model.set_whitening(*channel_whitening(mu * scale, sigma * scale, seed=int(cfg.seed)))
     cond = space.encode(data.covariates.iloc[tr])
     val = None
     if len(va):
@@ -828,6 +838,7 @@ def _sample_set(
             "slice_order": "base -> apex",
             "frame_0": "ED",
             "scale_factor": float(ldm.scale_factor),
+            "noise_prior": ldm.config.prior,
             **dict(meta),
         },
         conditions=cond,

@@ -67,6 +67,8 @@ __all__ = [
     "LatentDataset",
     "encode_latents",
     "compute_scale_factor",
+    "channel_whitening",
+    "mix_channels",
     "SCALE_FACTOR_RTOL",
     "sample_seeds",
     "initial_noise",
@@ -383,6 +385,51 @@ def compute_scale_factor(mu: torch.Tensor, sigma: torch.Tensor, *, seed: int = 0
     if not (math.isfinite(sd) and sd > 0):
         raise ValueError(f"latents have standard deviation {sd}; cannot scale them")
     return 1.0 / sd
+
+
+def channel_whitening(
+    mu: torch.Tensor, sigma: torch.Tensor, *, seed: int = 0, floor: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whitening ``W`` and colouring ``W^-1`` of the latent channels: the data-dependent prior of PriorGrad.
+
+    Lee et al. 2022 (ICLR, "PriorGrad: improving conditional denoising diffusion models with data-dependent
+    adaptive prior") train a diffusion model whose noise is ``N(0, Sigma)`` with ``Sigma`` the data's
+    covariance; that is the standard ``N(0, I)`` process on ``x = W z`` with ``W = Lambda^-1/2 U^T`` from the
+    eigendecomposition ``Sigma = U Lambda U^T``, and a sample is ``z = W^-1 x = U Lambda^1/2 x``. Then the
+    denoiser's error reaches ``z`` in proportion to how much each channel combination varies in the data,
+    instead of equally in every combination. ``Sigma`` is the ``C x C`` covariance of the channels of one
+    draw ``z = mu + sigma * eps`` per item (``eps`` from ``torch.Generator().manual_seed(seed)``, as
+    :func:`compute_scale_factor`), pooled over the item and every spatial position. Eigenvalues below
+    ``floor`` times their mean are raised to it, so a combination that never varies (two identical frames)
+    is not amplified without bound. Returns float64 ``(W, W^-1)``.
+    """
+    if mu.ndim < 2 or mu.shape != sigma.shape:
+        raise ValueError(
+            f"channel_whitening: mu and sigma must be equal (N, C, ...) tensors, got {tuple(mu.shape)}, "
+            f"{tuple(sigma.shape)}"
+        )
+    c = int(mu.shape[1])
+    n = mu.numel() // c
+    if n < c + 1:
+        raise ValueError(f"channel_whitening: {n} latent positions cannot estimate a {c} x {c} covariance")
+    if not (math.isfinite(float(floor)) and 0.0 < float(floor) <= 1.0):
+        raise ValueError(f"channel_whitening: floor must be in (0, 1], got {floor}")
+    g = torch.Generator().manual_seed(int(seed))
+    z = mu.double() + sigma.double() * torch.randn(mu.shape, generator=g, dtype=torch.float64)
+    cov = torch.cov(z.movedim(1, 0).reshape(c, -1))
+    if not bool(torch.isfinite(cov).all()):
+        raise ValueError("channel_whitening: the latents are not finite")
+    lam, u = torch.linalg.eigh(cov)
+    if float(lam.max()) <= 0:
+        raise ValueError("channel_whitening: the latents do not vary; cannot whiten them")
+    lam = lam.clamp(min=float(floor) * float(lam.clamp(min=0).mean()))
+    return (u * lam.rsqrt()).T.contiguous(), (u * lam.sqrt()).contiguous()
+
+
+def mix_channels(matrix: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``matrix @ z`` over the channel axis of ``z`` ``(B, C, ...)``: a ``C x C`` linear map of the channels."""
+    m = matrix.to(device=z.device, dtype=z.dtype)
+    return (m @ z.flatten(2)).view_as(z)
 
 
 # --------------------------------------------------------------------------------------------- sampling

@@ -175,6 +175,12 @@ def test_a_bad_weight_average_decay_is_refused_before_training(bad):
         ch.train_diffusion(cfg, _data(), None)
 
 
+def test_an_unknown_noise_prior_is_refused_with_the_key_named():
+    cfg = load("smoke", overrides={"ch6.diffusion_prior": "pink"})
+    with pytest.raises(ValueError, match="ch6.diffusion_prior must be one of isotropic, channel_covariance"):
+        ch.diffusion_config(cfg, (8, 4, 4), ConditionSpace.fit(_data().covariates))
+
+
 # ---------------------------------------------------------------------------------------------- dry run
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["demo", "paper"])

@@ -14,12 +14,14 @@ from cmrkit.models.diffusion import (
     LatentDataset,
     LatentDiffusion,
     LatentDiffusionConfig,
+    channel_whitening,
     compute_scale_factor,
     ddim_scheduler,
     encode_latents,
     fit_latent_diffusion,
     generate,
     initial_noise,
+    mix_channels,
     sample_seeds,
 )
 
@@ -88,6 +90,47 @@ def test_scale_factor_closed_form_and_persistence(tmp_path):
         m.set_scale_factor(0.0)
     with pytest.raises(ValueError, match="standard deviation"):
         compute_scale_factor(torch.ones(3, 4), torch.zeros(3, 4))
+
+
+def test_channel_whitening_against_numpy_covariance():
+    g = torch.Generator().manual_seed(2)
+    a = torch.tensor([[2.0, 0.0, 0.0], [1.5, 0.3, 0.0], [-1.0, 0.2, 0.4]])  # correlated channels, none degenerate
+    mu = torch.einsum("ij,njxy->nixy", a, torch.randn(60, 3, 5, 5, generator=g))
+    w, k = channel_whitening(mu, torch.zeros_like(mu), seed=0)
+    ref = np.cov(mu.movedim(1, 0).reshape(3, -1).double().numpy())  # independent estimate
+    np.testing.assert_allclose((w @ torch.from_numpy(ref) @ w.T).numpy(), np.eye(3), atol=1e-9)
+    np.testing.assert_allclose((k @ k.T).numpy(), ref, rtol=1e-9)  # the prior's covariance is the data's
+    np.testing.assert_allclose((k @ w).numpy(), np.eye(3), atol=1e-9)
+    x = mix_channels(w, mu.double())
+    np.testing.assert_allclose(np.cov(x.movedim(1, 0).reshape(3, -1).numpy()), np.eye(3), atol=1e-9)
+    torch.testing.assert_close(mix_channels(k, x), mu.double())
+    # with sigma the covariance is the one of the draw mu + sigma * eps, eps seeded as compute_scale_factor's
+    _, k1 = channel_whitening(mu, 0.5 * torch.ones_like(mu), seed=3)
+    eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    draw = (mu.double() + 0.5 * eps).movedim(1, 0).reshape(3, -1).numpy()
+    np.testing.assert_allclose((k1 @ k1.T).numpy(), np.cov(draw), rtol=1e-9, atol=1e-12)
+
+
+def test_channel_whitening_floors_combinations_that_never_vary():
+    mu = torch.randn(40, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    mu[:, 1] = mu[:, 0]  # two identical channels: their difference has variance 0
+    w, k = channel_whitening(mu, torch.zeros_like(mu), seed=0, floor=1e-2)
+    assert torch.isfinite(w).all() and torch.isfinite(k).all()
+    lam = torch.linalg.eigvalsh(torch.cov(mu.movedim(1, 0).reshape(3, -1).double()))
+    # the largest gain of W is 1 / sqrt(floor * mean eigenvalue), not 1 / sqrt(0)
+    gain = float(torch.linalg.matrix_norm(w, ord=2))
+    assert gain == pytest.approx(1 / np.sqrt(1e-2 * float(lam.clamp(min=0).mean())), rel=1e-6)
+    torch.testing.assert_close(k @ w, torch.eye(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="equal"):
+        channel_whitening(mu, torch.zeros(40, 3, 4))
+    with pytest.raises(ValueError, match="positions"):
+        channel_whitening(mu[:1, :, :1, :1], torch.zeros(1, 3, 1, 1))
+    with pytest.raises(ValueError, match="floor"):
+        channel_whitening(mu, torch.zeros_like(mu), floor=0.0)
+    with pytest.raises(ValueError, match="do not vary"):
+        channel_whitening(torch.ones(4, 2, 3, 3), torch.zeros(4, 2, 3, 3))
+    with pytest.raises(ValueError, match="not finite"):
+        channel_whitening(mu.masked_fill(mu > 1, float("nan")), torch.zeros_like(mu))
 
 
 def test_stored_scale_factor_check_tolerates_thread_counts_not_another_autoencoder(models):
