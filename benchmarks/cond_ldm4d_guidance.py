@@ -1,4 +1,4 @@
-"""Chapter 6: recovered covariate effects and volume-curve plausibility against the guidance weight.
+"""Chapter 6: recovered covariate effects and volume-curve plausibility against the guidance weight and noise prior.
 
 Classifier-free guidance (Ho & Salimans 2022) extrapolates from the unconditional towards the conditional
 noise prediction, ``eps_u + w (eps_c - eps_u)``: ``w = 1`` is the conditional model itself, ``w > 1``
@@ -8,25 +8,45 @@ chapter's population set (one sequence per new covariate draw, ``ch6.n_populatio
 trained models and fits the same effect regression as notebook 03 (:func:`cmrkit.chapters.cond_ldm4d.
 covariate_effects`), then scores the volume curves (:func:`~cmrkit.chapters.cond_ldm4d.curve_statistics`).
 
-The trained autoencoder and diffusion model come from ``runs/`` (they are trained there first if absent,
+``--prior`` compares the diffusion's noise (``ch6.diffusion_prior``): isotropic (the thesis) or the covariance of
+the frames' latent channels (PriorGrad, Lee et al. 2022; :mod:`cmrkit.models.cond_diffusion`); every prior is
+combined with every weight. The first line printed is the eigenvalue spectrum of that covariance (share of the
+variance per frame combination, largest first) on the training latents, which is what the prior is built from.
+
+The trained autoencoder and diffusion models come from ``runs/`` (they are trained there first if absent,
 as notebook 03 would); each weight's population set is cached in ``runs/`` like the notebook's. Tables and
 figures of each weight go to ``--report-root/g<w>``. Prints one JSON line per weight.
 
 Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/cond_ldm4d_guidance.py --profile cpu --guidance 1,2,3
+    python benchmarks/cond_ldm4d_guidance.py --profile cpu --guidance 1 --prior isotropic,channel_covariance
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
+
+import torch
 
 from cmrkit.chapters import cond_ldm4d as c6
 from cmrkit.clinical import sequence_phenotypes
 from cmrkit.config import load
 from cmrkit.report import Report
+
+
+def channel_spectrum(data: c6.SequenceData, ae: c6.Trained) -> list[float]:
+    """Share of the variance of each eigen-combination of the latent channels (frames), largest first: the
+    spectrum of the covariance :func:`cmrkit.models.diffusion.channel_whitening` whitens."""
+    from cmrkit.models.cond_diffusion import encode_sequences
+
+    tr = data.index("train")
+    mu, _ = encode_sequences(ae.model, data.images[tr], data.labels[tr])
+    lam = torch.linalg.eigvalsh(torch.cov(mu.double().movedim(1, 0).reshape(mu.shape[1], -1))).flip(0).clamp(min=0)
+    return [round(float(v), 5) for v in lam / lam.sum()]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,17 +55,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", default=None, help="phantom cohort folder (default: the profile's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--guidance", default="1,2,3", help="comma-separated guidance weights (>= 1)")
+    p.add_argument("--prior", default=None, help="comma-separated ch6.diffusion_prior values (default: the profile's)")
     p.add_argument("--report-root", default=None, help="where each weight's tables go (default: a temporary folder)")
     a = p.parse_args(argv)
     weights = [float(v) for v in a.guidance.split(",")]
     if not weights or min(weights) < 1.0:
         p.error(f"--guidance must be weights >= 1, got {a.guidance!r}")
+    priors = [None] if a.prior is None else a.prior.split(",")
     root = a.report_root or tempfile.mkdtemp(prefix="cmrkit-guidance-")
-    for w in weights:
-        cfg = load(a.profile, data_dir=a.data_dir, device=a.device, overrides={"ch6.guidance": w})
-        rep = Report.from_config(cfg, notebook="03_cond_ldm4d", root=f"{root}/g{w:g}", dataset_label="phantom")
+    spectrum_shown = False
+    for prior, w in itertools.product(priors, weights):
+        overrides = {"ch6.guidance": w} if prior is None else {"ch6.guidance": w, "ch6.diffusion_prior": prior}
+        cfg = load(a.profile, data_dir=a.data_dir, device=a.device, overrides=overrides)
+        name = f"g{w:g}" if prior is None else f"{prior}_g{w:g}"
+        rep = Report.from_config(cfg, notebook="03_cond_ldm4d", root=f"{root}/{name}", dataset_label="phantom")
         data = c6.load_sequences(cfg)
         ae = c6.train_autoencoder(cfg, data)
+        if not spectrum_shown:
+            print(json.dumps({"latent_channel_variance_share": channel_spectrum(data, ae)}), flush=True)
+            spectrum_shown = True
         ldm = c6.train_diffusion(cfg, data, ae)
         population = c6.generate_population_samples(cfg, data, ae, ldm)
         effects = c6.covariate_effects(cfg, rep, data, population)
@@ -54,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         out = {
             "profile": a.profile,
             "guidance": w,
+            "prior": ldm.model.config.prior,
             "n": len(population),
             "effect_ratio_generated_over_true": {k: v["ratio"] for k, v in effects["bars"].items()},
             "meets_bar": {k: bool(v["pass"]) for k, v in effects["bars"].items()},
