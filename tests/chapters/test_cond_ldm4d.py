@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cmrkit.chapters import cond_ldm4d as ch
+from cmrkit.chapters.cond_ldm4d.thesis import subject_index
 from cmrkit.config import load
 from cmrkit.models.autoencoder import AutoencoderLoss
 from cmrkit.models.cond_diffusion import (
@@ -76,9 +77,9 @@ def test_samples_are_matched_to_their_subjects():
         meta={"condition_names": list(COVARIATE_NAMES)},
         conditions=cond,
     )
-    np.testing.assert_array_equal(ch._subject_index(data, ss), np.repeat(te, 2))  # by identical covariates
+    np.testing.assert_array_equal(subject_index(data, ss), np.repeat(te, 2))  # by identical covariates
     ss.meta["subjects"] = ["S11", "S10", "S11", "nobody"]
-    np.testing.assert_array_equal(ch._subject_index(data, ss), [11, 10, 11, -1])
+    np.testing.assert_array_equal(subject_index(data, ss), [11, 10, 11, -1])
 
 
 def test_population_conditions_stay_in_the_allowed_ranges():
