@@ -39,13 +39,15 @@ from cmrkit.report import Report
 
 
 def channel_spectrum(data: c6.SequenceData, ae: c6.Trained) -> list[float]:
-    """Share of the variance of each eigen-combination of the latent channels (frames), largest first: the
-    spectrum of the covariance :func:`cmrkit.models.diffusion.channel_whitening` whitens."""
+    """Share of the variance of each eigen-combination of the latent channels (frames), largest first, for the
+    autoencoder's latent means of the training split (:func:`cmrkit.models.diffusion.channel_covariance` with
+    ``sigma = 0``; the whitening adds one posterior draw to the same means)."""
     from cmrkit.models.cond_diffusion import encode_sequences
+    from cmrkit.models.diffusion import channel_covariance
 
     tr = data.index("train")
     mu, _ = encode_sequences(ae.model, data.images[tr], data.labels[tr])
-    lam = torch.linalg.eigvalsh(torch.cov(mu.double().movedim(1, 0).reshape(mu.shape[1], -1))).flip(0).clamp(min=0)
+    lam = torch.linalg.eigvalsh(channel_covariance(mu, torch.zeros_like(mu))).flip(0).clamp(min=0)
     return [round(float(v), 5) for v in lam / lam.sum()]
 
 

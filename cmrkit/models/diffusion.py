@@ -67,6 +67,8 @@ __all__ = [
     "LatentDataset",
     "encode_latents",
     "compute_scale_factor",
+    "latent_draw",
+    "channel_covariance",
     "channel_whitening",
     "mix_channels",
     "SCALE_FACTOR_RTOL",
@@ -370,6 +372,13 @@ def encode_latents(
 SCALE_FACTOR_RTOL = 1e-5
 
 
+def latent_draw(mu: torch.Tensor, sigma: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+    """One float64 draw ``z = mu + sigma * eps`` per item, ``eps`` from ``torch.Generator().manual_seed(seed)``:
+    the latents :func:`compute_scale_factor` and :func:`channel_covariance` are estimated on."""
+    g = torch.Generator().manual_seed(int(seed))
+    return mu.double() + sigma.double() * torch.randn(mu.shape, generator=g, dtype=torch.float64)
+
+
 def compute_scale_factor(mu: torch.Tensor, sigma: torch.Tensor, *, seed: int = 0) -> float:
     """``1 / std(z)`` over one latent draw ``z = mu + sigma * eps`` per volume of the whole set.
 
@@ -379,12 +388,17 @@ def compute_scale_factor(mu: torch.Tensor, sigma: torch.Tensor, *, seed: int = 0
     """
     if mu.numel() < 2:
         raise ValueError("compute_scale_factor needs at least two latent values")
-    g = torch.Generator().manual_seed(int(seed))
-    z = mu.double() + sigma.double() * torch.randn(mu.shape, generator=g, dtype=torch.float64)
-    sd = float(z.std())
+    sd = float(latent_draw(mu, sigma, seed=seed).std())
     if not (math.isfinite(sd) and sd > 0):
         raise ValueError(f"latents have standard deviation {sd}; cannot scale them")
     return 1.0 / sd
+
+
+def channel_covariance(mu: torch.Tensor, sigma: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+    """The ``C x C`` covariance of the channels of :func:`latent_draw` ``(N, C, ...)``, pooled over the items
+    and every spatial position (float64); ``sigma = 0`` gives the covariance of the means."""
+    z = latent_draw(mu, sigma, seed=seed)
+    return torch.cov(z.movedim(1, 0).reshape(int(mu.shape[1]), -1))
 
 
 def channel_whitening(
@@ -398,7 +412,7 @@ def channel_whitening(
     eigendecomposition ``Sigma = U Lambda U^T``, and a sample is ``z = W^-1 x = U Lambda^1/2 x``. Then the
     denoiser's error reaches ``z`` in proportion to how much each channel combination varies in the data,
     instead of equally in every combination. ``Sigma`` is the ``C x C`` covariance of the channels of one
-    draw ``z = mu + sigma * eps`` per item (``eps`` from ``torch.Generator().manual_seed(seed)``, as
+    draw ``z = mu + sigma * eps`` per item (:func:`channel_covariance`, the draw of
     :func:`compute_scale_factor`), pooled over the item and every spatial position. Eigenvalues below
     ``floor`` times their mean are raised to it, so a combination that never varies (two identical frames)
     is not amplified without bound. Returns float64 ``(W, W^-1)``.
@@ -414,9 +428,7 @@ def channel_whitening(
         raise ValueError(f"channel_whitening: {n} latent positions cannot estimate a {c} x {c} covariance")
     if not (math.isfinite(float(floor)) and 0.0 < float(floor) <= 1.0):
         raise ValueError(f"channel_whitening: floor must be in (0, 1], got {floor}")
-    g = torch.Generator().manual_seed(int(seed))
-    z = mu.double() + sigma.double() * torch.randn(mu.shape, generator=g, dtype=torch.float64)
-    cov = torch.cov(z.movedim(1, 0).reshape(c, -1))
+    cov = channel_covariance(mu, sigma, seed=seed)
     if not bool(torch.isfinite(cov).all()):
         raise ValueError("channel_whitening: the latents are not finite")
     lam, u = torch.linalg.eigh(cov)
