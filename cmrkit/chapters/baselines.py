@@ -1046,23 +1046,9 @@ def temporal_plausibility(cfg: Any, rep: Report, ch6: Chapter6) -> dict[str, Any
     physio: dict[str, float] = {}
     for who, (lab, sp) in sets.items():
         st = cond_ldm4d.curve_statistics(lab, sp, ef)
-        n = len(st)
-        physio[who] = 100.0 * float(st["physiological"].mean())
-        rows.append(
-            TableRow(who, "physiological curve (%)", physio[who], n=n, units="%", note="chapter 6 bar: >= 90 %")
-        )
-        rows.append(TableRow(who, "ES in 25-55 % of the cycle (%)", 100.0 * float(st["es_ok"].mean()), n=n, units="%"))
-        rows.append(TableRow(who, "LVEF in the cohort's range (%)", 100.0 * float(st["ef_ok"].mean()), n=n, units="%"))
-        rows.append(TableRow(who, "ED at frame 0 (%)", 100.0 * float(st["ed_at_0"].mean()), n=n, units="%"))
-        rows.append(
-            TableRow(
-                who,
-                "roughness <= cohort 95th percentile (%)",
-                100.0 * float((st["roughness"] <= rough_hi).mean()),
-                n=n,
-                units="%",
-            )
-        )
+        curve = cond_ldm4d.curve_rows(who, st, rough_hi, note="chapter 6 bar: >= 90 %")
+        physio[who] = curve[0].value
+        rows += curve
         rows.append(_summary_row(who, "LVEF", st["LVEF"], units="%"))
     # diversity: one sequence per test subject (distinct covariates), ED images; LVEDV spread of the population
     per = int(ch6.samples.meta.get("samples_per_condition", 1))

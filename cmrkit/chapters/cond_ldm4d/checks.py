@@ -683,6 +683,23 @@ def curve_statistics(labels: np.ndarray, spacing: Any, ef_range: tuple[float, fl
     return ph
 
 
+def curve_rows(who: str, stats: pd.DataFrame, rough_hi: float, *, note: str) -> list[TableRow]:
+    """The shares (%) of :func:`curve_statistics` ``stats`` that pass each check -- physiological (with
+    ``note``), ES timing, LVEF range, ED at frame 0, roughness at most ``rough_hi`` -- as rows of ``who``."""
+    n = len(stats)
+
+    def pct(ok: Any) -> float:
+        return 100.0 * float(np.mean(ok))
+
+    return [
+        TableRow(who, "physiological curve (%)", pct(stats["physiological"]), n=n, units="%", note=note),
+        TableRow(who, "ES in 25-55 % of the cycle (%)", pct(stats["es_ok"]), n=n, units="%"),
+        TableRow(who, "LVEF in the cohort's range (%)", pct(stats["ef_ok"]), n=n, units="%"),
+        TableRow(who, "ED at frame 0 (%)", pct(stats["ed_at_0"]), n=n, units="%"),
+        TableRow(who, "roughness <= cohort 95th percentile (%)", pct(stats["roughness"] <= rough_hi), n=n, units="%"),
+    ]
+
+
 def temporal_plausibility(
     cfg: Any,
     rep: Report,
@@ -722,29 +739,7 @@ def temporal_plausibility(
     rough_hi = float(np.nanpercentile(stats(data.labels, data.spacing)["roughness"], 95))
     rows: list[TableRow] = []
     for who, ph in sets.items():
-        n = len(ph)
-        rows.append(
-            TableRow(
-                who,
-                "physiological curve (%)",
-                100.0 * float(ph["physiological"].mean()),
-                n=n,
-                units="%",
-                note="bar: >= 90 % (generated)",
-            )
-        )
-        rows.append(TableRow(who, "ES in 25-55 % of the cycle (%)", 100.0 * float(ph["es_ok"].mean()), n=n, units="%"))
-        rows.append(TableRow(who, "LVEF in the cohort's range (%)", 100.0 * float(ph["ef_ok"].mean()), n=n, units="%"))
-        rows.append(TableRow(who, "ED at frame 0 (%)", 100.0 * float(ph["ed_at_0"].mean()), n=n, units="%"))
-        rows.append(
-            TableRow(
-                who,
-                "roughness <= cohort 95th percentile (%)",
-                100.0 * float((ph["roughness"] <= rough_hi).mean()),
-                n=n,
-                units="%",
-            )
-        )
+        rows += curve_rows(who, ph, rough_hi, note="bar: >= 90 % (generated)")
         rows.append(summary_row(who, "ES phase", ph["ES_phase"]))
         rows.append(summary_row(who, "LVEF", ph["LVEF"], units="%"))
         rows.append(summary_row(who, "roughness", ph["roughness"]))
