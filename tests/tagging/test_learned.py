@@ -22,6 +22,7 @@ from cmrkit.tagging.learned import (
     TrackerTraining,
     augment_batch,
     ensure_learned_tracker,
+    refine_trajectories,
     track_learned,
     tracker_loss,
     train_learned_tracker,
@@ -149,6 +150,20 @@ def test_tiny_training_saves_loads_and_tracks(tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="net.pt"):
         LearnedTracker.load(tmp_path)
+
+
+def test_refinement_does_not_depend_on_the_batch_size():
+    from cmrkit.models.tag_tracker import TagRefinerNet
+
+    torch.manual_seed(0)
+    refiner = TagRefinerNet(**TINY.refiner)
+    s = synthetic_tagged_ring(size=72, n_frames=5, r_endo=11, r_epi=17, tag_spacing_px=4.5, noise=0.02, rng=3)
+    traj = np.repeat(s.landmarks[:1], 5, axis=0)
+    a, sa = refine_trajectories(refiner, s.images, traj, 4.5, batch=7)
+    b, sb = refine_trajectories(refiner, s.images, traj, 4.5, batch=10_000)
+    assert np.abs(a - traj).max() > 1e-3  # the refiner moved the points
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5)
 
 
 def test_ensure_trains_once_then_loads(tmp_path, monkeypatch):
