@@ -21,15 +21,21 @@ mean over slices), the same over systole (frames 1..ES), ES E_cc and E_rr bias (
 strain) with their SD, the ES/ED tag-contrast ratio of the set (``tag_contrast_ratio``; real UK Biobank
 slice: 0.12), and the tracking speed (slices/s, one process, ``OMP_NUM_THREADS`` threads).
 
+``--refine-iter 0,2`` evaluates the learned tracker without and with its Lagrangian refiner (applied
+twice); the shipped profiles train no refiner, so give ``--set tagging.refiner_steps=3000`` with it.
+
 Run (CPU; the first run of a profile trains its learned tracker)::
 
     OMP_NUM_THREADS=2 python benchmarks/tracking.py --profile cpu --n-test 0 --n 8      # realistic + stress
     OMP_NUM_THREADS=2 python benchmarks/tracking.py --profile cpu --sets test --n-test 32
+    OMP_NUM_THREADS=2 python benchmarks/tracking.py --profile cpu --trackers learned --n 4 --n-test 8 \
+        --set tagging.refiner_steps=3000 --refine-iter 0,2
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -143,11 +149,26 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8, help="subjects (3 slices each) of the realistic and stress sets")
     ap.add_argument("--n-test", type=int, default=0, help="test-split subjects (0 = all)")
     ap.add_argument("--ch4", action="store_true", help="test split on the chapter-4 ROI grid instead")
+    ap.add_argument(
+        "--refine-iter",
+        default="",
+        help="comma-separated refiner passes of the learned tracker, one row each (needs a trained refiner)",
+    )
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="profile override (repeatable)")
     a = ap.parse_args()
-    from cmrkit.config import load
+    from cmrkit.config import load, parse_overrides
 
-    cfg = load(a.profile)
-    trackers = [get_tracker(t, cfg, log=print) for t in a.trackers.split(",")]
+    cfg = load(a.profile, overrides=parse_overrides(a.set))
+    trackers = []
+    for t in a.trackers.split(","):
+        trk = get_tracker(t, cfg, log=print)
+        if t != "learned" or not a.refine_iter:
+            trackers.append(trk)
+            continue
+        if getattr(trk, "refiner", None) is None:
+            raise SystemExit("--refine-iter: this profile's learned tracker has no refiner (tagging.refiner_steps: 0)")
+        for r in (int(v) for v in a.refine_iter.split(",")):
+            trackers.append(dataclasses.replace(trk, refine_iter=r, name=f"learned+refiner x{r}" if r else "learned"))
     sets = {}
     for name in a.sets.split(","):
         t0 = time.perf_counter()

@@ -9,9 +9,9 @@ trained on UK Biobank annotations, which are not public. The kit has two tracker
   beyond UK Biobank's, noise, blur, contrast, coil shading, tag spacing and pixel size, zero padding,
   missing frames), in the spirit of Loecher et al. (*Med Image Anal* 2021), who trained on simulated
   tagging only and tracked in vivo tags within -0.02 px (95 % range -0.73 to +0.69 px). A per-point
-  trajectory network on the sequence's patches, sampled on a grid tied to the tag period, a Lagrangian
-  refiner, and the smooth wall model of :mod:`cmrkit.tagging.wall`. Trained once per profile (``tagging``
-  section) and cached in ``runs/``.
+  trajectory network on the sequence's patches, sampled on a grid tied to the tag period, and the smooth
+  wall model of :mod:`cmrkit.tagging.wall` (an optional Lagrangian refiner, measured worse, is off in the
+  shipped profiles). Trained once per profile (``tagging`` section) and cached in ``runs/``.
 * ``harp`` (:func:`track_landmarks`): harmonic phase (HARP; Osman, Kerwin, McVeigh & Prince, *Magn Reson
   Med* 42:1048-1060, 1999; Osman, McVeigh & Prince, *IEEE TMI* 19:186-202, 2000) with a wall model and
   masked local fits, described below. It needs no training; it is accurate on the phantom's slowly fading

@@ -16,9 +16,14 @@ Recipe
     displacement). On-the-fly augmentation (torch RNG re-seeded by ``fit``): the eight symmetries of
     the square (patch and displacement transformed together) and an intensity gamma.
 Tracking
-    :func:`track_learned` predicts the trajectory of each of the 168 landmarks from its patch, then
-    fits the smooth wall-displacement model of :mod:`cmrkit.tagging.tracker` to them in every frame
-    (weights ``1 / sigma^2``), which removes point-to-point noise before strain is computed.
+    :func:`track_learned` predicts the trajectory of each of the 168 landmarks (and of wall points)
+    from its patch sequence, then fits the smooth wall-displacement model of :mod:`cmrkit.tagging.wall`
+    to them in every frame (weights ``1 / sigma^2``), which removes point-to-point noise before strain
+    is computed. An optional Lagrangian refiner (``refiner_steps > 0``) re-centres each point on its
+    frame-0 patch; measured at the ``cpu`` profile it made tracking worse (it pulls neighbouring points
+    of the thin wall towards one displacement, so radial thickening is underestimated: ES E_rr bias
+    -0.13 instead of +0.01 on the test split) and took most of the tracking time, so the shipped
+    profiles train none.
 """
 
 from __future__ import annotations
@@ -524,7 +529,11 @@ class LearnedTracker:
     net
         The trajectory network (:class:`~cmrkit.models.tag_tracker.TagTrackerNet`).
     refiner
-        The Lagrangian refiner (:class:`~cmrkit.models.tag_tracker.TagRefinerNet`) or ``None``.
+        The Lagrangian refiner (:class:`~cmrkit.models.tag_tracker.TagRefinerNet`) or ``None`` (the
+        shipped profiles train none: ``tagging.refiner_steps: 0``; at ``cpu`` it raised the landmark error
+        and the ES E_rr bias on the test, realistic and stress sets, ``benchmarks/README.md``).
+    refine_iter
+        Refiner passes per tracking when there is a refiner.
     info
         What the training recorded (histories, seconds, item counts), and ``folder`` when cached.
     """
@@ -534,10 +543,13 @@ class LearnedTracker:
     info: dict[str, Any] = field(default_factory=dict)
     tag_spacing_px: float | None = None
     name: str = "learned"
+    refine_iter: int = 2
 
     def track(self, images: np.ndarray, init_landmarks: np.ndarray, *, peaks: Any = None, **kwargs: Any) -> np.ndarray:
-        """``(T, 2, 168)`` landmarks (:func:`track_learned`; ``peaks`` give the tag period when known)."""
+        """``(T, 2, 168)`` landmarks (:func:`track_learned`; ``peaks`` give the tag period when known;
+        the refiner, when trained, runs ``refine_iter`` times)."""
         kwargs.setdefault("tag_spacing_px", self.tag_spacing_px)
+        kwargs.setdefault("refine_iter", self.refine_iter)
         out = track_learned(images, init_landmarks, self.net, refiner=self.refiner, peaks=peaks, **kwargs)
         assert isinstance(out, np.ndarray)
         return out

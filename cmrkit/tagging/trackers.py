@@ -3,9 +3,9 @@
 ================  ==========================================================================================
 name              tracker
 ================  ==========================================================================================
-``learned``       :class:`cmrkit.tagging.learned.LearnedTracker`: networks trained by the kit on phantom
-                  tagging with the variation of real acquisitions (Loecher et al. 2021), refined per frame,
-                  smoothed by the wall model; trained once per profile and cached in ``runs/``
+``learned``       :class:`cmrkit.tagging.learned.LearnedTracker`: a network trained by the kit on phantom
+                  tagging with the variation of real acquisitions (Loecher et al. 2021), smoothed by the
+                  wall model; trained once per profile and cached in ``runs/``
 ``harp``          :func:`cmrkit.tagging.track_landmarks` ``method="model"``: harmonic phase with the smooth
                   wall model and masked local fits (no training)
 ``harp-classic``  the same, ``method="classic"``: Osman's HARP on the 168 landmarks alone

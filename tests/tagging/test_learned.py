@@ -148,6 +148,12 @@ def test_tiny_training_saves_loads_and_tracks(tmp_path):
     b = back.track(s.images, s.landmarks[0])
     assert a.shape == (8, 2, 168) and np.isfinite(a).all()
     np.testing.assert_allclose(a, b, atol=1e-5)
+    # refine_iter=0 is the network and the wall model alone, as if no refiner had been trained
+    import dataclasses
+
+    plain = dataclasses.replace(trk, refine_iter=0).track(s.images, s.landmarks[0])
+    np.testing.assert_allclose(plain, LearnedTracker(trk.net).track(s.images, s.landmarks[0]), atol=1e-9)
+    assert np.abs(plain - a).max() > 1e-4  # the refiner does move the points
     with pytest.raises(FileNotFoundError, match="net.pt"):
         LearnedTracker.load(tmp_path)
 
