@@ -41,12 +41,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import Config
-from ..io.cohort import needs_reason
-from ..registry import for_notebook
-from ..report import Report, TableRow
-from ..runs import mark_complete, run_dir
-from . import NotApplicable, leave_out
+from ...config import Config
+from ...io.cohort import needs_reason
+from ...registry import for_notebook
+from ...report import Report, TableRow
+from ...runs import mark_complete, run_dir
+from .. import NotApplicable, leave_out
 
 __all__ = [
     "NOTEBOOK",
@@ -198,8 +198,8 @@ def load_pairs(
     :class:`cmrkit.chapters.NotApplicable` ("needs tagging; this data set has none") after recording
     every artefact of the chapter as left out in ``rep``.
     """
-    from ..io import iter_subjects
-    from ..preprocess import matching_cine_slice, prepare_subject, resample_inplane
+    from ...io import iter_subjects
+    from ...preprocess import matching_cine_slice, prepare_subject, resample_inplane
 
     c = cfg.ch4
     size, spacing = int(c.image_size), float(c.roi_mm) / int(c.image_size)
@@ -348,7 +348,7 @@ def _tag_phase_maps(
     """Fit the scanner-fixed tag grid on the training slices' first frames and predict every slice's
     tag phase on the model grid from its header (``(N, 2, H, W)``, rows = y), plus each slice's
     residual (mm) of the header prediction on its own first frame."""
-    from ..tagging.scanner import estimate_scanner_tag_grid, tag_phase_map, tag_phase_residual
+    from ...tagging.scanner import estimate_scanner_tag_grid, tag_phase_map, tag_phase_residual
 
     train = np.flatnonzero(split == "train")
     try:
@@ -408,7 +408,7 @@ def _ground_truth(subj: Any) -> dict[str, Any] | None:
     path = subj.sources.get("ground_truth") if subj.sources else None
     if path is None:
         return None
-    from ..phantom import read_ground_truth
+    from ...phantom import read_ground_truth
 
     gt = read_ground_truth(path)
     lm, ex = gt["strain"]["landmark"], gt["strain"]["exact"]
@@ -436,7 +436,7 @@ def smcvae_config(
     geometry-aware variant: the tagging decoder is a :class:`cmrkit.models.smcvae.PhaseWarpDecoder` given
     the tag phase from the header, and its displacement also explains the cine's motion
     (``motion_channel="cine"``)."""
-    from ..models.smcvae import SMCVAEConfig
+    from ...models.smcvae import SMCVAEConfig
 
     c = cfg.ch4
     return SMCVAEConfig(
@@ -471,8 +471,8 @@ def train_smcvae(
     Validation-loss model selection on the ``val`` subjects; checkpoints under ``runs/`` so that an
     interrupted run resumes and a finished one is not trained again.
     """
-    from ..models.smcvae import PHASE_KEY, SMCVAE, PairedSliceDataset, smcvae_loss
-    from ..train import fit
+    from ...models.smcvae import PHASE_KEY, SMCVAE, PairedSliceDataset, smcvae_loss
+    from ...train import fit
 
     c = cfg.ch4
     if geometry and data.tag_phase is None:
@@ -545,7 +545,7 @@ def _predict(
     latent means are restricted to the active dimensions when ``threshold`` is given."""
     import torch
 
-    from ..models.smcvae import PHASE_KEY, from_model_range, to_model_range
+    from ...models.smcvae import PHASE_KEY, from_model_range, to_model_range
 
     dev = next(model.parameters()).device
     model.eval()
@@ -574,7 +574,7 @@ def synthesis_scenarios(
 
 def _image_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
     """Per-slice SSIM/PSNR/RMSE/MAE over the 2D+t sequence on the [0, 1] scale (data_range 1)."""
-    from ..metrics import image as im
+    from ...metrics import image as im
 
     p, r = pred[:, None], ref[:, None]  # (n, 1, F, H, W): SSIM per 2D frame, averaged per item
     return {
@@ -723,11 +723,11 @@ def _init_landmarks(data: PairData, i: int) -> np.ndarray:
     else located on the original tagging itself (:func:`cmrkit.tagging.auto_init_landmarks`)."""
     if data.landmarks is not None:
         return data.landmarks[i, 0]
-    from ..tagging import init_landmarks_from_mask
+    from ...tagging import init_landmarks_from_mask
 
     if data.labelled[i, 0] and (data.labels[i, 0] == 2).any():
         return init_landmarks_from_mask(data.labels[i, 0], rv_label=3 if (data.labels[i, 0] == 3).any() else None)
-    from ..tagging import auto_init_landmarks
+    from ...tagging import auto_init_landmarks
 
     try:
         return auto_init_landmarks(data.tagging[i])
@@ -757,9 +757,9 @@ def track_and_strain(
     :func:`cmrkit.tagging.trackers.get_tracker` (the profile's ``ch4.tracker``; default HARP). ``n_jobs``
     tracks slices in parallel processes (joblib; -1 = all cores).
     """
-    from ..strain import green_strain_from_landmarks
-    from ..tagging import detect_harmonic_peaks, landmark_error
-    from ..tagging.trackers import HarpTracker, track_all
+    from ...strain import green_strain_from_landmarks
+    from ...tagging import detect_harmonic_peaks, landmark_error
+    from ...tagging.trackers import HarpTracker, track_all
 
     trk = tracker if tracker is not None else HarpTracker()
     gen = {"generated": generated} if isinstance(generated, np.ndarray) else dict(generated)
@@ -815,7 +815,7 @@ def track_and_strain(
 def _tag_contrast(images: np.ndarray, peaks: Any, lm0: np.ndarray, n_frames: int = 8) -> float:
     """Mean first-harmonic magnitude over the box around the frame-0 landmarks, first ``n_frames``
     frames, relative to the mean intensity there (a tag modulation depth)."""
-    from ..tagging import harmonic_images
+    from ...tagging import harmonic_images
 
     im = np.asarray(images[:n_frames], float)
     b = np.abs(harmonic_images(im, peaks))  # (T, 2, H, W)
@@ -839,7 +839,7 @@ def _generated_sources(tr: Mapping[str, Any]) -> list[str]:
 
 def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """Table 4.2 (ES E_c, E_r by region, original vs generated) and the ground-truth comparison."""
-    from ..stats import bland_altman
+    from ...stats import bland_altman
 
     idx, es = tr["idx"], tr["es"]
     regions = data.region[idx]
@@ -971,7 +971,7 @@ def strain_figures(rep: Report, data: PairData, tr: Mapping[str, Any]) -> None:
     """Figs 4.8 (Bland-Altman), 4.9 (violins), 4.10 (curves), 4.11 (against ground truth)."""
     import matplotlib.pyplot as plt
 
-    from ..figures import bland_altman_plot, show, strain_curves, violin_plot
+    from ...figures import bland_altman_plot, show, strain_curves, violin_plot
 
     es, regions = tr["es"], data.region[tr["idx"]]
     gens = _generated_sources(tr)
@@ -1050,10 +1050,10 @@ def tracking_without_annotations(
     ``ES E_cc``, ``ES E_rr``), and the landmark overlay of frame 0 and ES (open; show it with
     :func:`cmrkit.figures.show`).
     """
-    from ..figures import landmark_overlay
-    from ..strain import green_strain_from_landmarks
-    from ..tagging import localise_lv_wall
-    from ..tagging.trackers import HarpTracker
+    from ...figures import landmark_overlay
+    from ...strain import green_strain_from_landmarks
+    from ...tagging import localise_lv_wall
+    from ...tagging.trackers import HarpTracker
 
     trk = tracker if tracker is not None else HarpTracker()
     i = int(tr["idx"][j])
@@ -1087,9 +1087,9 @@ def trackers_on_test(
     :func:`cmrkit.tagging.trackers.compare_trackers` (ES strain means and, on the phantom, landmark error
     and ES strain bias against the truth) and the E_cc curves of the first slice per tracker (beside
     the truth when known; open, show it with :func:`cmrkit.figures.show`)."""
-    from ..figures import strain_curves
-    from ..strain import green_strain_from_landmarks
-    from ..tagging.trackers import compare_trackers
+    from ...figures import strain_curves
+    from ...strain import green_strain_from_landmarks
+    from ...tagging.trackers import compare_trackers
 
     sel = np.asarray(tr["idx"][: min(n, len(tr["idx"]))])
     table, tracked = compare_trackers(
@@ -1166,10 +1166,10 @@ def segmentation_check(
     The segmenter's sizes come from the profile's ``segmenter:`` section; the M&Ms folder is
     ``mnms_dir`` or else the run's ``realdata.mnms`` (none configured or absent: no M&Ms rows).
     """
-    from ..figures import segmentation_overlay, show
-    from ..metrics.segmentation import segmentation_scores
-    from ..models.segmenter import Segmenter, SegmenterConfig
-    from ..segment import evaluate_on_mnms, summarise_mnms
+    from ...figures import segmentation_overlay, show
+    from ...metrics.segmentation import segmentation_scores
+    from ...models.segmenter import Segmenter, SegmenterConfig
+    from ...segment import evaluate_on_mnms, summarise_mnms
 
     seg = Segmenter(SegmenterConfig.from_dict(cfg.segmenter), seed=cfg.seed)
     tr, va, te = data.index("train"), data.index("val"), data.index("test")
@@ -1291,7 +1291,7 @@ def figure_examples(
 ) -> None:
     """Fig 4.4 (one test slice through the four scenarios) and Fig 4.5 (tracking), with the geometry-aware
     model's tagging from cine as an extra row when given."""
-    from ..figures import image_grid, landmark_overlay, show
+    from ...figures import image_grid, landmark_overlay, show
 
     idx = data.index("test")
     j, frames = _example_slice(data, tr)
@@ -1335,7 +1335,7 @@ def browse_test_set(
     :func:`synthesis_scenarios`' outputs of the same split; ``outputs_geometry`` (the geometry-aware
     model's) add its tagging from cine as a fifth row.
     """
-    from ..figures import image_grid
+    from ...figures import image_grid
 
     idx = data.index(split)
 
@@ -1353,7 +1353,7 @@ def browse_test_set(
 
     viewer = None
     if interactive:
-        from ..widgets import IndexFrameViewer
+        from ...widgets import IndexFrameViewer
 
         viewer = IndexFrameViewer(
             render, len(idx), data.cine.shape[1], item=item, frame=frame, labels=(f"{split} slice", "frame")
@@ -1390,8 +1390,8 @@ def _random_pairs(n: int, frames: int, size: int, seed: int) -> PairData:
 
 
 def _dry_run_smcvae(cfg: Config, latent_dim: int, conv_layers: int, geometry: bool = False) -> dict[str, np.ndarray]:
-    from ..models.smcvae import PHASE_KEY, SMCVAE, PairedSliceDataset, smcvae_loss
-    from ..train import fit
+    from ...models.smcvae import PHASE_KEY, SMCVAE, PairedSliceDataset, smcvae_loss
+    from ...train import fit
 
     mcfg = smcvae_config(cfg, latent_dim=latent_dim, conv_layers=conv_layers, geometry=geometry)
     model = SMCVAE(mcfg, seed=cfg.seed)
@@ -1417,7 +1417,7 @@ def _dry_run_smcvae(cfg: Config, latent_dim: int, conv_layers: int, geometry: bo
 
 
 def _dry_run_segmenter(cfg: Config) -> dict[str, np.ndarray]:
-    from ..models.segmenter import Segmenter, SegmenterConfig, toy_slices
+    from ...models.segmenter import Segmenter, SegmenterConfig, toy_slices
 
     sc = replace(SegmenterConfig.from_dict(cfg.segmenter), epochs=1, batch_size=2)
     seg = Segmenter(sc, seed=cfg.seed)
@@ -1436,8 +1436,8 @@ def dry_runs(cfg: Config) -> list[Any]:
     slices of the chapter's grid and predicting one."""
     import json
 
-    from ..models.segmenter import SegmenterConfig
-    from . import DryRun
+    from ...models.segmenter import SegmenterConfig
+    from .. import DryRun
 
     c = cfg.ch4
     frames, size = int(c.frames), int(c.image_size)
@@ -1491,7 +1491,7 @@ def tagging_cycle(
     the test slice and the frame (:class:`cmrkit.widgets.IndexFrameViewer`; display ``viewer.ui``).
     Returns ``(figure, viewer_or_None)``.
     """
-    from ..figures import image_grid
+    from ...figures import image_grid
 
     idx = data.index("test")
     if item is None:
@@ -1517,7 +1517,7 @@ def tagging_cycle(
     )
     viewer = None
     if interactive:
-        from ..widgets import IndexFrameViewer
+        from ...widgets import IndexFrameViewer
 
         def render(j: int, t: int) -> Any:
             j = int(j)
@@ -1555,7 +1555,7 @@ def run_all(cfg: Config, rep: Report, *, interactive: bool = False, progress: bo
     gen = {"generated": outputs["only_cine_to_tagging"]}
     if outputs_g is not None:
         gen[GEOMETRY] = outputs_g["only_cine_to_tagging"]
-    from ..tagging.trackers import get_tracker
+    from ...tagging.trackers import get_tracker
 
     tracker = get_tracker(str(cfg.ch4.tracker), cfg, progress=progress)
     tr = track_and_strain(data, gen, n_jobs=int(cfg.ch4.tracking_jobs), tracker=tracker)
