@@ -137,7 +137,7 @@ def main() -> None:
             res["dropout_quantiles"] = [round(float(q), 3) for q in np.quantile(rate, [0, 0.1, 0.5, 0.9, 1])]
         outputs = ch.synthesis_scenarios(fit.model, data)
         for sc, _, tgt in ch.SCENARIOS:
-            met = ch._image_metrics(outputs[sc], getattr(data, tgt)[idx])
+            met = ch.image_metrics(outputs[sc], getattr(data, tgt)[idx])
             ssim = np.asarray(met["SSIM"])
             by_region = {r: round(float(np.nanmean(ssim[regions == r])), 4) for r in ch.REGIONS}
             res[sc] = {
@@ -156,7 +156,7 @@ def main() -> None:
         e = tr["landmark_error_mm"]["original"]
         out["original"] = {"landmark_error_px": round(float(e.mean() / data.px_mm), 3)}
         if "truth" in tr["Ecc"]:
-            d = ch._at_es(tr["Ecc"]["original"], es) - ch._at_es(tr["Ecc"]["truth"], es)
+            d = ch.at_es(tr["Ecc"]["original"], es) - ch.at_es(tr["Ecc"]["truth"], es)
             out["original"]["Ecc_ES_minus_truth"] = _ba(d)
     for m in models:
         name = ch.GEOMETRY if m == "geometry" else "generated"
@@ -166,15 +166,15 @@ def main() -> None:
         }
         if name in tr["landmark_error_mm"]:
             res["landmark_error_px"] = round(float(tr["landmark_error_mm"][name].mean() / data.px_mm), 3)
-        d_all = ch._at_es(tr["Ecc"][name], es) - ch._at_es(tr["Ecc"]["original"], es)
+        d_all = ch.at_es(tr["Ecc"][name], es) - ch.at_es(tr["Ecc"]["original"], es)
         res["dEcc_ES_vs_original"] = {r: _ba(d_all[regions == r]) for r in (*ch.REGIONS,)}
         res["dEcc_ES_vs_original"]["all"] = _ba(d_all)
         res["Ecc_ES_mean"] = {
-            "generated": round(float(ch._at_es(tr["Ecc"][name], es).mean()), 4),
-            "original": round(float(ch._at_es(tr["Ecc"]["original"], es).mean()), 4),
+            "generated": round(float(ch.at_es(tr["Ecc"][name], es).mean()), 4),
+            "original": round(float(ch.at_es(tr["Ecc"]["original"], es).mean()), 4),
         }
         if "truth" in tr["Ecc"]:
-            res["Ecc_ES_minus_truth"] = _ba(ch._at_es(tr["Ecc"][name], es) - ch._at_es(tr["Ecc"]["truth"], es))
+            res["Ecc_ES_minus_truth"] = _ba(ch.at_es(tr["Ecc"][name], es) - ch.at_es(tr["Ecc"]["truth"], es))
         res["bars"] = {
             "active_fraction>=0.10": res.get("active_fraction", 0) >= 0.10,
             "tag_contrast>=0.6_every_region": min(res["tag_contrast_by_region"].values()) >= 0.6,

@@ -4,7 +4,8 @@ The chapter contract, written once here and checked by ``tests/chapters/test_con
 
 - one module per notebook, named after it: ``notebooks/NN_<name>.ipynb`` <-> ``cmrkit/chapters/<name>.py``, or a
   package ``cmrkit/chapters/<name>/`` whose ``__init__`` holds the contract when the chapter is more than one job
-  (``cond_ldm4d``: data, generation, the thesis' tables, the checks beyond them, sliders)
+  (``smcvae_strain``: data, synthesis, tracking and strain, checks, example figures and viewers, dry runs;
+  ``cond_ldm4d``: data, generation, the thesis' tables, the checks beyond them, sliders)
   (the notebooks are registered in :data:`cmrkit.registry.NOTEBOOKS`, the one place that lists them);
 - the module defines ``NOTEBOOK`` (the notebook stem), ``STEPS`` (the names of its public step
   functions in the order the notebook calls them) and ``run_all(cfg, rep, *, interactive=False,
