@@ -217,17 +217,3 @@ def test_demo_and_paper_sizes_train_and_sample_one_step_on_cpu(profile):
     )
     assert g.labels.shape == (1, *shape) and g.images.shape == (1, *shape[:3], 1)
     assert np.isfinite(g.images).all()
-
-
-def test_the_chapter_package_imports_flow_one_way():
-    """data -> generation -> thesis -> checks -> sliders: each module imports only the ones before it."""
-    import ast
-    from pathlib import Path
-
-    order = ["data", "generation", "thesis", "checks", "sliders"]
-    pkg = Path(ch.__file__).parent
-    for i, name in enumerate(order):
-        tree = ast.parse((pkg / f"{name}.py").read_text())
-        local = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
-        assert local <= set(order[:i]), f"{name} imports {sorted(local - set(order[:i]))}"
-    assert set(order) <= {p.stem for p in pkg.glob("*.py")}

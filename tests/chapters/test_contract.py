@@ -112,3 +112,29 @@ def test_chapter_4_on_a_folder_without_tagging_says_so_and_leaves_its_artefacts_
         "left out: needs tagging; this data set has none |" in md
     )
     assert "needs tagging and ground truth" in md  # fig_4_11 needs both
+
+
+#: chapter packages and their modules in import order: each module imports only the ones before it
+PACKAGE_ORDER = {
+    "smcvae_strain": ["data", "synthesis", "tracking", "checks", "examples", "dryrun"],
+    "cond_ldm4d": ["data", "generation", "thesis", "checks", "sliders"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGE_ORDER))
+def test_chapter_packages_import_one_way(name):
+    import ast
+    from pathlib import Path
+
+    order = PACKAGE_ORDER[name]
+    pkg = Path(chapter(name).load().__file__).parent
+    assert {p.stem for p in pkg.glob("*.py")} - {"__init__"} == set(order), "a new module needs its place in the order"
+    for i, mod in enumerate(order):
+        tree = ast.parse((pkg / f"{mod}.py").read_text())
+        local = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+        assert local <= set(order[:i]), f"{name}.{mod} imports {sorted(local - set(order[:i]))}"
+
+
+def test_every_chapter_package_has_an_import_order():
+    packages = {c.name for c in CHAPTERS.values() if c.available and c.load().__file__.endswith("__init__.py")}
+    assert packages == set(PACKAGE_ORDER)

@@ -260,17 +260,3 @@ def test_tracking_without_annotations_and_the_test_set_browser(tiny):
     viewer.frame_slider.value = 2
     np.testing.assert_allclose(viewer.last_figure.axes[1].images[0].get_array(), data.tagging[idx[-1], 2])
     plt.close(fig)
-
-
-def test_the_chapter_package_imports_flow_one_way():
-    """data -> synthesis -> tracking -> checks -> examples -> dryrun: each module imports only the ones before it."""
-    import ast
-    from pathlib import Path
-
-    order = ["data", "synthesis", "tracking", "checks", "examples", "dryrun"]
-    pkg = Path(smcvae_strain.__file__).parent
-    for i, name in enumerate(order):
-        tree = ast.parse((pkg / f"{name}.py").read_text())
-        local = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
-        assert local <= set(order[:i]), f"{name} imports {sorted(local - set(order[:i]))}"
-    assert set(order) <= {p.stem for p in pkg.glob("*.py")}
