@@ -127,6 +127,21 @@ class TableRow:
     def key(self) -> tuple[str, ...]:
         return self.thesis_key if self.thesis_key is not None else (*self.row.split("/"), self.metric)
 
+    @classmethod
+    def summary(
+        cls, row: str, metric: str, values: Any, *, units: str = "", note: str = "", thesis_key: Any = None
+    ) -> TableRow:
+        """The mean +- sample sd (ddof 1; none for one value) of the finite ``values``, with their count;
+        NaN and n = 0 (noted "no finite value") when none is finite."""
+        import numpy as np
+
+        v = np.asarray(values, dtype=float).ravel()
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return cls(row, metric, math.nan, n=0, units=units, note=note or "no finite value", thesis_key=thesis_key)
+        sd = float(v.std(ddof=1)) if v.size > 1 else None
+        return cls(row, metric, float(v.mean()), sd, n=int(v.size), units=units, note=note, thesis_key=thesis_key)
+
 
 def default_report_dir(profile: str, dataset: str = "phantom") -> Path:
     """``reports/<profile>`` at the repository root for the phantom, ``reports/<profile>/<dataset>``

@@ -2,6 +2,7 @@ import json
 import math
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -356,3 +357,15 @@ def test_a_run_on_another_data_set_never_counts_the_phantom_run(tmp_path, monkey
     assert "left out" not in ph_md  # the phantom run is untouched, and links the other run
     assert f"Runs on other data sets, reported apart: [mnms ({tmp_path / 'mm'})](mnms/index.md)" in ph_md
     assert "<a href='mnms/index.html'>" in (phantom.root / "index.html").read_text()
+
+
+def test_table_row_summary_is_mean_and_sample_sd_of_the_finite_values():
+    r = TableRow.summary("a/b", "Dice", [1.0, 2.0, np.nan, 4.0, np.inf], units="mm", thesis_key=("x",))
+    assert r.value == pytest.approx(7.0 / 3.0)
+    assert r.sd == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
+    assert (r.n, r.units, r.thesis_key, r.note) == (3, "mm", ("x",), "")
+    one = TableRow.summary("a", "m", np.array([[5.0]]))
+    assert (one.value, one.sd, one.n) == (5.0, None, 1)
+    none = TableRow.summary("a", "m", [np.nan])
+    assert np.isnan(none.value) and none.n == 0 and none.note == "no finite value"
+    assert TableRow.summary("a", "m", [], note="skipped").note == "skipped"

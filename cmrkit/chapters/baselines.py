@@ -307,15 +307,6 @@ def _save_set(
     return ss
 
 
-def _summary_row(row: str, metric: str, v: Any, *, units: str = "", note: str = "") -> TableRow:
-    v = np.asarray(v, dtype=float).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return TableRow(row, metric, math.nan, n=0, units=units, note=note or "no finite value")
-    sd = float(v.std(ddof=1)) if v.size > 1 else None
-    return TableRow(row, metric, float(v.mean()), sd, n=int(v.size), units=units, note=note)
-
-
 # =============================================================================================== chapter 5
 def chapter5_inputs(cfg: Any, *, progress: bool = False) -> Chapter5:
     """Chapter 5's volumes, split and LDM sample set through :mod:`cmrkit.chapters.ldm3d`'s own steps
@@ -469,7 +460,7 @@ def chapter5_checks(cfg: Any, rep: Report, ch5: Chapter5, *, progress: bool = Fa
     real_valid = validity_summary(check_volumes(data.labels[te], apex_last=True))["valid"]
     rows.append(TableRow("real test", "valid anatomy (%)", 100 * real_valid, n=len(te), units="%"))
     d_real = ldm3d.volume_dice(ldm3d.segment_volumes(seg, data.images[te], cfg.device), data.labels[te])
-    rows.append(_summary_row("real test", "mask-image Dice", np.nanmean(d_real, axis=1)))
+    rows.append(TableRow.summary("real test", "mask-image Dice", np.nanmean(d_real, axis=1)))
     for label, ss in models.items():
         img, lab = ss.arrays["image"], ss.arrays["labels"]
         n = len(ss)
@@ -483,7 +474,7 @@ def chapter5_checks(cfg: Any, rep: Report, ch5: Chapter5, *, progress: bool = Fa
             )
         )
         d = ldm3d.volume_dice(ldm3d.segment_volumes(seg, img, cfg.device), lab)
-        rows.append(_summary_row(label, "mask-image Dice", np.nanmean(d, axis=1)))
+        rows.append(TableRow.summary(label, "mask-image Dice", np.nanmean(d, axis=1)))
         ph = ldm3d.volume_phenotypes(lab, data.reference_spacing)
         for key, _, _units in ldm3d.PHENOTYPES:
             sd = float(cohort[key].std(ddof=1))
@@ -987,13 +978,13 @@ def counterfactuals(cfg: Any, rep: Report, ch6: Chapter6, models: Mapping[str, T
             ]
             true_d = pd.DataFrame([b for _, b in pairs]) - pd.DataFrame([a for a, _ in pairs])
             for k, units in (("LVEDV", "mL"), ("LVM", "g")):
-                rows.append(_summary_row(f"{label_i}/{k} change", "true model", true_d[k], units=units))
+                rows.append(TableRow.summary(f"{label_i}/{k} change", "true model", true_d[k], units=units))
         for who, gen in gens.items():
             pa = sequence_phenotypes(gen(ca, seeds), data.reference_spacing)
             pb = sequence_phenotypes(gen(cb, seeds), data.reference_spacing)
             d = pb - pa
             for k, units in (("LVEDV", "mL"), ("LVM", "g")):
-                rows.append(_summary_row(f"{label_i}/{k} change", who, d[k], units=units))
+                rows.append(TableRow.summary(f"{label_i}/{k} change", who, d[k], units=units))
             if true_d is not None:
                 right = 100.0 * float(np.mean(np.sign(d["LVEDV"]) == np.sign(true_d["LVEDV"])))
                 direction[who].append(right)
@@ -1049,7 +1040,7 @@ def temporal_plausibility(cfg: Any, rep: Report, ch6: Chapter6) -> dict[str, Any
         curve = cond_ldm4d.curve_rows(who, st, rough_hi, note="chapter 6 bar: >= 90 %")
         physio[who] = curve[0].value
         rows += curve
-        rows.append(_summary_row(who, "LVEF", st["LVEF"], units="%"))
+        rows.append(TableRow.summary(who, "LVEF", st["LVEF"], units="%"))
     # diversity: one sequence per test subject (distinct covariates), ED images; LVEDV spread of the population
     per = int(ch6.samples.meta.get("samples_per_condition", 1))
     real_ed = data.images[te][..., 0]

@@ -978,22 +978,6 @@ def segment_volumes(seg: Any, images: np.ndarray, device: str) -> np.ndarray:
     return np.moveaxis(pred.reshape(n, z, x, y), 1, 3)
 
 
-def _row(row: str, metric: str, v: Any, units: str = "", note: str = "") -> TableRow:
-    v = np.asarray(v, dtype=float).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return TableRow(row, metric, math.nan, n=0, units=units, note=note or "no finite value")
-    return TableRow(
-        row,
-        metric,
-        float(v.mean()),
-        float(v.std(ddof=1)) if v.size > 1 else None,
-        n=int(v.size),
-        units=units,
-        note=note,
-    )
-
-
 def generated_checks(
     cfg: Any, rep: Report, data: VolumeData, samples: SampleSet, autoencoder: Trained, *, progress: bool = False
 ) -> dict[str, Any]:
@@ -1041,9 +1025,9 @@ def generated_checks(
         ("generated", d_gen, "segmenter(generated image) vs generated mask"),
         ("real test", d_real, "segmenter(real image) vs ground truth"),
     ):
-        rows.append(_row(f"mask_image/{who}", "Dice", np.nanmean(d, axis=1), note=what))
+        rows.append(TableRow.summary(f"mask_image/{who}", "Dice", np.nanmean(d, axis=1), note=what))
         for j, name in enumerate(STRUCTURES.values()):
-            rows.append(_row(f"mask_image/{who}", f"Dice {name}", d[:, j]))
+            rows.append(TableRow.summary(f"mask_image/{who}", f"Dice {name}", d[:, j]))
     out["mask_image_dice"] = {"generated": d_gen, "real_test": d_real}
     # ---- phenotypes
     ph = {
@@ -1055,7 +1039,7 @@ def generated_checks(
     for key, _, units in PHENOTYPES:
         sd = float(cohort[key].std(ddof=1))
         for who in ("generated", "train", "test"):
-            rows.append(_row(f"phenotype/{key}", f"mean {who}", ph[who][key], units=units))
+            rows.append(TableRow.summary(f"phenotype/{key}", f"mean {who}", ph[who][key], units=units))
         rows.append(TableRow(f"phenotype/{key}", "cohort sd", sd, n=len(cohort), units=units))
         for a, b in (("generated", "test"), ("generated", "train"), ("train", "test")):
             w = float(wasserstein(ph[a][key].to_numpy(), ph[b][key].to_numpy()))

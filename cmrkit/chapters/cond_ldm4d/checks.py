@@ -17,7 +17,6 @@ from ...report import Report, TableRow
 from ...runs import SampleSet
 from .data import STRUCTURES, SequenceData, Trained
 from .generation import guidance_weight, reconstruct
-from .thesis import summary_row
 
 # =============================================================================================== beyond the thesis
 #: (phenotype, term) pairs of the issue's quality bar: sex and body-size effects on LVEDV and LVM
@@ -431,14 +430,16 @@ def counterfactuals(
             )
         for k in keys:
             units = "%-points" if k == "LVEF" else ("g" if k == "LVM" else "mL")
-            rows.append(summary_row(f"{label}/{k}", "generated change", dgen[k], units=units))
+            rows.append(TableRow.summary(f"{label}/{k}", "generated change", dgen[k], units=units))
             if phantom:
-                rows.append(summary_row(f"{label}/{k}", "true model change", res["true"][k], units=units))
+                rows.append(TableRow.summary(f"{label}/{k}", "true model change", res["true"][k], units=units))
             if k != "LVEF":
-                rows.append(summary_row(f"{label}/{k}", "generated change (%)", rel[k], units="%"))
+                rows.append(TableRow.summary(f"{label}/{k}", "generated change (%)", rel[k], units="%"))
                 if phantom:
                     rows.append(
-                        summary_row(f"{label}/{k}", "true model change (%)", 100.0 * res["true"][k] / ta[k], units="%")
+                        TableRow.summary(
+                            f"{label}/{k}", "true model change (%)", 100.0 * res["true"][k] / ta[k], units="%"
+                        )
                     )
         out["seed_based"][label] = res
     # null intervention: same covariates and seeds again (in another batch split)
@@ -480,10 +481,10 @@ def counterfactuals(
         lat_err = np.linalg.norm((null.latents - mu.numpy()).reshape(n_ab, -1), axis=1) / np.linalg.norm(
             mu.numpy().reshape(n_ab, -1), axis=1
         )
-        rows.append(summary_row("abduction/composition (null intervention)", "Dice vs autoencoded original", comp))
-        rows.append(summary_row("abduction/composition (null intervention)", "relative latent error", lat_err))
+        rows.append(TableRow.summary("abduction/composition (null intervention)", "Dice vs autoencoded original", comp))
+        rows.append(TableRow.summary("abduction/composition (null intervention)", "relative latent error", lat_err))
         rows.append(
-            summary_row(
+            TableRow.summary(
                 "abduction/composition (null intervention)",
                 "Dice autoencoded vs real masks",
                 _sequence_dice(rec_ae, data.labels[ab]),
@@ -521,14 +522,14 @@ def counterfactuals(
             back = generate_sequences(ae, ldm, own.iloc[idx], noise=noise2, **kw1)
             ph_cf = sequence_phenotypes(cf.labels, data.reference_spacing)
             rows.append(
-                summary_row(
+                TableRow.summary(
                     f"abduction/{label}",
                     "reversibility: Dice back vs null",
                     _sequence_dice(back.labels, null.labels[idx]),
                 )
             )
             rows.append(
-                summary_row(
+                TableRow.summary(
                     f"abduction/{label}",
                     "Dice counterfactual vs null",
                     _sequence_dice(cf.labels, null.labels[idx]),
@@ -567,7 +568,7 @@ def counterfactuals(
                     )
                 else:
                     rows.append(
-                        summary_row(
+                        TableRow.summary(
                             f"abduction/{label}",
                             "effectiveness: predicted weight change",
                             p1 - p0,
@@ -740,9 +741,9 @@ def temporal_plausibility(
     rows: list[TableRow] = []
     for who, ph in sets.items():
         rows += curve_rows(who, ph, rough_hi, note="bar: >= 90 % (generated)")
-        rows.append(summary_row(who, "ES phase", ph["ES_phase"]))
-        rows.append(summary_row(who, "LVEF", ph["LVEF"], units="%"))
-        rows.append(summary_row(who, "roughness", ph["roughness"]))
+        rows.append(TableRow.summary(who, "ES phase", ph["ES_phase"]))
+        rows.append(TableRow.summary(who, "LVEF", ph["LVEF"], units="%"))
+        rows.append(TableRow.summary(who, "roughness", ph["roughness"]))
     df = rep.save_table(
         "ch6_temporal",
         rows,

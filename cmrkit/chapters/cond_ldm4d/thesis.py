@@ -16,23 +16,6 @@ from .data import BASELINES, PHENOTYPES, STRUCTURES, SequenceData, Trained
 from .generation import eval_frames, frame_slices, guidance_weight, reconstruct
 
 
-def summary_row(row: str, metric: str, v: Any, *, units: str = "", note: str = "", thesis_key: Any = None) -> TableRow:
-    v = np.asarray(v, dtype=float).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return TableRow(row, metric, math.nan, n=0, units=units, note=note or "no finite value", thesis_key=thesis_key)
-    return TableRow(
-        row,
-        metric,
-        float(v.mean()),
-        float(v.std(ddof=1)) if v.size > 1 else None,
-        n=int(v.size),
-        units=units,
-        note=note,
-        thesis_key=thesis_key,
-    )
-
-
 def autoencoder_table(cfg: Any, rep: Report, data: SequenceData, model: Any, *, split: str = "test") -> pd.DataFrame:
     """Reconstruction of the test sequences (table ``ch6_autoencoder``, figure ``fig_6_3``).
 
@@ -57,16 +40,16 @@ def autoencoder_table(cfg: Any, rep: Report, data: SequenceData, model: Any, *, 
     d_all = np.asarray(dice(frames_pred, frames_ref, labels=list(STRUCTURES), spatial_dims=3), dtype=float)
     d_all = d_all.reshape(n, t, -1)
     rows = [
-        summary_row(f"autoencoder/{split}", "SSIM", s, thesis_key=("SSIM",)),
-        summary_row(f"autoencoder/{split}", "PSNR", p, units="dB", thesis_key=("PSNR",)),
-        summary_row(f"autoencoder/{split}", "Dice Myo", np.nanmean(d, axis=1), thesis_key=("Dice_myo",)),
-        summary_row(f"autoencoder/{split}", "HD Myo", np.nanmean(hd, axis=1), units="mm", thesis_key=("HD",)),
-        summary_row(f"autoencoder/{split}", "ASSD Myo", np.nanmean(sd, axis=1), units="mm", thesis_key=("ASSD",)),
+        TableRow.summary(f"autoencoder/{split}", "SSIM", s, thesis_key=("SSIM",)),
+        TableRow.summary(f"autoencoder/{split}", "PSNR", p, units="dB", thesis_key=("PSNR",)),
+        TableRow.summary(f"autoencoder/{split}", "Dice Myo", np.nanmean(d, axis=1), thesis_key=("Dice_myo",)),
+        TableRow.summary(f"autoencoder/{split}", "HD Myo", np.nanmean(hd, axis=1), units="mm", thesis_key=("HD",)),
+        TableRow.summary(f"autoencoder/{split}", "ASSD Myo", np.nanmean(sd, axis=1), units="mm", thesis_key=("ASSD",)),
     ]
     for j, name in enumerate(STRUCTURES.values()):
         if name != "Myo":
             rows.append(
-                summary_row(
+                TableRow.summary(
                     f"autoencoder/{split}", f"Dice {name}", np.nanmean(d_all[..., j], axis=1), thesis_key=("-",)
                 )
             )
@@ -384,7 +367,7 @@ def table_6_2(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet) -> 
     d, _ = _phenotype_differences(data, samples)
     n_per = int(samples.meta.get("samples_per_condition", 1))
     for key, units in PHENOTYPES:
-        rows.append(summary_row("LDM", key, d[key], units=units, thesis_key=("LDM", key)))
+        rows.append(TableRow.summary("LDM", key, d[key], units=units, thesis_key=("LDM", key)))
     for run_name, label in BASELINES:
         ss, why = _baseline_set(cfg, run_name, data)
         if ss is None:
@@ -393,13 +376,13 @@ def table_6_2(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet) -> 
             continue
         db, _ = _phenotype_differences(data, ss)
         for key, units in PHENOTYPES:
-            rows.append(summary_row(label, key, db[key], units=units, note=why, thesis_key=(label, key)))
+            rows.append(TableRow.summary(label, key, db[key], units=units, note=why, thesis_key=(label, key)))
     te = data.index("test")
     real = sequence_phenotypes(data.labels[te], data.spacing[te])
     other = real.iloc[np.roll(np.arange(len(te)), 1)].reset_index(drop=True)
     for key, units in PHENOTYPES:
         rows.append(
-            summary_row(
+            TableRow.summary(
                 "reference: another real test subject",
                 key,
                 (real[key] - other[key]).abs(),
@@ -418,7 +401,8 @@ def table_6_2(cfg: Any, rep: Report, data: SequenceData, samples: SampleSet) -> 
     if cfg.dataset == "phantom":
         floor = _true_model_floor(data, te, n_per=max(n_per, 20), seed=int(cfg.seed))
         for key, units in PHENOTYPES:
-            rows.append(summary_row("reference: phantom's true model", key, floor[key], units=units, thesis_key=("-",)))
+            row = "reference: phantom's true model"
+            rows.append(TableRow.summary(row, key, floor[key], units=units, thesis_key=("-",)))
         notes.append(
             "Reference 'phantom's true model': the phantom's covariate -> phenotype model (phenotype_model.yaml) drawn "
             "under each test subject's covariates against the subject's own targets: the floor of a perfect "

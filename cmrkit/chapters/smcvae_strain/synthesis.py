@@ -196,21 +196,12 @@ def _table_4_1_rows(
         for region in REGIONS:
             sel = data.region[idx] == region
             for metric, vals in m.items():
-                v = np.asarray(vals)[sel]
-                v = v[np.isfinite(v)]
-                if v.size == 0:
+                v = np.asarray(vals, dtype=float)[sel]
+                if not np.isfinite(v).any():
                     continue
-                rows.append(
-                    TableRow(
-                        f"{prefix}{name}/{region}",
-                        metric,
-                        float(v.mean()),
-                        float(v.std(ddof=1)) if v.size > 1 else None,
-                        n=int(v.size),
-                        units="dB" if metric == "PSNR" else "[0,1] intensity" if metric in ("RMSE", "MAE") else "",
-                        thesis_key=("-",) if prefix else None,
-                    )
-                )
+                units = "dB" if metric == "PSNR" else "[0,1] intensity" if metric in ("RMSE", "MAE") else ""
+                thesis_key = ("-",) if prefix else None
+                rows.append(TableRow.summary(f"{prefix}{name}/{region}", metric, v, units=units, thesis_key=thesis_key))
     return rows
 
 

@@ -152,16 +152,8 @@ def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[st
         for metric, key in (("Ec", "Ecc"), ("Er", "Err")):
             for src in ("original", *gens):
                 v = at_es(tr[key][src], es)[sel]
-                rows42.append(
-                    TableRow(
-                        f"{region}/{src}",
-                        metric,
-                        float(v.mean()),
-                        float(v.std(ddof=1)) if v.size > 1 else None,
-                        n=int(v.size),
-                        thesis_key=(region, metric, src) if src in ("original", "generated") else ("-",),
-                    )
-                )
+                key = (region, metric, src) if src in ("original", "generated") else ("-",)
+                rows42.append(TableRow.summary(f"{region}/{src}", metric, v, thesis_key=key))
     notes42 = [
         f"Green strain at the ES frame from landmarks tracked with the {tr.get('tracker', 'harp')} tracker "
         "(cmrkit.tagging) on original tagging and on "
@@ -216,16 +208,7 @@ def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[st
             if g not in tr.get("tag_contrast_ratio", {}):
                 continue
             v = tr["tag_contrast_ratio"][g][sel]
-            rows.append(
-                TableRow(
-                    f"tag_contrast/{region}",
-                    f"{g} / original",
-                    float(v.mean()),
-                    float(v.std(ddof=1)) if v.size > 1 else None,
-                    n=int(v.size),
-                    units="ratio",
-                )
-            )
+            rows.append(TableRow.summary(f"tag_contrast/{region}", f"{g} / original", v, units="ratio"))
         for src, err in tr["landmark_error_mm"].items():
             e = err[sel]
             rows.append(
