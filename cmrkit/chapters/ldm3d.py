@@ -301,6 +301,7 @@ def autoencoder_config(cfg: Any, shape: Sequence[int]) -> Any:
         latent_channels=int(c.latent_channels),
         n_classes=len(STRUCTURES) + 1,
         num_res_blocks=int(c.ae_res_blocks),
+        slice_width=int(c.ae_slice_width),
         attention=bool(c.ae_attention),
         use_flash_attention=str(cfg.device).startswith("cuda"),
     )

@@ -70,9 +70,41 @@ def test_kl_closed_form():
     assert float(kl_divergence(torch.zeros(1, 1, 1, 1), s)) == pytest.approx(0.5 * (4 - np.log(4) - 1))
 
 
-def test_loss_terms_and_overfitting_a_tiny_batch():
+def test_slice_stem_and_head_work_slice_by_slice_with_shared_weights():
+    """With ``slice_width`` the full resolution is handled per slice: a slice's stem features depend on that
+    slice only, permuting the slices permutes the features (one set of weights), and the head turns the
+    block of folded output maps of slice z into output slice z alone."""
+    z, s = 4, 8
+    mcfg = VolumeAutoencoderConfig(image_size=(16, 16), depth=z, channels=(8, 16), slice_width=s)
+    m = VolumeAutoencoder(mcfg, seed=0).eval()
+    assert mcfg.factor == 4 and mcfg.latent_shape == (4, 4, 4)  # stem halves, then one AutoencoderKL level
+    x = torch.rand(2, 2, 16, 16, z)
+    with torch.no_grad():
+        f = m.fold(x)
+        assert f.shape == (2, s * z, 8, 8)
+        per = f.reshape(2, s, z, 8, 8)  # channel c*Z + z, as the plain fold
+        x2 = x.clone()
+        x2[..., 1] = torch.rand(2, 2, 16, 16)
+        changed = (m.fold(x2).reshape(2, s, z, 8, 8) - per).abs().sum(dim=(0, 1, 3, 4))
+        assert changed[1] > 0 and torch.all(changed[[0, 2, 3]] == 0)
+        perm = torch.tensor([2, 0, 3, 1])
+        torch.testing.assert_close(m.fold(x[..., perm]).reshape(2, s, z, 8, 8), per[:, :, perm])
+        y = torch.randn(2, s * z, 8, 8)
+        out = m.unfold(y)
+        assert out.shape == (2, 5, 16, 16, z)
+        y2 = y.clone()
+        y2.view(2, s, z, 8, 8)[:, :, 2] += 1.0
+        diff = (m.unfold(y2) - out).abs().sum(dim=(0, 1, 2, 3))
+        assert diff[2] > 0 and torch.all(diff[[0, 1, 3]] == 0)
+        assert m.reconstruct(x).shape == (2, 5, 16, 16, z)
+
+
+@pytest.mark.parametrize("slice_width", [0, 8])
+def test_loss_terms_and_overfitting_a_tiny_batch(slice_width):
     torch.manual_seed(0)
-    mcfg = VolumeAutoencoderConfig(image_size=(16, 16), depth=4, channels=(16, 16), latent_channels=4)
+    mcfg = VolumeAutoencoderConfig(
+        image_size=(16, 16), depth=4, channels=(16, 16), latent_channels=4, slice_width=slice_width
+    )
     model = VolumeAutoencoder(mcfg, seed=0)
     lab = torch.zeros(2, 16, 16, 4, dtype=torch.long)
     lab[:, 4:12, 4:12] = 2
@@ -109,7 +141,7 @@ def test_split_output_and_inputs():
 def test_save_and_load_round_trip(tmp_path):
     from cmrkit.train import load_model, save_model
 
-    mcfg = VolumeAutoencoderConfig(image_size=(16, 16), depth=3, channels=(8, 16), attention=True)
+    mcfg = VolumeAutoencoderConfig(image_size=(16, 16), depth=3, channels=(8, 16), attention=True, slice_width=8)
     m = VolumeAutoencoder(mcfg, seed=3).eval()
     x = torch.rand(2, 2, 16, 16, 3)
     path = save_model(tmp_path / "ae.pt", m, mcfg.to_dict())
@@ -125,6 +157,8 @@ def test_save_and_load_round_trip(tmp_path):
         ({"image_size": (62, 64), "channels": (8, 8, 8)}, "divisible"),
         ({"n_classes": 1}, "n_classes"),
         ({"depth": 0}, "depth"),
+        ({"slice_width": -1}, "slice_width"),
+        ({"image_size": (18, 18), "channels": (8, 8), "slice_width": 8}, "divisible by 4"),
         ({"channels": (12, 16), "norm_num_groups": 8}, "norm_num_groups"),
     ],
 )
