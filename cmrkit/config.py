@@ -136,6 +136,11 @@ def _coerce(key: str, old: Any, value: Any) -> Any:
             raise ConfigError(f"parameter {key!r} must be an integer, got {value!r}")
         return int(value)
     if isinstance(old, float):
+        if isinstance(value, str):  # YAML 1.1 reads "1e-6" (no decimal point) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"parameter {key!r} must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"parameter {key!r} must be a number, got {value!r}")
         return float(value)

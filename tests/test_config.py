@@ -44,6 +44,11 @@ def test_overrides_apply_and_keep_types():
     assert cfg.phantom.pixel_mm == 2.0 and isinstance(cfg.phantom.pixel_mm, float)
     assert cfg.segmenter.epochs == 1
     assert cfg.seed == 3 and cfg.profile == "smoke"
+    # --set ch5.kl_weight=1e-6: YAML 1.1 reads a mantissa without a decimal point as a string
+    over = config.parse_overrides(["ch5.kl_weight=1e-6", "ch5.ae_lr=2.0e-4"])
+    assert over["ch5.kl_weight"] == "1e-6"
+    cfg = config.load("smoke", overrides=over)
+    assert cfg.ch5.kl_weight == 1e-6 and cfg.ch5.ae_lr == 2e-4
     # the raw profile is untouched
     assert config.load("smoke").ch4.epochs == config.load_raw("smoke")["ch4"]["epochs"]
 
@@ -56,6 +61,7 @@ def test_overrides_apply_and_keep_types():
         ({"overrides": {"ch4.epochs": "many"}}, "must be an integer"),
         ({"overrides": {"ch4.epochs": 2.5}}, "must be an integer"),
         ({"overrides": {"ch4.ablation_latent_dims": 64}}, "must be a list"),
+        ({"overrides": {"ch5.kl_weight": "small"}}, "'ch5.kl_weight' must be a number, got 'small'"),
         ({"seed": -1}, "seed must be"),
         ({"dataset": "ukb"}, "unknown dataset 'ukb'"),
         ({"device": "tpu"}, "unknown device"),
