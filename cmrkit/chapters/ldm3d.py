@@ -417,32 +417,13 @@ def autoencoder_table(cfg: Any, rep: Report, data: VolumeData, model: Any, *, sp
     s = np.asarray(ssim(_slices(rec_i), _slices(data.images[idx]), data_range=1.0))
     p = np.asarray(psnr(rec_i[:, None], data.images[idx][:, None], data_range=1.0))
     d = volume_dice(rec_l, data.labels[idx])
-    rows = []
-    for metric, v, units in (("SSIM", s, ""), ("PSNR", p, "dB"), ("Dice", np.nanmean(d, axis=1), "")):
-        v = v[np.isfinite(v)]
-        rows.append(
-            TableRow(
-                f"autoencoder/{split}",
-                metric,
-                float(v.mean()),
-                float(v.std(ddof=1)) if v.size > 1 else None,
-                n=int(v.size),
-                units=units,
-                thesis_key=(metric,),
-            )
-        )
+    row = f"autoencoder/{split}"
+    rows = [
+        TableRow.summary(row, metric, v, units=units, thesis_key=(metric,))
+        for metric, v, units in (("SSIM", s, ""), ("PSNR", p, "dB"), ("Dice", np.nanmean(d, axis=1), ""))
+    ]
     for j, name in enumerate(STRUCTURES.values()):
-        v = d[:, j][np.isfinite(d[:, j])]
-        rows.append(
-            TableRow(
-                f"autoencoder/{split}",
-                f"Dice {name}",
-                float(v.mean()),
-                float(v.std(ddof=1)) if v.size > 1 else None,
-                n=int(v.size),
-                thesis_key=("-",),
-            )
-        )
+        rows.append(TableRow.summary(row, f"Dice {name}", d[:, j], thesis_key=("-",)))
     df = rep.save_table(
         "ch5_autoencoder",
         rows,
