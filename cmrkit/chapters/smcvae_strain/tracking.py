@@ -152,8 +152,8 @@ def strain_tables(rep: Report, data: PairData, tr: Mapping[str, Any]) -> dict[st
         for metric, key in (("Ec", "Ecc"), ("Er", "Err")):
             for src in ("original", *gens):
                 v = at_es(tr[key][src], es)[sel]
-                key = (region, metric, src) if src in ("original", "generated") else ("-",)
-                rows42.append(TableRow.summary(f"{region}/{src}", metric, v, thesis_key=key))
+                thesis = (region, metric, src) if src in ("original", "generated") else ("-",)
+                rows42.append(TableRow.summary(f"{region}/{src}", metric, v, thesis_key=thesis))
     notes42 = [
         f"Green strain at the ES frame from landmarks tracked with the {tr.get('tracker', 'harp')} tracker "
         "(cmrkit.tagging) on original tagging and on "
