@@ -153,8 +153,8 @@ class VolumeAutoencoderConfig:
         if self.n_classes < 0 or self.n_classes == 1:
             raise ValueError(f"VolumeAutoencoderConfig.n_classes must be 0 (no mask) or >= 2, got {self.n_classes}")
         g = self.groups
-        if any(c % g for c in (*self.channels, *([self.slice_width] if self.slice_width else []))):
-            raise ValueError(f"VolumeAutoencoderConfig.norm_num_groups={g} must divide every width {self.channels}")
+        if any(c % g for c in self.widths):
+            raise ValueError(f"VolumeAutoencoderConfig.norm_num_groups={g} must divide every width {self.widths}")
 
     @property
     def factor(self) -> int:
@@ -162,11 +162,15 @@ class VolumeAutoencoderConfig:
         return 2 ** (len(self.channels) - (0 if self.slice_width else 1))
 
     @property
+    def widths(self) -> tuple[int, ...]:
+        """Every GroupNorm'd width: the AutoencoderKL levels, and the per-slice stem/head's if there is one."""
+        return (*self.channels, *((int(self.slice_width),) if self.slice_width else ()))
+
+    @property
     def groups(self) -> int:
         if self.norm_num_groups is not None:
             return int(self.norm_num_groups)
-        widths = (*self.channels, *([self.slice_width] if self.slice_width else []))
-        return next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in widths))
+        return next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in self.widths))
 
     @property
     def in_channels(self) -> int:
