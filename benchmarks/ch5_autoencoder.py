@@ -43,11 +43,7 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     idx = data.index("test")
     rec_i, rec_l = ldm3d.reconstruct(trained.model, data.images[idx], data.labels[idx], device=cfg.device)
-
-    def slices(v: np.ndarray) -> np.ndarray:  # (N, X, Y, Z) -> (N, 1, Z, Y, X), as the chapter's table
-        return np.ascontiguousarray(np.transpose(np.asarray(v), (0, 3, 2, 1))[:, None])
-
-    s = np.asarray(ssim(slices(rec_i), slices(data.images[idx]), data_range=1.0))
+    s = np.asarray(ssim(ldm3d.image_slices(rec_i), ldm3d.image_slices(data.images[idx]), data_range=1.0))
     p = np.asarray(psnr(rec_i[:, None], data.images[idx][:, None], data_range=1.0))
     d = np.nanmean(ldm3d.volume_dice(rec_l, data.labels[idx]), axis=1)
     out = {

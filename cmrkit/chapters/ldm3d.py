@@ -84,6 +84,7 @@ __all__ = [
     "train_segmenter",
     "segment_volumes",
     "volume_dice",
+    "image_slices",
     "run_all",
 ]
 
@@ -281,7 +282,7 @@ def _subjects_hash(data: VolumeData, split: str) -> str:
     return hashlib.sha1(json.dumps(ids).encode()).hexdigest()[:10]
 
 
-def _slices(volumes: np.ndarray) -> np.ndarray:
+def image_slices(volumes: np.ndarray) -> np.ndarray:
     """``(N, X, Y, Z)`` -> ``(N, 1, Z, Y, X)`` (2D slices with row = y) for the image metrics."""
     return np.ascontiguousarray(np.transpose(np.asarray(volumes), (0, 3, 2, 1))[:, None])
 
@@ -414,7 +415,7 @@ def autoencoder_table(cfg: Any, rep: Report, data: VolumeData, model: Any, *, sp
 
     idx = data.index(split)
     rec_i, rec_l = reconstruct(model, data.images[idx], data.labels[idx], device=cfg.device)
-    s = np.asarray(ssim(_slices(rec_i), _slices(data.images[idx]), data_range=1.0))
+    s = np.asarray(ssim(image_slices(rec_i), image_slices(data.images[idx]), data_range=1.0))
     p = np.asarray(psnr(rec_i[:, None], data.images[idx][:, None], data_range=1.0))
     d = volume_dice(rec_l, data.labels[idx])
     row = f"autoencoder/{split}"
@@ -632,7 +633,7 @@ class FeatureCache:
     def get(self, metric: str, name: str, volumes: np.ndarray) -> np.ndarray:
         key = (self.extractors[metric].name, name)
         if key not in self._cache:
-            self._cache[key] = self.extractors[metric].extract(_slices(volumes), data_range=1.0)
+            self._cache[key] = self.extractors[metric].extract(image_slices(volumes), data_range=1.0)
         return self._cache[key]
 
 
@@ -666,7 +667,7 @@ def evaluate_set(
 def _diversity(cfg: Any, images: np.ndarray) -> dict[str, float]:
     from ..metrics import mean_pairwise_similarity
 
-    sl = _slices(images)
+    sl = image_slices(images)
     n_pairs = int(cfg.ch5.eval_pairs)
     kw = _ms_ssim_kwargs(min(sl.shape[-2:]))
     ms = mean_pairwise_similarity(
