@@ -47,8 +47,11 @@ still from the cine alone (the phase maps are acquisition geometry, not image co
 ``motion_channel="cine"`` the decoded displacement must also carry the cine's first frame onto its later
 frames (a registration likelihood added to the loss, :meth:`SMCVAE.loss`): the motion of the synthesised
 tags is then tied to the motion visible in the cine, and the tags refine it inside the myocardium, where
-the cine is featureless. The phase-aware decoder's output is ``2 y - 1`` without Tanh, so it may leave
-[-1, 1] slightly; the kit clips to [0, 1] after :func:`from_model_range`.
+the cine is featureless. With ``anatomy_channel="cine"`` the decoder also reads the cine frames themselves
+(:class:`FrameHead`): the anatomy's edges and where the blood is (which loses its tags) come from the
+image of the same plane and time, and the latent carries what the cine cannot show pixel by pixel (the
+motion of the tag lines, their fading). The phase-aware decoder's output is ``2 y - 1`` without Tanh, so it
+may leave [-1, 1] slightly; the kit clips to [0, 1] after :func:`from_model_range`.
 
 Loss (thesis Eq. 4.1, negated; averaged over the batch)::
 
@@ -99,6 +102,7 @@ __all__ = [
     "DepthwiseSeparableConv",
     "ChannelEncoder",
     "ChannelDecoder",
+    "FrameHead",
     "PhaseWarpDecoder",
     "PhaseChannelsDecoder",
     "PairedSliceDataset",
@@ -241,6 +245,15 @@ class SMCVAEConfig:
         channel's frames given its first frame resampled at ``x + v_t`` (a registration term with its own
         learned variance, see :meth:`SMCVAE.loss`). It ties the tags' motion to the motion visible in
         the cine.
+    anatomy_channel : str
+        ``""`` or the name of another channel (e.g. ``"cine"``) whose frames the :class:`PhaseWarpDecoder`
+        is also given, frame by frame, to draw the anatomy and the tag depth from (a small convolutional
+        head shared by the frames, :class:`FrameHead`): the latent then carries the motion and the tag
+        fading, and the anatomy's edges and the blood/tissue boundary come from an image of the same
+        plane at the same time instead of a 64-number code. That channel must be given whenever the
+        decoder runs (synthesis from it is still synthesis from it alone).
+    anatomy_width : int
+        Width of the hidden layers of that head.
     """
 
     channels: tuple[str, ...] = ("cine", "tagging")
@@ -264,13 +277,16 @@ class SMCVAEConfig:
     max_displacement: float = 0.15
     anatomy_residual: float = 0.25
     motion_channel: str = ""
+    anatomy_channel: str = ""
+    anatomy_width: int = 8
 
     def __post_init__(self) -> None:
         chans = tuple(self.channels) if not isinstance(self.channels, str) else (self.channels,)
         object.__setattr__(self, "channels", chans)
         if not chans or not all(isinstance(c, str) and c for c in chans) or len(set(chans)) != len(chans):
             raise ValueError(f"SMCVAEConfig.channels must be distinct non-empty names, got {self.channels!r}")
-        for name in ("in_frames", "image_size", "conv_layers", "latent_dim", "base_width", "max_width", "min_spatial"):
+        positive = ("in_frames", "image_size", "conv_layers", "latent_dim", "base_width", "max_width", "min_spatial")
+        for name in (*positive, "anatomy_width"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"SMCVAEConfig.{name} must be a positive integer, got {v!r}")
@@ -308,6 +324,16 @@ class SMCVAEConfig:
         ):
             raise ValueError(
                 f"SMCVAEConfig.motion_channel={self.motion_channel!r} must be another of the channels {chans}, "
+                "used with a phase_channel whose phase_decoder is 'warp'"
+            )
+        if self.anatomy_channel and (
+            self.anatomy_channel not in chans
+            or self.anatomy_channel == self.phase_channel
+            or not self.phase_channel
+            or self.phase_decoder != "warp"
+        ):
+            raise ValueError(
+                f"SMCVAEConfig.anatomy_channel={self.anatomy_channel!r} must be another of the channels {chans}, "
                 "used with a phase_channel whose phase_decoder is 'warp'"
             )
         n_down = sum(s == 2 for s in self.strides)
@@ -476,6 +502,54 @@ def _profile_terms(psi: torch.Tensor, coef_cos: torch.Tensor, coef_sin: torch.Te
     return g
 
 
+def _check_anatomy(anatomy: torch.Tensor | None, cfg: SMCVAEConfig, batch: int) -> torch.Tensor:
+    want = (cfg.in_frames, cfg.image_size, cfg.image_size)
+    if anatomy is None:
+        raise ValueError(
+            f"SMCVAE: the decoder of channel {cfg.phase_channel!r} draws its anatomy from channel "
+            f"{cfg.anatomy_channel!r}: give its frames (B, {want[0]}, {want[1]}, {want[2]}) in [-1, 1]"
+        )
+    if not isinstance(anatomy, torch.Tensor) or anatomy.ndim != 4 or tuple(anatomy.shape[1:]) != want:
+        shape = tuple(anatomy.shape) if isinstance(anatomy, torch.Tensor) else type(anatomy).__name__
+        raise ValueError(
+            f"SMCVAE: the {cfg.anatomy_channel!r} frames given to the {cfg.phase_channel!r} decoder must have "
+            f"shape (B, {want[0]}, {want[1]}, {want[2]}), got {shape}"
+        )
+    if anatomy.shape[0] != batch:
+        raise ValueError(f"SMCVAE: {anatomy.shape[0]} {cfg.anatomy_channel!r} sequences for a batch of {batch} latents")
+    return anatomy.float()
+
+
+class FrameHead(nn.Module):
+    """A small convolutional network applied to every frame alone, with weights shared by the frames.
+
+    Input (B, F, C, H, W) -> output (B, F, K, H, W): two 3x3 convolutions of ``width`` features
+    (LeakyReLU 0.2) and a 1x1 convolution, so each output pixel sees the 5x5 pixels around it in its own
+    frame. The last convolution starts at zero (an untrained head outputs zeros), so a head that adds a
+    correction leaves its decoder as it was until it learns. Used by :class:`PhaseWarpDecoder` to read the
+    anatomy and the tag depth from the frames of ``config.anatomy_channel``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, out_channels, 1),
+        )
+        with torch.no_grad():
+            self.net[-1].weight.zero_()
+            self.net[-1].bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, F, C, H, W = x.shape
+        # channels-last: 3.5x faster forward + backward on CPU for these few-channel maps (benchmarks/README.md)
+        y = self.net(x.reshape(B * F, C, H, W).contiguous(memory_format=torch.channels_last))
+        return y.reshape(B, F, -1, H, W)
+
+
 class PhaseWarpDecoder(nn.Module):
     """SPAMM image formation with the acquisition's tag phase, moved by a decoded displacement.
 
@@ -500,6 +574,14 @@ class PhaseWarpDecoder(nn.Module):
     tag profile ``g(psi) = c_0 + sum_n (c_n cos n psi + s_n sin n psi)`` (``profile_harmonics`` terms) is
     learned, initialised at ``(1 - cos psi) / 2`` (dark lines at phase 0). Displacement and residual
     outputs start at zero.
+
+    With ``config.anatomy_channel`` the decoder is also given that channel's frames ``c_t`` (the cine of the
+    same plane and times) and a :class:`FrameHead` corrects ``a_t`` and ``r_t`` from them, pixel by pixel::
+
+        a'_t = a_t + da_t,   r'_t = sigmoid(l_t + dr_t),   (da_t, dr_t) = head(c_t, a_t, l_t)
+
+    (``l_t`` the tag-depth logit). It sees 5x5 pixels of its own frame: it maps contrast and edges (where
+    the wall is, where the blood is, which loses its tags) and cannot move the tags.
     """
 
     def __init__(self, cfg: SMCVAEConfig):
@@ -520,6 +602,8 @@ class PhaseWarpDecoder(nn.Module):
         self.profile_cos = nn.Parameter(cos)
         self.profile_sin = nn.Parameter(torch.zeros(h))
         self.v_max = float(cfg.max_displacement * cfg.image_size)
+        # the head that reads the frames of config.anatomy_channel: (c_t, a_t, l_t) -> (da_t, dr_t)
+        self.anatomy = FrameHead(3, 2, cfg.anatomy_width) if cfg.anatomy_channel else None
 
     def profile(self, psi: torch.Tensor) -> torch.Tensor:
         """The learned tag profile ``g(psi)`` (see :func:`_profile_terms`)."""
@@ -540,8 +624,8 @@ class PhaseWarpDecoder(nn.Module):
 
     def fields(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Decoded reference anatomy ``a_ref`` (B, 1, H, W), residual ``delta`` and tag depth ``r``
-        (B, F, H, W, after their bounding functions) and displacement ``v`` (B, F, 2, H, W), ``v[:, :, 0]``
-        along columns (x), ``v[:, :, 1]`` along rows (y), in pixels."""
+        (B, F, H, W, after their bounding functions; ``r_logit`` before it) and displacement ``v``
+        (B, F, 2, H, W), ``v[:, :, 0]`` along columns (x), ``v[:, :, 1]`` along rows (y), in pixels."""
         F = self.cfg.in_frames
         h = self.trunk(z)
         B, _, H, W = h.shape
@@ -550,6 +634,7 @@ class PhaseWarpDecoder(nn.Module):
             "a_ref": torch.sigmoid(a_ref),
             "delta": self.cfg.anatomy_residual * torch.tanh(delta),
             "r": torch.sigmoid(r),
+            "r_logit": r,
             "v": self.v_max * torch.tanh(v).view(B, F, 2, H, W),
         }
 
@@ -571,14 +656,25 @@ class PhaseWarpDecoder(nn.Module):
         return out.view(B, F, H, W)
 
     def forward(
-        self, z: torch.Tensor, phase: torch.Tensor | None, return_displacement: bool = False
+        self,
+        z: torch.Tensor,
+        phase: torch.Tensor | None,
+        anatomy: torch.Tensor | None = None,
+        return_displacement: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Frames (B, F, H, W) in model range (and the displacement with ``return_displacement``);
+        ``anatomy``: the frames of ``config.anatomy_channel`` (B, F, H, W), required when it is set."""
         ph = _check_phase(phase, self.cfg, z.shape[0])
         f = self.fields(z)
-        m = self.modulation(ph, f["v"])
-        a = self.warp(f["a_ref"], f["v"]) + f["delta"]
-        y = 2.0 * a * (1.0 - f["r"] + f["r"] * m) - 1.0
-        return (y, f["v"]) if return_displacement else y
+        v, r = f["v"], f["r"]
+        side = None if self.anatomy is None else _check_anatomy(anatomy, self.cfg, z.shape[0])
+        m = self.modulation(ph, v)
+        a = self.warp(f["a_ref"], v) + f["delta"]
+        if side is not None:
+            d = self.anatomy(torch.stack([side, a, f["r_logit"]], dim=2))
+            a, r = a + d[:, :, 0], torch.sigmoid(f["r_logit"] + d[:, :, 1])
+        y = 2.0 * a * (1.0 - r + r * m) - 1.0
+        return (y, v) if return_displacement else y
 
 
 class PhaseChannelsDecoder(nn.Module):
@@ -746,18 +842,27 @@ class SMCVAE(nn.Module):
         mu, logvar = self.encode_params(x, channel)
         return Normal(mu, (0.5 * logvar).exp(), validate_args=False)
 
-    def decode(self, z: torch.Tensor, channel: str, phase: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        z: torch.Tensor,
+        channel: str,
+        phase: torch.Tensor | None = None,
+        anatomy: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Mean image of ``channel`` given latents ``z`` (B, D): (B, F, H, W) in [-1, 1].
 
         ``phase``: the tag phase maps ``(B, 2, H, W)``, required by the decoder of
-        ``config.phase_channel`` (ignored by the others).
+        ``config.phase_channel`` (ignored by the others); ``anatomy``: the frames of
+        ``config.anatomy_channel`` (B, F, H, W), required by that decoder when it is set.
         """
         self._check_channel(channel)
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise ValueError(f"SMCVAE.decode: z must have shape (B, {self.config.latent_dim}), got {tuple(z.shape)}")
-        if channel == self.config.phase_channel:
-            return self.decoders[channel](z, phase)
-        return self.decoders[channel](z)
+        if channel != self.config.phase_channel:
+            return self.decoders[channel](z)
+        if self.config.anatomy_channel:
+            return self.decoders[channel](z, phase, anatomy)
+        return self.decoders[channel](z, phase)
 
     # ---- sparsity ----------------------------------------------------------------------------
     def dropout_rate(self) -> torch.Tensor:
@@ -801,6 +906,7 @@ class SMCVAE(nn.Module):
         if not present:
             raise ValueError(f"SMCVAE.forward: batch has none of the channels {self.channels}; keys: {list(batch)}")
         phase = batch.get(PHASE_KEY) if self.phase_aware else None
+        anatomy = batch.get(self.config.anatomy_channel) if self.config.anatomy_channel else None
         sample = self.training if sample is None else bool(sample)
         out: dict[str, Any] = {"q": {}, "mu": {}, "logvar": {}, "z": {}, "recon": {t: {} for t in self.channels}}
         for s in present:
@@ -812,17 +918,18 @@ class SMCVAE(nn.Module):
             sizes = [out["z"][s].shape[0] for s in present]
             z_all = torch.cat([out["z"][s] for s in present])  # one decoder call per target
             ph_all = None if phase is None else torch.cat([phase] * len(present))
+            an_all = None if anatomy is None else torch.cat([anatomy] * len(present))
             for t in self.channels:
                 if t == self.config.phase_channel and self.config.motion_channel:
-                    y, v = self.decoders[t](z_all, ph_all, return_displacement=True)
+                    y, v = self.decoders[t](z_all, ph_all, an_all, return_displacement=True)
                     out["motion"] = dict(zip(present, v.split(sizes)))
                 else:
-                    y = self.decode(z_all, t, ph_all)
+                    y = self.decode(z_all, t, ph_all, an_all)
                 for s, xh in zip(present, y.split(sizes)):
                     out["recon"][t][s] = xh
         else:
             for s in present:
-                out["recon"][s][s] = self.decode(out["z"][s], s, phase)
+                out["recon"][s][s] = self.decode(out["z"][s], s, phase, anatomy)
         return out
 
     def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -913,7 +1020,9 @@ class SMCVAE(nn.Module):
         x : Tensor or mapping
             The source images (B, F, H, W) in [-1, 1], or a batch dict holding ``x[source]``
             (other channels, if present, are ignored; none is needed) and, for the geometry-aware
-            variant, the tag phase maps under :data:`PHASE_KEY`.
+            variant, the tag phase maps under :data:`PHASE_KEY`. A ``target`` decoder that reads
+            ``config.anatomy_channel`` takes it from the source when that is the channel (cine ->
+            tagging: still the cine alone), else from ``x[anatomy_channel]``.
         source, target : str
             Channel names (``target == source`` reconstructs the channel).
         threshold : float, optional
@@ -932,13 +1041,17 @@ class SMCVAE(nn.Module):
         """
         self._check_channel(source, "source")
         self._check_channel(target, "target")
+        anatomy = None
         if isinstance(x, Mapping):
             if source not in x:
                 raise ValueError(f"SMCVAE.synthesise: source channel {source!r} not in the batch keys {list(x)}")
             phase = x.get(PHASE_KEY) if phase is None else phase
+            anatomy = x.get(self.config.anatomy_channel) if self.config.anatomy_channel else None
             x = x[source]
+        if source == self.config.anatomy_channel:
+            anatomy = x
         mu, _ = self.encode_params(x, source)
-        return self.decode(self._mask(mu, threshold), target, phase)
+        return self.decode(self._mask(mu, threshold), target, phase, anatomy)
 
     @torch.no_grad()
     def reconstruct(
@@ -963,7 +1076,8 @@ class SMCVAE(nn.Module):
                 raise ValueError(f"SMCVAE.reconstruct: source {s!r} not in the batch keys {list(batch)}")
         mus = [self._mask(self.encode_params(batch[s], s)[0], threshold) for s in srcs]
         phase = batch.get(PHASE_KEY) if self.phase_aware else None
-        return {t: torch.stack([self.decode(m, t, phase) for m in mus]).mean(0) for t in self.channels}
+        anatomy = batch.get(self.config.anatomy_channel) if self.config.anatomy_channel else None
+        return {t: torch.stack([self.decode(m, t, phase, anatomy) for m in mus]).mean(0) for t in self.channels}
 
 
 def smcvae_loss(model: SMCVAE, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -493,6 +493,54 @@ def test_motion_channel_adds_a_registration_likelihood_that_is_zero_for_the_true
         SMCVAEConfig(motion_channel="cine")
 
 
+def test_anatomy_head_starts_as_the_identity_and_reads_only_its_own_frame():
+    """anatomy_channel="cine": an untrained head leaves the decoder exactly as without it (same weights
+    elsewhere); once trained, output frame t depends on cine frame t only and within 2 px (two 3x3 convs)."""
+    kw = dict(phase_channel="tagging", motion_channel="cine")
+    plain, m = tiny(**kw).eval(), tiny(anatomy_channel="cine", **kw).eval()
+    own = {k: v for k, v in m.state_dict().items() if not k.startswith("decoders.tagging.anatomy.")}
+    plain.load_state_dict(own)  # every parameter but the head's
+    b = {**batch_for(m, n=2), PHASE_KEY: _phase_ramp(2, 32)}
+    torch.testing.assert_close(
+        m.synthesise(b, source="cine", target="tagging"), plain.synthesise(b, source="cine", target="tagging")
+    )
+    torch.nn.init.normal_(m.decoders["tagging"].anatomy.net[-1].weight, std=0.5)
+    y0 = m.synthesise(b, source="cine", target="tagging", phase=b[PHASE_KEY])
+    assert not torch.allclose(y0, plain.synthesise(b, source="cine", target="tagging"))
+    z = m.encode_params(b["cine"], "cine")[0]
+    cine2 = b["cine"].clone()
+    cine2[:, 2, 10, 10] += 1.0  # one pixel of frame 2
+    d = (m.decode(z, "tagging", b[PHASE_KEY], cine2) - m.decode(z, "tagging", b[PHASE_KEY], b["cine"])).abs()
+    assert d[:, [0, 1, 3]].max() == 0 and d[:, 2].max() > 0
+    rows, cols = torch.nonzero(d[:, 2].amax(0), as_tuple=True)
+    assert rows.min() >= 8 and rows.max() <= 12 and cols.min() >= 8 and cols.max() <= 12
+
+
+def test_anatomy_channel_is_given_in_training_synthesis_and_reconstruction():
+    m = tiny(phase_channel="tagging", motion_channel="cine", anatomy_channel="cine")
+    b = {**batch_for(m, n=3), PHASE_KEY: _phase_ramp(3, 32)}
+    loss, _ = m.loss(b)
+    loss.backward()
+    head = m.decoders["tagging"].anatomy.net
+    assert head[-1].weight.grad.abs().sum() > 0  # the zero-initialised output layer learns
+    m.eval()
+    # cine -> tagging reads the anatomy from the source itself: a dict without other channels is enough
+    y = m.synthesise({"cine": b["cine"], PHASE_KEY: b[PHASE_KEY]}, source="cine", target="tagging")
+    torch.testing.assert_close(y, m.synthesise(b["cine"], source="cine", target="tagging", phase=b[PHASE_KEY]))
+    assert set(m.reconstruct(b)) == {"cine", "tagging"}
+    # tagging -> tagging needs the cine, and says so
+    with pytest.raises(ValueError, match="anatomy from channel 'cine'"):
+        m.synthesise({"tagging": b["tagging"], PHASE_KEY: b[PHASE_KEY]}, source="tagging", target="tagging")
+    assert m.synthesise(b, source="tagging", target="tagging").shape == (3, 4, 32, 32)
+    with pytest.raises(ValueError, match=r"shape \(B, 4, 32, 32\)"):
+        m.decode(torch.zeros(3, 8), "tagging", b[PHASE_KEY], b["cine"][:, :2])
+    for bad in (dict(anatomy_channel="cine"), dict(phase_channel="tagging", anatomy_channel="tagging")):
+        with pytest.raises(ValueError, match="anatomy_channel"):
+            SMCVAEConfig(**bad)
+    with pytest.raises(ValueError, match="anatomy_width"):
+        SMCVAEConfig(phase_channel="tagging", anatomy_channel="cine", anatomy_width=0)
+
+
 def test_tag_profile_harmonics_match_their_closed_form():
     """The Chebyshev recursion of the learned tag profile equals sum_n c_n cos(n psi) + s_n sin(n psi)."""
     for n in (1, 2, 3, 4):

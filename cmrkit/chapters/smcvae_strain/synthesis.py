@@ -34,7 +34,8 @@ def smcvae_config(
     ``latent_dim`` / ``conv_layers`` replace D / L (the ablations). ``geometry=True`` gives the kit's
     geometry-aware variant: the tagging decoder is a :class:`cmrkit.models.smcvae.PhaseWarpDecoder` given
     the tag phase from the header, and its displacement also explains the cine's motion
-    (``motion_channel="cine"``)."""
+    (``motion_channel="cine"``); with ``ch4.geometry_anatomy: cine`` that decoder also reads the cine frames
+    for the anatomy and the tag depth (``anatomy_channel``)."""
     from ...models.smcvae import SMCVAEConfig
 
     c = cfg.ch4
@@ -48,6 +49,7 @@ def smcvae_config(
         log_alpha_init=float(c.log_alpha_init),
         phase_channel="tagging" if geometry else "",
         motion_channel="cine" if geometry else "",
+        anatomy_channel=str(c.geometry_anatomy) if geometry else "",
     )
 
 
