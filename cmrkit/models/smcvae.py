@@ -316,26 +316,14 @@ class SMCVAEConfig:
             raise ValueError(f"SMCVAEConfig.max_displacement must be in (0, 0.5], got {self.max_displacement!r}")
         if not (0.0 <= self.anatomy_residual <= 1.0):
             raise ValueError(f"SMCVAEConfig.anatomy_residual must be in [0, 1], got {self.anatomy_residual!r}")
-        if self.motion_channel and (
-            self.motion_channel not in chans
-            or self.motion_channel == self.phase_channel
-            or not self.phase_channel
-            or self.phase_decoder != "warp"
-        ):
-            raise ValueError(
-                f"SMCVAEConfig.motion_channel={self.motion_channel!r} must be another of the channels {chans}, "
-                "used with a phase_channel whose phase_decoder is 'warp'"
-            )
-        if self.anatomy_channel and (
-            self.anatomy_channel not in chans
-            or self.anatomy_channel == self.phase_channel
-            or not self.phase_channel
-            or self.phase_decoder != "warp"
-        ):
-            raise ValueError(
-                f"SMCVAEConfig.anatomy_channel={self.anatomy_channel!r} must be another of the channels {chans}, "
-                "used with a phase_channel whose phase_decoder is 'warp'"
-            )
+        for name in ("motion_channel", "anatomy_channel"):  # side channels of the warp decoder
+            side = getattr(self, name)
+            warp = self.phase_channel and self.phase_decoder == "warp"
+            if side and (side not in chans or side == self.phase_channel or not warp):
+                raise ValueError(
+                    f"SMCVAEConfig.{name}={side!r} must be another of the channels {chans}, "
+                    "used with a phase_channel whose phase_decoder is 'warp'"
+                )
         n_down = sum(s == 2 for s in self.strides)
         if self.image_size % (2**n_down):
             raise ValueError(
@@ -469,19 +457,26 @@ class ChannelDecoder(nn.Module):
         return self.out(self.features(h))
 
 
+def _check_maps(x: Any, want: tuple[int, ...], batch: int, missing: str, what: str) -> torch.Tensor:
+    """``x`` as a float (B, *want) tensor for a batch of ``batch`` latents, or a ValueError (``missing`` when
+    ``x`` is None, else naming ``what`` and the shape expected)."""
+    if x is None:
+        raise ValueError(missing)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != want:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"SMCVAE: {what} must have shape (B, {want[0]}, {want[1]}, {want[2]}), got {shape}")
+    if x.shape[0] != batch:
+        raise ValueError(f"SMCVAE: {x.shape[0]} {what} for a batch of {batch} latents")
+    return x.float()
+
+
 def _check_phase(phase: torch.Tensor | None, cfg: SMCVAEConfig, batch: int) -> torch.Tensor:
-    want = (2, cfg.image_size, cfg.image_size)
-    if phase is None:
-        raise ValueError(
-            f"SMCVAE: the decoder of channel {cfg.phase_channel!r} needs the tag phase maps "
-            f"(batch key {PHASE_KEY!r}, shape (B, 2, {want[1]}, {want[2]}), radians)"
-        )
-    if not isinstance(phase, torch.Tensor) or phase.ndim != 4 or tuple(phase.shape[1:]) != want:
-        shape = tuple(phase.shape) if isinstance(phase, torch.Tensor) else type(phase).__name__
-        raise ValueError(f"SMCVAE: tag phase maps must have shape (B, 2, {want[1]}, {want[2]}), got {shape}")
-    if phase.shape[0] != batch:
-        raise ValueError(f"SMCVAE: {phase.shape[0]} tag phase maps for a batch of {batch} latents")
-    return phase.float()
+    n = cfg.image_size
+    missing = (
+        f"SMCVAE: the decoder of channel {cfg.phase_channel!r} needs the tag phase maps "
+        f"(batch key {PHASE_KEY!r}, shape (B, 2, {n}, {n}), radians)"
+    )
+    return _check_maps(phase, (2, n, n), batch, missing, "tag phase maps")
 
 
 def _profile_terms(psi: torch.Tensor, coef_cos: torch.Tensor, coef_sin: torch.Tensor) -> torch.Tensor:
@@ -504,20 +499,11 @@ def _profile_terms(psi: torch.Tensor, coef_cos: torch.Tensor, coef_sin: torch.Te
 
 def _check_anatomy(anatomy: torch.Tensor | None, cfg: SMCVAEConfig, batch: int) -> torch.Tensor:
     want = (cfg.in_frames, cfg.image_size, cfg.image_size)
-    if anatomy is None:
-        raise ValueError(
-            f"SMCVAE: the decoder of channel {cfg.phase_channel!r} draws its anatomy from channel "
-            f"{cfg.anatomy_channel!r}: give its frames (B, {want[0]}, {want[1]}, {want[2]}) in [-1, 1]"
-        )
-    if not isinstance(anatomy, torch.Tensor) or anatomy.ndim != 4 or tuple(anatomy.shape[1:]) != want:
-        shape = tuple(anatomy.shape) if isinstance(anatomy, torch.Tensor) else type(anatomy).__name__
-        raise ValueError(
-            f"SMCVAE: the {cfg.anatomy_channel!r} frames given to the {cfg.phase_channel!r} decoder must have "
-            f"shape (B, {want[0]}, {want[1]}, {want[2]}), got {shape}"
-        )
-    if anatomy.shape[0] != batch:
-        raise ValueError(f"SMCVAE: {anatomy.shape[0]} {cfg.anatomy_channel!r} sequences for a batch of {batch} latents")
-    return anatomy.float()
+    missing = (
+        f"SMCVAE: the decoder of channel {cfg.phase_channel!r} draws its anatomy from channel "
+        f"{cfg.anatomy_channel!r}: give its frames (B, {want[0]}, {want[1]}, {want[2]}) in [-1, 1]"
+    )
+    return _check_maps(anatomy, want, batch, missing, f"{cfg.anatomy_channel!r} sequences for the decoder")
 
 
 class FrameHead(nn.Module):
