@@ -433,11 +433,12 @@ def test_phase_channels_decoder_builds_and_trains_one_step():
     assert m.decode(torch.zeros(2, 8), "tagging", b[PHASE_KEY]).abs().max() <= 1.0
 
 
-@pytest.mark.parametrize("phase_channel", ["", "tagging"])
+@pytest.mark.parametrize("phase_channel", ["", "tagging", "tagging+cine"])
 def test_thesis_size_one_optimiser_step_on_cpu(phase_channel):
     """demo/paper sizes (128 x 128, D = 1024, L = 7, 20 frames) build and take one Adam step on CPU,
-    for the thesis model and the geometry-aware one."""
-    m = SMCVAE(seed=0, phase_channel=phase_channel)
+    for the thesis model and the geometry-aware one (with and without the cine-reading head)."""
+    phase_channel, _, anatomy = phase_channel.partition("+")
+    m = SMCVAE(seed=0, phase_channel=phase_channel, motion_channel=anatomy, anatomy_channel=anatomy)
     assert m.config.image_size == 128 and m.config.latent_dim == 1024 and m.config.conv_layers == 7
     b = batch_for(m, n=2)
     if phase_channel:
