@@ -850,6 +850,13 @@ class SMCVAE(nn.Module):
             return self.decoders[channel](z, phase, anatomy)
         return self.decoders[channel](z, phase)
 
+    def _side_inputs(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What the phase-aware decoder reads from ``batch`` besides the latent: the tag phase maps
+        (:data:`PHASE_KEY`) and the frames of ``config.anatomy_channel``; None where the model needs none."""
+        phase = batch.get(PHASE_KEY) if self.phase_aware else None
+        anatomy = batch.get(self.config.anatomy_channel) if self.config.anatomy_channel else None
+        return phase, anatomy
+
     # ---- sparsity ----------------------------------------------------------------------------
     def dropout_rate(self) -> torch.Tensor:
         """Per-dimension dropout rate ``alpha / (1 + alpha) = sigmoid(log_alpha)``, shape (D,)."""
@@ -891,8 +898,7 @@ class SMCVAE(nn.Module):
         present = [c for c in self.channels if c in batch]
         if not present:
             raise ValueError(f"SMCVAE.forward: batch has none of the channels {self.channels}; keys: {list(batch)}")
-        phase = batch.get(PHASE_KEY) if self.phase_aware else None
-        anatomy = batch.get(self.config.anatomy_channel) if self.config.anatomy_channel else None
+        phase, anatomy = self._side_inputs(batch)
         sample = self.training if sample is None else bool(sample)
         out: dict[str, Any] = {"q": {}, "mu": {}, "logvar": {}, "z": {}, "recon": {t: {} for t in self.channels}}
         for s in present:
@@ -1031,8 +1037,8 @@ class SMCVAE(nn.Module):
         if isinstance(x, Mapping):
             if source not in x:
                 raise ValueError(f"SMCVAE.synthesise: source channel {source!r} not in the batch keys {list(x)}")
-            phase = x.get(PHASE_KEY) if phase is None else phase
-            anatomy = x.get(self.config.anatomy_channel) if self.config.anatomy_channel else None
+            found, anatomy = self._side_inputs(x)
+            phase = found if phase is None else phase
             x = x[source]
         if source == self.config.anatomy_channel:
             anatomy = x
@@ -1061,8 +1067,7 @@ class SMCVAE(nn.Module):
             if s not in batch:
                 raise ValueError(f"SMCVAE.reconstruct: source {s!r} not in the batch keys {list(batch)}")
         mus = [self._mask(self.encode_params(batch[s], s)[0], threshold) for s in srcs]
-        phase = batch.get(PHASE_KEY) if self.phase_aware else None
-        anatomy = batch.get(self.config.anatomy_channel) if self.config.anatomy_channel else None
+        phase, anatomy = self._side_inputs(batch)
         return {t: torch.stack([self.decode(m, t, phase, anatomy) for m in mus]).mean(0) for t in self.channels}
 
 
