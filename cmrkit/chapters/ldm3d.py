@@ -308,7 +308,8 @@ def autoencoder_config(cfg: Any, shape: Sequence[int]) -> Any:
     )
 
 
-def _ae_payload(cfg: Any, data: VolumeData, mcfg: Any) -> dict[str, Any]:
+def ae_payload(cfg: Any, data: VolumeData, mcfg: Any) -> dict[str, Any]:
+    """The settings that key the autoencoder's run folder in ``runs/`` (model, training, subject lists)."""
     c = cfg.ch5
     model = mcfg.to_dict()
     model.pop("use_flash_attention")  # same weights and outputs either way
@@ -321,7 +322,22 @@ def _ae_payload(cfg: Any, data: VolumeData, mcfg: Any) -> dict[str, Any]:
         "roi_mm": float(c.roi_mm),
         "train": _subjects_hash(data, "train"),
         "val": _subjects_hash(data, "val"),
+        # only when set, so runs trained before the option keep their keys
+        **({"scale_equivariance": se} if (se := ae_scale_equivariance(cfg)) else {}),
     }
+
+
+def ae_scale_equivariance(cfg: Any) -> float:
+    """``ch5.ae_scale_equivariance``: weight of the autoencoder's scale-equivariance term (0 = off;
+    :class:`~cmrkit.models.autoencoder.AutoencoderLoss`); a clear error if it is not a number >= 0."""
+    raw = cfg.ch5.get("ae_scale_equivariance", 0.0)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"ch5.ae_scale_equivariance must be a number >= 0 (0 = off), got {raw!r}")
+    return value
 
 
 def _checked_folder(cfg: Any, name: str, payload: Mapping[str, Any], checkpoint: Any) -> Any:
@@ -351,14 +367,14 @@ def train_autoencoder(cfg: Any, data: VolumeData, *, checkpoint: Any = None, pro
 
     c = cfg.ch5
     mcfg = autoencoder_config(cfg, data.shape)
-    folder = _checked_folder(cfg, "autoencoder", _ae_payload(cfg, data, mcfg), checkpoint)
+    folder = _checked_folder(cfg, "autoencoder", ae_payload(cfg, data, mcfg), checkpoint)
     model = VolumeAutoencoder(mcfg, seed=int(cfg.seed))
     tr, va = data.index("train"), data.index("val")
     res = fit(
         model,
         VolumeDataset(data.images[tr], data.labels[tr]),
         VolumeDataset(data.images[va], data.labels[va]) if len(va) else None,
-        loss_fn=AutoencoderLoss(float(c.kl_weight)),
+        loss_fn=AutoencoderLoss(float(c.kl_weight), ae_scale_equivariance(cfg)),
         epochs=int(c.ae_epochs),
         batch_size=int(c.ae_batch_size),
         lr=float(c.ae_lr),
@@ -407,6 +423,12 @@ def volume_dice(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.asarray(dice(pred, ref, labels=list(STRUCTURES), spatial_dims=3), dtype=float).reshape(len(pred), -1)
 
 
+def _depth_handling(mcfg: Any) -> str:
+    if int(mcfg.slice_width):
+        return f"per-slice stem of {int(mcfg.slice_width)} features, slices folded at half resolution"
+    return "slices folded into the first layer"
+
+
 def autoencoder_table(cfg: Any, rep: Report, data: VolumeData, model: Any, *, split: str = "test") -> pd.DataFrame:
     """Reconstruction quality on a split: SSIM (per 2D slice, averaged per volume), PSNR (per volume)
     on [0, 1] intensities, Dice of the decoded masks (mean over LV, Myo, RV per volume, and each)."""
@@ -433,7 +455,10 @@ def autoencoder_table(cfg: Any, rep: Report, data: VolumeData, model: Any, *, sp
             "SSIM per 2D slice (11-tap Gaussian window) averaged per volume, PSNR over each volume, both on [0, 1] "
             "intensities (data_range 1); Dice per volume averaged over LV, Myo and RV (and per structure).",
             f"Latent {model.config.latent_shape[1]} x {model.config.latent_shape[2]} x 1 x "
-            f"{model.config.latent_shape[0]} (slices folded into the first layer, cmrkit.models.autoencoder).",
+            f"{model.config.latent_shape[0]} ({_depth_handling(model.config)}, cmrkit.models.autoencoder); loss "
+            f"L1 + CE + {float(cfg.ch5.kl_weight):g} KL"
+            + (f" + {se:g} x scale equivariance" if (se := ae_scale_equivariance(cfg)) else "")
+            + ".",
         ],
     )
     j = int(np.argsort(s)[len(s) // 2]) if len(s) else 0

@@ -60,6 +60,8 @@ Loss (thesis §5.2.1)
 over voxels ("sparse" integer targets) and the KL of the MONAI/GenerativeModels tutorials,
 ``KL = 0.5 * sum_{c,h,w} (mu^2 + sigma^2 - log sigma^2 - 1)`` averaged over the batch (thesis
 ``kl_weight`` 1e-4). Training draws ``z = mu + sigma * eps``; validation (eval mode) decodes ``mu``.
+An optional scale-equivariance term (:class:`AutoencoderLoss`) keeps the latent's spectrum like the
+volume's when the KL is weak.
 """
 
 from __future__ import annotations
@@ -310,6 +312,17 @@ class VolumeAutoencoder(nn.Module):
             raise ValueError(f"decode(z): expected (B, {self.config.latent_shape}), got {tuple(z.shape)}")
         return self.unfold(self.net.decode(z))
 
+    def decode_rescaled(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode a latent of another in-plane size ``(B, latent_channels, h, w)`` into
+        ``(B, 1 + n_classes, h * f, w * f, Z)`` (``f`` = :attr:`VolumeAutoencoderConfig.factor`).
+
+        The decoder is fully convolutional, so it accepts any size; this is what the scale-equivariance
+        term of :class:`AutoencoderLoss` decodes. Use :meth:`decode` for latents of the model's own shape."""
+        c = self.config
+        if z.ndim != 4 or int(z.shape[1]) != c.latent_channels:
+            raise ValueError(f"decode_rescaled(z): expected (B, {c.latent_channels}, h, w), got {tuple(z.shape)}")
+        return self.unfold(self.net.decode(z))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(reconstruction, mu, sigma)``; decodes a sample ``mu + sigma * eps`` in train mode and
         ``mu`` in eval mode."""
@@ -355,17 +368,30 @@ def split_output(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 class AutoencoderLoss:
-    """``loss_fn(model, batch)`` for :func:`cmrkit.train.fit`: L1 (image) + CE (mask) + ``kl_weight`` * KL.
+    """``loss_fn(model, batch)`` for :func:`cmrkit.train.fit`: L1 (image) + CE (mask) + ``kl_weight`` * KL,
+    plus ``scale_equivariance`` times the same L1 + CE one scale down.
 
     ``batch`` is ``{"image": (B, X, Y, Z) float in [0, 1], "labels": (B, X, Y, Z) int}``. Logs ``l1``,
     ``ce``, ``kl`` and ``dice`` (hard Dice of the decoded mask, mean over the foreground classes
     present in the batch).
+
+    Scale equivariance (Skorokhodov et al., ICML 2025, "Improving the diffusability of autoencoders";
+    likewise EQ-VAE, Kouzelis et al. 2025): with a weak KL the encoder is free to put information in
+    high spatial frequencies of the latent, which the coarse-to-fine denoising of a diffusion model
+    struggles to generate. The regulariser asks the decoder to turn the latent averaged over 2 x 2
+    positions into the volume averaged over 2 x 2 pixels in-plane (image: L1; mask: cross-entropy
+    against the averaged one-hot labels), so that the latent's coarse scales carry the volume's coarse
+    scales. Only in training mode: the validation loss (which selects the kept epoch) stays the plain
+    reconstruction loss. ``scale_equivariance = 0`` is the thesis' loss.
     """
 
-    def __init__(self, kl_weight: float = 1e-4) -> None:
+    def __init__(self, kl_weight: float = 1e-4, scale_equivariance: float = 0.0) -> None:
         if not (kl_weight >= 0 and math.isfinite(kl_weight)):
             raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight}")
+        if not (scale_equivariance >= 0 and math.isfinite(scale_equivariance)):
+            raise ValueError(f"scale_equivariance must be a finite number >= 0, got {scale_equivariance}")
         self.kl_weight = float(kl_weight)
+        self.scale_equivariance = float(scale_equivariance)
 
     def __call__(self, model: VolumeAutoencoder, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         n_classes = model.config.n_classes
@@ -391,7 +417,31 @@ class AutoencoderLoss:
                         dices.append(2.0 * (a & b).sum() / den)
                 if dices:
                     logs["dice"] = torch.stack(dices).float().mean()
+        if self.scale_equivariance > 0 and model.training:
+            se = self.downscaled_loss(model, batch, mu, sigma)
+            loss = loss + self.scale_equivariance * se
+            logs["se"] = se.detach()
         return loss, logs
+
+    @staticmethod
+    def downscaled_loss(
+        model: VolumeAutoencoder, batch: Mapping[str, torch.Tensor], mu: torch.Tensor, sigma: torch.Tensor
+    ) -> torch.Tensor:
+        """L1 (+ CE) between the decoded 2 x 2-averaged latent draw and the 2 x 2-averaged volume."""
+        if mu.shape[-1] % 2 or mu.shape[-2] % 2:
+            raise ValueError(
+                f"scale_equivariance needs an even latent size to average 2 x 2 positions, got {tuple(mu.shape[-2:])}"
+            )
+        z = F.avg_pool2d(mu + sigma * torch.randn_like(sigma), 2)
+        out = model.decode_rescaled(z).float()
+        pool = (2, 2, 1)  # in-plane only: the slices are not resampled
+        image = F.avg_pool3d(batch["image"].float().unsqueeze(1), pool)[:, 0]
+        loss = (out[:, 0] - image).abs().mean()
+        n_classes = model.config.n_classes
+        if n_classes:
+            onehot = F.one_hot(batch["labels"].long(), n_classes).permute(0, 4, 1, 2, 3).float()
+            loss = loss + F.cross_entropy(out[:, 1:], F.avg_pool3d(onehot, pool))
+        return loss
 
 
 class VolumeDataset(torch.utils.data.Dataset):

@@ -106,6 +106,23 @@ def test_sample_count_of_zero_is_refused(tiny):
         ldm3d.sample_counts(bad)
 
 
+def test_scale_equivariance_setting_is_checked_and_keys_runs_only_when_on(tiny):
+    cfg, data = tiny
+    mcfg = ldm3d.autoencoder_config(cfg, data.shape)
+
+    def key(value):
+        c = config.load(
+            "smoke", data_dir=cfg.data_dir, device="cpu", overrides={**TINY, "ch5.ae_scale_equivariance": value}
+        )
+        return ldm3d.ae_payload(c, data, mcfg)
+
+    assert key(0.0) == key(0) and "scale_equivariance" not in key(0.0)  # runs trained before the option keep keys
+    assert key(0.5)["scale_equivariance"] == 0.5
+    for bad in ("x", -1, float("nan")):
+        with pytest.raises(ValueError, match="ch5.ae_scale_equivariance.* must be a number"):
+            key(bad)
+
+
 @pytest.mark.slow
 def test_train_reload_mismatch_and_samples(tiny, runs_root):
     cfg, data = tiny

@@ -128,6 +128,71 @@ def test_loss_terms_and_overfitting_a_tiny_batch(slice_width):
     assert (img_hat - img).abs().mean() < 0.05
 
 
+@pytest.mark.parametrize("slice_width", [0, 8])
+def test_decode_rescaled_is_decode_at_the_models_own_size_and_scales_the_output(slice_width):
+    mcfg = VolumeAutoencoderConfig(image_size=(16, 16), depth=3, channels=(8, 8), slice_width=slice_width)
+    m = VolumeAutoencoder(mcfg, seed=0).eval()
+    z = torch.randn(2, *mcfg.latent_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(m.decode_rescaled(z), m.decode(z))
+        half = m.decode_rescaled(torch.nn.functional.avg_pool2d(z, 2))
+    assert half.shape == (2, 5, 8, 8, 3)  # half the in-plane size, every slice kept
+    with pytest.raises(ValueError, match=r"decode_rescaled\(z\): expected \(B, 4, h, w\)"):
+        m.decode_rescaled(torch.zeros(1, 3, 4, 4))
+
+
+def _reference_downscaled_loss(out, image, labels):
+    """Independent reference: 2 x 2 block means by reshaping, soft cross-entropy written out."""
+    b, x, y, z = image.shape
+    img2 = image.reshape(b, x // 2, 2, y // 2, 2, z).mean(dim=(2, 4))
+    onehot = torch.nn.functional.one_hot(labels, 4).float()  # (B, X, Y, Z, K)
+    p = onehot.reshape(b, x // 2, 2, y // 2, 2, z, 4).mean(dim=(2, 4)).permute(0, 4, 1, 2, 3)
+    logp = torch.log_softmax(out[:, 1:], dim=1)
+    return (out[:, 0] - img2).abs().mean() + (-(p * logp).sum(1)).mean()
+
+
+def test_scale_equivariance_term_matches_an_independent_computation():
+    mcfg = VolumeAutoencoderConfig(image_size=(16, 16), depth=3, channels=(8, 8), slice_width=8)
+    m = VolumeAutoencoder(mcfg, seed=0)
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(2, 16, 16, 3, generator=g)
+    labels = torch.randint(0, 4, (2, 16, 16, 3), generator=g)
+    mu = torch.randn(2, *mcfg.latent_shape, generator=g)
+    sigma = torch.zeros_like(mu)  # no draw: the decoded latent is the 2 x 2 mean of mu
+    got = AutoencoderLoss.downscaled_loss(m, {"image": image, "labels": labels}, mu, sigma)
+    with torch.no_grad():
+        out = m.decode_rescaled(mu.reshape(2, 4, 2, 2, 2, 2).mean(dim=(3, 5)))
+    torch.testing.assert_close(got.detach(), _reference_downscaled_loss(out, image, labels))
+
+
+def test_scale_equivariance_weight_adds_the_term_in_training_only():
+    mcfg = VolumeAutoencoderConfig(image_size=(16, 16), depth=3, channels=(8, 8), slice_width=8)
+    m = VolumeAutoencoder(mcfg, seed=0)
+    batch = {"image": torch.rand(2, 16, 16, 3), "labels": torch.randint(0, 4, (2, 16, 16, 3))}
+    m.train()
+    torch.manual_seed(5)
+    loss, logs = AutoencoderLoss(1e-4, 0.5)(m, batch)
+    assert float(loss.detach()) == pytest.approx(
+        float(logs["l1"] + logs["ce"] + 1e-4 * logs["kl"] + 0.5 * logs["se"]), rel=1e-5
+    )
+    torch.manual_seed(5)
+    plain, plain_logs = AutoencoderLoss(1e-4)(m, batch)
+    assert "se" not in plain_logs and float(plain_logs["l1"]) == pytest.approx(float(logs["l1"]))
+    m.eval()  # validation: the plain reconstruction loss, so the kept epoch is chosen as before
+    with torch.no_grad():
+        ev, ev_logs = AutoencoderLoss(1e-4, 0.5)(m, batch)
+        ev0, _ = AutoencoderLoss(1e-4)(m, batch)
+    assert "se" not in ev_logs and float(ev) == float(ev0)
+    with pytest.raises(ValueError, match="scale_equivariance"):
+        AutoencoderLoss(1e-4, -0.1)
+    small = VolumeAutoencoder(VolumeAutoencoderConfig(image_size=(6, 6), depth=2, channels=(8, 8)), seed=0).train()
+    assert small.config.latent_shape == (4, 3, 3)
+    with pytest.raises(ValueError, match="even latent size"):
+        AutoencoderLoss(1e-4, 0.5)(
+            small, {"image": torch.rand(1, 6, 6, 2), "labels": torch.randint(0, 4, (1, 6, 6, 2))}
+        )
+
+
 def test_split_output_and_inputs():
     out = torch.zeros(1, 5, 2, 2, 1)
     out[:, 0] = 1.7  # clipped to 1
