@@ -503,7 +503,8 @@ def train_diffusion(
     The autoencoder's latent ``mu``/``sigma`` of every training (and validation) volume are computed
     once; ``scale_factor`` = 1 / std of one latent draw per training volume; the UNet is trained for
     ``ch5.diffusion_iterations`` steps of batch ``ch5.diffusion_batch_size`` with Adam (lr
-    ``ch5.diffusion_lr``, betas (0.9, 0.99) as the thesis) and the final weights are kept. The run
+    ``ch5.diffusion_lr``, betas (0.9, 0.99) as the thesis) and the final weights are kept (their
+    moving average when ``ch5.diffusion_ema`` is a decay; null: the raw weights). The run
     folder is keyed by the settings and the autoencoder's run, so a new autoencoder means a new
     diffusion model; ``checkpoint`` as in :func:`train_autoencoder`.
     """
@@ -517,6 +518,9 @@ def train_diffusion(
     )
 
     c = cfg.ch5
+    ema = c.get("diffusion_ema")
+    if ema is not None and not (isinstance(ema, (int, float)) and 0.0 < float(ema) < 1.0):
+        raise ValueError(f"ch5.diffusion_ema must be a decay in (0, 1) or null, got {ema!r}")
     ae, ae_folder = autoencoder.model, autoencoder.folder
     mcfg = diffusion_config(cfg, ae.config.latent_shape)
     iters, bs = int(c.diffusion_iterations), int(c.diffusion_batch_size)
@@ -531,6 +535,8 @@ def train_diffusion(
         "lr": float(c.diffusion_lr),
         "autoencoder": ae_folder.name,
     }
+    if ema is not None:  # only when set, so runs trained before the option keep their keys
+        payload["ema_decay"] = float(ema)
     folder = _checked_folder(cfg, "diffusion", payload, checkpoint)
     tr, va = data.index("train"), data.index("val")
     mu, sigma = encode_latents(ae, data.images[tr], data.labels[tr], device=cfg.device)
@@ -554,6 +560,7 @@ def train_diffusion(
         autoencoder=ae_folder.name,
         device=cfg.device,
         seed=int(cfg.seed),
+        ema_decay=payload.get("ema_decay"),
         progress=progress,
     )
     return Trained(res.model, res.history, int(res.best_epoch), folder)

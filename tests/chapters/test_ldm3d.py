@@ -123,6 +123,14 @@ def test_scale_equivariance_setting_is_checked_and_keys_runs_only_when_on(tiny):
             key(bad)
 
 
+@pytest.mark.parametrize("bad", [1.5, 0.0, "x"])
+def test_a_bad_ema_decay_is_refused_naming_the_setting(tiny, bad):
+    cfg, data = tiny
+    other = config.load("smoke", data_dir=cfg.data_dir, device="cpu", overrides={**TINY, "ch5.diffusion_ema": bad})
+    with pytest.raises(ValueError, match="ch5.diffusion_ema must be a decay in"):
+        ldm3d.train_diffusion(other, data, ldm3d.Trained(None, [], 0, None))
+
+
 @pytest.mark.slow
 def test_train_reload_mismatch_and_samples(tiny, runs_root):
     cfg, data = tiny
