@@ -491,6 +491,7 @@ def diffusion_config(cfg: Any, latent_shape: Sequence[int]) -> Any:
         num_res_blocks=int(c.diffusion_res_blocks),
         timesteps=int(c.timesteps),
         loss=str(c.diffusion_loss),
+        prediction_type=str(c.get("diffusion_prediction", "epsilon")),
         use_flash_attention=str(cfg.device).startswith("cuda"),
     )
 

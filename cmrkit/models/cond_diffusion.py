@@ -286,6 +286,11 @@ class ConditionalDiffusionConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.base, LatentDiffusionConfig):
             raise ValueError("ConditionalDiffusionConfig.base must be a LatentDiffusionConfig")
+        if self.base.prediction_type != "epsilon":  # guidance and DDIM inversion here combine noise estimates
+            raise ValueError(
+                "ConditionalDiffusionConfig: the conditional model predicts the noise; "
+                f"base.prediction_type {self.base.prediction_type!r} is not supported"
+            )
         ConditionSpace.from_dict(self.space)  # validates
         for name in ("cross_attention_dim", "n_tokens", "encoder_hidden"):
             if int(getattr(self, name)) < 1:

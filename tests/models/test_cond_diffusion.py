@@ -132,6 +132,9 @@ def test_config_round_trip_and_checkpoint(models, tmp_path, cohort):
     assert load_model(tmp_path / "ae.pt").model.latent_shape == ae.latent_shape
     with pytest.raises(ValueError, match="cond_dropout"):
         ConditionalDiffusionConfig(base=ldm.config.base, space=ldm.config.space, cond_dropout=1.0)
+    v_base = dataclasses.replace(ldm.config.base, prediction_type="v_prediction")
+    with pytest.raises(ValueError, match="predicts the noise; base.prediction_type 'v_prediction' is not supported"):
+        ConditionalDiffusionConfig(base=v_base, space=ldm.config.space)
 
 
 def test_guided_noise_formula():

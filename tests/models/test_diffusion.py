@@ -70,6 +70,33 @@ def test_ddim_chain_with_an_oracle_recovers_x0_beyond_unit_range():
     torch.testing.assert_close(x, x0, atol=1e-6, rtol=1e-6)
 
 
+def test_v_prediction_chain_with_an_oracle_recovers_x0_and_trains_on_the_velocity():
+    """The training target and the sampler agree on what v means: DDIM fed the exact velocity
+    v = sqrt(abar) eps - sqrt(1 - abar) x0 returns x0, and the training scheduler's target is that v."""
+    cfg = LatentDiffusionConfig(**{**LDM_CFG.to_dict(), "prediction_type": "v_prediction"})
+    sch = ddim_scheduler(cfg, 25)
+    g = torch.Generator().manual_seed(0)
+    x0 = 3.0 * torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    eps = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    ab = sch.alphas_cumprod.double()
+    t0 = int(sch.timesteps[0])
+    x = ab[t0].sqrt() * x0 + (1 - ab[t0]).sqrt() * eps
+    for t in sch.timesteps:
+        a = ab[int(t)]
+        e = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        x, _ = sch.step(a.sqrt() * e - (1 - a).sqrt() * x0, int(t), x)
+    torch.testing.assert_close(x, x0, atol=1e-6, rtol=1e-6)
+    train = LatentDiffusion(cfg, seed=0).train_scheduler()
+    t = torch.tensor([0, 500, 999])
+    a = train.alphas_cumprod.double()[t].view(-1, 1, 1, 1)
+    e3 = torch.randn(3, 4, 8, 8, generator=g, dtype=torch.float64)
+    x3 = torch.randn(3, 4, 8, 8, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(train.get_velocity(x3, e3, t), a.sqrt() * e3 - (1 - a).sqrt() * x3)
+    # the default (noise prediction) keeps the run keys of models trained before the option
+    assert "prediction_type" not in LDM_CFG.to_dict() and cfg.to_dict()["prediction_type"] == "v_prediction"
+    assert LatentDiffusionConfig.from_dict(cfg.to_dict()) == cfg
+
+
 def test_scale_factor_closed_form_and_persistence(tmp_path):
     from cmrkit.train import load_model, save_model
 
@@ -184,15 +211,17 @@ def test_generate_is_reproducible_and_sample_i_regenerates_alone(models):
         generate(ae, ldm, [], ddim_steps=5)
 
 
-def test_diffusion_loss_is_l1_or_mse_on_the_noise(models):
+def test_diffusion_loss_is_l1_or_mse_on_the_noise_or_the_velocity(models):
     ae, _ = models
     imgs = np.random.default_rng(0).random((3, 16, 16, 3)).astype(np.float32)
     labs = np.random.default_rng(1).integers(0, 4, (3, 16, 16, 3))
     mu, sigma = encode_latents(ae, imgs, labs)
     assert mu.shape == sigma.shape == (3, 4, 8, 8)
     batch = {"mu": mu, "sigma": sigma}
-    for kind in ("l1", "mse"):
-        m = LatentDiffusion(LatentDiffusionConfig(**{**LDM_CFG.to_dict(), "loss": kind}), seed=0)
+    for kind, prediction in (("l1", "epsilon"), ("mse", "epsilon"), ("l1", "v_prediction")):
+        m = LatentDiffusion(
+            LatentDiffusionConfig(**{**LDM_CFG.to_dict(), "loss": kind, "prediction_type": prediction}), seed=0
+        )
         torch.manual_seed(5)
         loss, logs = DiffusionLoss()(m, batch)
         # replay the same draws by hand
@@ -202,9 +231,11 @@ def test_diffusion_loss_is_l1_or_mse_on_the_noise(models):
         t = torch.randint(0, 1000, (3,)).long()
         sch = m.train_scheduler()
         pred = m.unet(sch.add_noise(z0, noise, t), t)
-        ref = (pred - noise).abs().mean() if kind == "l1" else (pred - noise).pow(2).mean()
+        a = sch.alphas_cumprod[t].view(-1, 1, 1, 1)
+        target = noise if prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * z0
+        ref = (pred - target).abs().mean() if kind == "l1" else (pred - target).pow(2).mean()
         assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
-        assert float(logs["mse"]) == pytest.approx(float((pred - noise).detach().pow(2).mean()), rel=1e-5)
+        assert float(logs["mse"]) == pytest.approx(float((pred - target).detach().pow(2).mean()), rel=1e-5)
 
 
 def test_fit_latent_diffusion_completes_and_refuses_a_run_of_another_autoencoder(tmp_path):
@@ -259,6 +290,7 @@ def test_latent_dataset_repeats():
         ({"loss": "huber"}, "loss"),
         ({"attention_levels": (True,)}, "attention_levels"),
         ({"timesteps": 1}, "timesteps"),
+        ({"prediction_type": "sample"}, "prediction_type must be one of"),
         # 20 latent channels cannot pass a 16-wide first level (chapter 6's cpu failure, 80 through 64)
         ({"latent_shape": (20, 8, 8)}, "narrower than the 20 latent channels"),
     ],
