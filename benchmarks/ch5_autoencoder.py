@@ -23,27 +23,21 @@ Prints one JSON line with the settings and the numbers.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import numpy as np
+from profile_args import load_profile, profile_parser
 
-from cmrkit import config
 from cmrkit.chapters import ldm3d
 from cmrkit.metrics import psnr, ssim
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--data-dir", default=None, help="phantom cohort folder (default: the profile's)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="profile override, repeatable")
+    ap = profile_parser(__doc__)
     ap.add_argument("--latents", action="store_true", help="add latent statistics and decoder robustness")
     a = ap.parse_args()
-    overrides = config.parse_overrides(a.set)
-    cfg = config.load(a.profile, device=a.device, overrides=overrides, data_dir=a.data_dir)
+    cfg, overrides = load_profile(a)
     data = ldm3d.load_volumes(cfg)
     t0 = time.perf_counter()
     trained = ldm3d.train_autoencoder(cfg, data)

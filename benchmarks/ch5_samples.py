@@ -17,13 +17,12 @@ Prints one JSON line per sampler setting.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import numpy as np
+from profile_args import load_profile, profile_parser
 
-from cmrkit import config
 from cmrkit.chapters import ldm3d
 from cmrkit.metrics import wasserstein
 from cmrkit.metrics.anatomy import check_volumes, validity_summary
@@ -31,16 +30,11 @@ from cmrkit.models.diffusion import generate, sample_seeds
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--data-dir", default=None, help="phantom cohort folder (default: the profile's)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="profile override, repeatable")
+    ap = profile_parser(__doc__)
     ap.add_argument("--steps", default=None, help="DDIM steps, comma-separated (default: the profile's)")
     ap.add_argument("--n", type=int, default=200, help="samples per setting")
     a = ap.parse_args()
-    overrides = config.parse_overrides(a.set)
-    cfg = config.load(a.profile, device=a.device, overrides=overrides, data_dir=a.data_dir)
+    cfg, overrides = load_profile(a)
     data = ldm3d.load_volumes(cfg)
     ae = ldm3d.train_autoencoder(cfg, data)
     ldm = ldm3d.train_diffusion(cfg, data, ae)

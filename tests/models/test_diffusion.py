@@ -53,27 +53,12 @@ def test_ddim_timesteps_are_self_consistent():
         ddim_scheduler(LDM_CFG, 0)
 
 
-def test_ddim_chain_with_an_oracle_recovers_x0_beyond_unit_range():
-    """With the exact noise as model output DDIM (eta 0) returns x0; values outside [-1, 1] survive
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_ddim_chain_with_an_oracle_recovers_x0_beyond_unit_range(prediction):
+    """With the exact target as model output (the noise, or the velocity v = sqrt(abar) eps - sqrt(1 - abar) x0)
+    DDIM (eta 0) returns x0, so the sampler and the training target agree; values outside [-1, 1] survive
     because clip_sample is off (MONAI's default would clamp them)."""
-    sch = ddim_scheduler(LDM_CFG, 25)
-    g = torch.Generator().manual_seed(0)
-    x0 = 3.0 * torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
-    eps = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
-    ab = sch.alphas_cumprod.double()
-    t0 = int(sch.timesteps[0])
-    x = ab[t0].sqrt() * x0 + (1 - ab[t0]).sqrt() * eps
-    for t in sch.timesteps:
-        a = ab[int(t)]
-        oracle = (x - a.sqrt() * x0) / (1 - a).sqrt()
-        x, _ = sch.step(oracle, int(t), x)
-    torch.testing.assert_close(x, x0, atol=1e-6, rtol=1e-6)
-
-
-def test_v_prediction_chain_with_an_oracle_recovers_x0_and_trains_on_the_velocity():
-    """The training target and the sampler agree on what v means: DDIM fed the exact velocity
-    v = sqrt(abar) eps - sqrt(1 - abar) x0 returns x0, and the training scheduler's target is that v."""
-    cfg = LatentDiffusionConfig(**{**LDM_CFG.to_dict(), "prediction_type": "v_prediction"})
+    cfg = LatentDiffusionConfig(**{**LDM_CFG.to_dict(), "prediction_type": prediction})
     sch = ddim_scheduler(cfg, 25)
     g = torch.Generator().manual_seed(0)
     x0 = 3.0 * torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
@@ -84,9 +69,14 @@ def test_v_prediction_chain_with_an_oracle_recovers_x0_and_trains_on_the_velocit
     for t in sch.timesteps:
         a = ab[int(t)]
         e = (x - a.sqrt() * x0) / (1 - a).sqrt()
-        x, _ = sch.step(a.sqrt() * e - (1 - a).sqrt() * x0, int(t), x)
+        x, _ = sch.step(e if prediction == "epsilon" else a.sqrt() * e - (1 - a).sqrt() * x0, int(t), x)
     torch.testing.assert_close(x, x0, atol=1e-6, rtol=1e-6)
+
+
+def test_v_prediction_trains_on_the_velocity_and_keeps_old_run_keys():
+    cfg = LatentDiffusionConfig(**{**LDM_CFG.to_dict(), "prediction_type": "v_prediction"})
     train = LatentDiffusion(cfg, seed=0).train_scheduler()
+    g = torch.Generator().manual_seed(0)
     t = torch.tensor([0, 500, 999])
     a = train.alphas_cumprod.double()[t].view(-1, 1, 1, 1)
     e3 = torch.randn(3, 4, 8, 8, generator=g, dtype=torch.float64)
