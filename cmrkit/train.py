@@ -97,6 +97,7 @@ __all__ = [
     "FitResult",
     "SavedModel",
     "fit",
+    "ema_decay_setting",
     "load_checkpoint",
     "save_model",
     "load_model",
@@ -464,6 +465,16 @@ def _settings(
         "world_size": int(world),
         "model_class": f"{cls.__module__}:{cls.__qualname__}",
     }
+
+
+def ema_decay_setting(value: Any, name: str) -> float | None:
+    """A profile's weight-averaging setting (e.g. ``ch5.diffusion_ema``) as :func:`fit`'s ``ema_decay``:
+    None for null, else the decay, which must be a number in (0, 1); a clear error naming ``name`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must be a decay in (0, 1) or null, got {value!r}")
+    return float(value)
 
 
 def _ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:

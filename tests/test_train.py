@@ -503,3 +503,13 @@ def test_adversarial_arguments_are_checked():
 
     with pytest.raises(FloatingPointError, match="discriminator loss"):
         gan_run(1, adversarial=Adversarial(d_loss_fn=nan_d))
+
+
+def test_ema_decay_setting_reads_null_or_a_decay_and_names_the_setting():
+    from cmrkit.train import ema_decay_setting
+
+    assert ema_decay_setting(None, "ch5.diffusion_ema") is None
+    assert ema_decay_setting(0.999, "ch5.diffusion_ema") == 0.999 and isinstance(ema_decay_setting(0.5, "x"), float)
+    for bad in (0, 1, 1.5, True, "0.9"):
+        with pytest.raises(ValueError, match=r"ch6.diffusion_ema must be a decay in \(0, 1\) or null"):
+            ema_decay_setting(bad, "ch6.diffusion_ema")

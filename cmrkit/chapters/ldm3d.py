@@ -517,11 +517,10 @@ def train_diffusion(
         encode_latents,
         fit_latent_diffusion,
     )
+    from ..train import ema_decay_setting
 
     c = cfg.ch5
-    ema = c.get("diffusion_ema")
-    if ema is not None and not (isinstance(ema, (int, float)) and 0.0 < float(ema) < 1.0):
-        raise ValueError(f"ch5.diffusion_ema must be a decay in (0, 1) or null, got {ema!r}")
+    ema = ema_decay_setting(c.get("diffusion_ema"), "ch5.diffusion_ema")
     ae, ae_folder = autoencoder.model, autoencoder.folder
     mcfg = diffusion_config(cfg, ae.config.latent_shape)
     iters, bs = int(c.diffusion_iterations), int(c.diffusion_batch_size)
@@ -537,7 +536,7 @@ def train_diffusion(
         "autoencoder": ae_folder.name,
     }
     if ema is not None:  # only when set, so runs trained before the option keep their keys
-        payload["ema_decay"] = float(ema)
+        payload["ema_decay"] = ema
     folder = _checked_folder(cfg, "diffusion", payload, checkpoint)
     tr, va = data.index("train"), data.index("val")
     mu, sigma = encode_latents(ae, data.images[tr], data.labels[tr], device=cfg.device)
@@ -561,7 +560,7 @@ def train_diffusion(
         autoencoder=ae_folder.name,
         device=cfg.device,
         seed=int(cfg.seed),
-        ema_decay=payload.get("ema_decay"),
+        ema_decay=ema,
         progress=progress,
     )
     return Trained(res.model, res.history, int(res.best_epoch), folder)

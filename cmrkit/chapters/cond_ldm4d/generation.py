@@ -210,11 +210,10 @@ def train_diffusion(
         encode_sequences,
     )
     from ...models.diffusion import channel_whitening, compute_scale_factor, fit_latent_diffusion
+    from ...train import ema_decay_setting
 
     c = cfg.ch6
-    ema = c.get("diffusion_ema")
-    if ema is not None and not (isinstance(ema, (int, float)) and 0.0 < float(ema) < 1.0):
-        raise ValueError(f"ch6.diffusion_ema must be a decay in (0, 1) or null, got {ema!r}")
+    ema = ema_decay_setting(c.get("diffusion_ema"), "ch6.diffusion_ema")
     ae, ae_folder = autoencoder.model, autoencoder.folder
     tr, va = data.index("train"), data.index("val")
     space = condition_space(cfg, data)
@@ -234,7 +233,7 @@ def train_diffusion(
         "autoencoder": ae_folder.name,
     }
     if ema is not None:  # only when set, so runs trained before the option keep their keys
-        payload["ema_decay"] = float(ema)
+        payload["ema_decay"] = ema
     folder = _checked_folder(cfg, "diffusion", payload, checkpoint)
     mu, sigma = encode_sequences(ae, data.images[tr], data.labels[tr], device=cfg.device)
     scale = compute_scale_factor(mu, sigma, seed=int(cfg.seed))
@@ -261,7 +260,7 @@ def train_diffusion(
         autoencoder=ae_folder.name,
         device=cfg.device,
         seed=int(cfg.seed),
-        ema_decay=payload.get("ema_decay"),
+        ema_decay=ema,
         progress=progress,
     )
     return Trained(res.model, res.history, int(res.best_epoch), folder)
