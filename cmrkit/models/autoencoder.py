@@ -310,7 +310,7 @@ class VolumeAutoencoder(nn.Module):
         """Latent ``(B, *latent_shape)`` -> ``(B, 1 + n_classes, X, Y, Z)`` (image, mask logits)."""
         if z.ndim != 4 or tuple(z.shape[1:]) != self.config.latent_shape:
             raise ValueError(f"decode(z): expected (B, {self.config.latent_shape}), got {tuple(z.shape)}")
-        return self.unfold(self.net.decode(z))
+        return self.decode_rescaled(z)
 
     def decode_rescaled(self, z: torch.Tensor) -> torch.Tensor:
         """Decode a latent of another in-plane size ``(B, latent_channels, h, w)`` into
