@@ -60,6 +60,8 @@ __all__ = [
     "Trained",
     "load_volumes",
     "split_subjects",
+    "decoder_settings",
+    "finetune_decoder",
     "autoencoder_config",
     "diffusion_config",
     "train_autoencoder",
@@ -389,7 +391,102 @@ def train_autoencoder(cfg: Any, data: VolumeData, *, checkpoint: Any = None, pro
     if not is_complete(folder):
         save_model(folder / "model.pt", res.model, mcfg.to_dict(), extra={"best_epoch": int(res.best_epoch)})
         mark_complete(folder, best_epoch=int(res.best_epoch), best_val=float(res.best_val))
-    return Trained(res.model, res.history, int(res.best_epoch), folder)
+    return finetune_decoder(cfg, data, Trained(res.model, res.history, int(res.best_epoch), folder), progress=progress)
+
+
+def decoder_settings(cfg: Any) -> dict[str, Any] | None:
+    """``ch5.ae_decoder``: the decoder fine-tuning stage as ``{"epochs", "noise", "lr", "batch_size"}``, or
+    None when it is absent or has 0 epochs (the thesis' single-stage autoencoder). A clear error names the
+    setting when a value is malformed."""
+    raw = cfg.ch5.get("ae_decoder")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"ch5.ae_decoder must be a mapping {{epochs, noise, lr, batch_size}}, got {raw!r}")
+    unknown = sorted(set(raw) - {"epochs", "noise", "lr", "batch_size"})
+    if unknown:
+        raise ValueError(f"ch5.ae_decoder: unknown keys {unknown} (allowed: epochs, noise, lr, batch_size)")
+
+    def number(key: str, default: Any, *, integer: bool, positive: bool) -> Any:
+        v = raw.get(key, default)
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(float(v))
+        ok = ok and (not integer or float(v) == int(v)) and (float(v) > 0 if positive else float(v) >= 0)
+        if not ok:
+            kind = "an integer" if integer else "a number"
+            raise ValueError(f"ch5.ae_decoder.{key} must be {kind} {'> 0' if positive else '>= 0'}, got {v!r}")
+        return int(v) if integer else float(v)
+
+    epochs = number("epochs", 0, integer=True, positive=False)
+    if epochs == 0:
+        return None
+    return {
+        "epochs": epochs,
+        "noise": number("noise", 0.0, integer=False, positive=False),
+        "lr": number("lr", 1e-4, integer=False, positive=True),
+        "batch_size": number("batch_size", int(cfg.ch5.ae_batch_size), integer=True, positive=True),
+    }
+
+
+def finetune_decoder(cfg: Any, data: VolumeData, autoencoder: Trained, *, progress: bool = False) -> Trained:
+    """Second stage of the autoencoder (``ch5.ae_decoder``; returns ``autoencoder`` unchanged when off):
+    the encoder is frozen and the decoder alone is trained for ``epochs`` more epochs on latents perturbed
+    by up to ``noise`` times each latent channel's spread over the training set
+    (:class:`~cmrkit.models.autoencoder.NoisyLatentDecoderLoss`), Adam at ``lr``, the last epoch's weights
+    kept. The latents, hence the diffusion model's training data, are those of the first stage; the run
+    folder (``decoder-*``) is keyed by the settings and the first stage's run."""
+    import copy
+
+    from ..models.autoencoder import EncodedVolumeDataset, NoisyLatentDecoderLoss
+    from ..models.diffusion import encode_latents
+    from ..train import fit, save_model
+
+    settings = decoder_settings(cfg)
+    if settings is None:
+        return autoencoder
+    folder = run_dir(cfg, CHAPTER, "decoder", {**settings, "autoencoder": autoencoder.folder.name})
+    tr, va = data.index("train"), data.index("val")
+    mu, sigma = encode_latents(autoencoder.model, data.images[tr], data.labels[tr], device=cfg.device)
+    channel_sd = mu.std(dim=(0, 2, 3))
+    model = copy.deepcopy(autoencoder.model)
+    trainable = {id(p) for p in model.decoder_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    val = None
+    if len(va):
+        val = EncodedVolumeDataset(
+            *encode_latents(autoencoder.model, data.images[va], data.labels[va], device=cfg.device),
+            data.images[va],
+            data.labels[va],
+        )
+    try:
+        res = fit(
+            model,
+            EncodedVolumeDataset(mu, sigma, data.images[tr], data.labels[tr]),
+            val,
+            loss_fn=NoisyLatentDecoderLoss(settings["noise"], channel_sd),
+            epochs=settings["epochs"],
+            batch_size=settings["batch_size"],
+            lr=settings["lr"],
+            weight_decay=0.0,
+            device=cfg.device,
+            seed=int(cfg.seed),
+            checkpoint_dir=folder,
+            resume=True,
+            progress=progress,
+            keep="last",
+        )
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    res.model.to("cpu").eval()
+    if not is_complete(folder):
+        extra = {"best_epoch": int(res.best_epoch), "autoencoder": autoencoder.folder.name}
+        save_model(folder / "model.pt", res.model, res.model.config.to_dict(), extra=extra)
+        mark_complete(folder, best_epoch=int(res.best_epoch), first_stage=autoencoder.folder.name)
+    history = [dict(h, stage="autoencoder") for h in autoencoder.history] + [
+        dict(h, stage="decoder") for h in res.history
+    ]
+    return Trained(res.model, history, int(res.best_epoch), folder)
 
 
 def reconstruct(model: Any, images: np.ndarray, labels: np.ndarray, *, device: str = "cpu", batch_size: int = 8):
@@ -458,6 +555,12 @@ def autoencoder_table(cfg: Any, rep: Report, data: VolumeData, model: Any, *, sp
             f"{model.config.latent_shape[0]} ({_depth_handling(model.config)}, cmrkit.models.autoencoder); loss "
             f"L1 + CE + {float(cfg.ch5.kl_weight):g} KL"
             + (f" + {se:g} x scale equivariance" if (se := ae_scale_equivariance(cfg)) else "")
+            + (
+                f"; then the decoder alone {d['epochs']} more epochs on latents perturbed by up to {d['noise']:g} x "
+                "each latent channel's spread (cmrkit.models.autoencoder.NoisyLatentDecoderLoss)"
+                if (d := decoder_settings(cfg))
+                else ""
+            )
             + ".",
         ],
     )

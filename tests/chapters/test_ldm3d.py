@@ -123,6 +123,64 @@ def test_scale_equivariance_setting_is_checked_and_keys_runs_only_when_on(tiny):
             key(bad)
 
 
+def _with(cfg, **overrides):
+    return config.load("smoke", data_dir=cfg.data_dir, device="cpu", overrides={**TINY, **overrides})
+
+
+def test_decoder_stage_settings_are_checked_naming_the_setting(tiny):
+    cfg, _ = tiny
+    assert ldm3d.decoder_settings(cfg) is None  # smoke: the thesis' single stage
+    assert ldm3d.decoder_settings(_with(cfg, **{"ch5.ae_decoder": {"epochs": 0, "noise": 0.5}})) is None
+    got = ldm3d.decoder_settings(_with(cfg, **{"ch5.ae_decoder": {"epochs": 3, "noise": 0.5}}))
+    assert got == {"epochs": 3, "noise": 0.5, "lr": 1e-4, "batch_size": 4}
+    # the profile's types are checked when the configuration loads, the ranges by decoder_settings;
+    # either way the message names the setting
+    for bad, match in (
+        ({"epochs": 2.5}, "ch5.ae_decoder.epochs.* must be an integer"),
+        ({"epochs": -1}, "ch5.ae_decoder.epochs must be an integer >= 0"),
+        ({"epochs": 2, "noise": -1.0}, "ch5.ae_decoder.noise must be a number >= 0"),
+        ({"epochs": 2, "lr": 0.0}, "ch5.ae_decoder.lr must be a number > 0"),
+        ({"epochs": 2, "batch_size": 0}, "ch5.ae_decoder.batch_size must be an integer > 0"),
+        ({"epochs": 2, "sigma": 1.0}, "sigma"),
+        (5, "ch5.ae_decoder"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            ldm3d.decoder_settings(_with(cfg, **{"ch5.ae_decoder": bad}))
+
+
+@pytest.mark.slow
+def test_decoder_stage_trains_the_decoder_only_and_reloads(tiny, runs_root):
+    cfg, data = tiny
+    first = ldm3d.train_autoencoder(cfg, data)
+    assert ldm3d.finetune_decoder(cfg, data, first) is first  # off in the smoke profile
+    on = _with(cfg, **{"ch5.ae_decoder": {"epochs": 2, "noise": 0.5, "lr": 1e-3, "batch_size": 2}})
+    ae = ldm3d.train_autoencoder(on, data)  # the first stage is reloaded, then the decoder is fine-tuned
+    assert ae.folder.name.startswith("decoder-") and ae.folder.parent == first.folder.parent
+    assert [h["stage"] for h in ae.history] == ["autoencoder"] * 2 + ["decoder"] * 2
+    dec = {id(p) for p in ae.model.decoder_parameters()}
+    before, after = dict(first.model.named_parameters()), dict(ae.model.named_parameters())
+    for name, p in after.items():
+        assert p.requires_grad  # frozen only while training
+        assert torch.equal(p, before[name]) != (id(p) in dec), name  # encoder kept, decoder trained
+    # the latents (the diffusion model's data) are the first stage's
+    from cmrkit.models.diffusion import encode_latents
+
+    tr = data.index("train")
+    torch.testing.assert_close(
+        encode_latents(ae.model, data.images[tr], data.labels[tr])[0],
+        encode_latents(first.model, data.images[tr], data.labels[tr])[0],
+    )
+    again = ldm3d.train_autoencoder(on, data)
+    assert again.folder == ae.folder
+    for k, v in ae.model.state_dict().items():
+        assert torch.equal(v, again.model.state_dict()[k])
+    # another first stage means another decoder run
+    other = _with(
+        cfg, **{"ch5.ae_decoder": {"epochs": 2, "noise": 0.5, "lr": 1e-3, "batch_size": 2}, "ch5.ae_lr": 5e-4}
+    )
+    assert ldm3d.train_autoencoder(other, data).folder != ae.folder
+
+
 @pytest.mark.parametrize("bad", [1.5, 0.0, "x"])
 def test_a_bad_ema_decay_is_refused_naming_the_setting(tiny, bad):
     cfg, data = tiny

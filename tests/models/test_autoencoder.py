@@ -10,6 +10,8 @@ import torch
 from cmrkit import config
 from cmrkit.models.autoencoder import (
     AutoencoderLoss,
+    EncodedVolumeDataset,
+    NoisyLatentDecoderLoss,
     VolumeAutoencoder,
     VolumeAutoencoderConfig,
     VolumeDataset,
@@ -191,6 +193,84 @@ def test_scale_equivariance_weight_adds_the_term_in_training_only():
         AutoencoderLoss(1e-4, 0.5)(
             small, {"image": torch.rand(1, 6, 6, 2), "labels": torch.randint(0, 4, (1, 6, 6, 2))}
         )
+
+
+class _RecordingDecoder(torch.nn.Module):
+    """Stands in for the autoencoder: records the latent it is asked to decode."""
+
+    def __init__(self, n_classes=4):
+        super().__init__()
+        self.config = VolumeAutoencoderConfig(image_size=(8, 8), depth=2, channels=(8, 8), n_classes=n_classes)
+        self.seen = []
+
+    def decode(self, z):
+        self.seen.append(z.detach().clone())
+        return torch.zeros(z.shape[0], 1 + self.config.n_classes, 8, 8, 2) + z.mean()
+
+
+def test_noisy_latent_decoder_loss_perturbs_by_the_channel_spread_in_training_only():
+    sd = torch.tensor([1.0, 2.0, 0.5, 4.0])
+    mu = torch.randn(4000, 4, 2, 2)
+    sigma = torch.full_like(mu, 0.01)
+    loss_fn = NoisyLatentDecoderLoss(0.6, sd)
+    torch.manual_seed(0)
+    dz = loss_fn.perturb(mu, sigma) - mu
+    # u ~ U(0, 1) per volume times N(0, (0.6 sd)^2), plus the posterior draw: E[u^2] = 1/3
+    expected = torch.sqrt(0.6**2 * sd**2 / 3 + 0.01**2)
+    torch.testing.assert_close(dz.std(dim=(0, 2, 3)), expected, rtol=0.05, atol=0)
+    # the scale is shared by every position of a volume (one u per volume)
+    per_volume = dz.abs().mean(dim=(1, 2, 3))
+    assert per_volume.max() > 5 * per_volume.min()
+    # noise 0: the posterior draw only
+    dz0 = NoisyLatentDecoderLoss(0.0, sd).perturb(mu, sigma) - mu
+    torch.testing.assert_close(dz0.std(), torch.tensor(0.01), rtol=0.05, atol=0)
+
+    rec = _RecordingDecoder()
+    batch = {
+        "mu": mu[:2],
+        "sigma": sigma[:2],
+        "image": torch.rand(2, 8, 8, 2),
+        "labels": torch.randint(0, 4, (2, 8, 8, 2)),
+    }
+    rec.eval()  # validation decodes mu itself: the plain reconstruction loss
+    loss, logs = loss_fn(rec, batch)
+    assert torch.equal(rec.seen[-1], mu[:2])
+    out = torch.zeros(2, 5, 8, 8, 2) + mu[:2].mean()
+    ref = (out[:, 0] - batch["image"]).abs().mean() + torch.nn.functional.cross_entropy(out[:, 1:], batch["labels"])
+    torch.testing.assert_close(loss, ref)
+    assert set(logs) >= {"l1", "ce"}
+    rec.train()
+    loss_fn(rec, batch)
+    assert not torch.equal(rec.seen[-1], mu[:2])
+    with pytest.raises(ValueError, match="noise must be"):
+        NoisyLatentDecoderLoss(-0.1, sd)
+    with pytest.raises(ValueError, match="channel_sd"):
+        NoisyLatentDecoderLoss(0.5, torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="3 channels, channel_sd 4"):
+        loss_fn.perturb(mu[:, :3], sigma[:, :3])
+
+
+def test_decoder_parameters_are_the_decoding_path_and_training_them_leaves_the_encoder():
+    mcfg = VolumeAutoencoderConfig(image_size=(16, 16), depth=3, channels=(8, 8), slice_width=8)
+    m = VolumeAutoencoder(mcfg, seed=0)
+    dec = {id(p) for p in m.decoder_parameters()}
+    enc = [p for p in m.parameters() if id(p) not in dec]
+    assert dec and enc
+    assert {id(p) for p in m.head.parameters()} <= dec and not ({id(p) for p in m.stem.parameters()} & dec)
+    x = to_input(torch.rand(2, 16, 16, 3), torch.randint(0, 4, (2, 16, 16, 3)))
+    mu, sigma = m.encode(x)
+    # no gradient reaches the decoder parameters through the encoder, and every decoder parameter gets one
+    loss, _ = NoisyLatentDecoderLoss(0.5, mu.detach().std(dim=(0, 2, 3)))(
+        m, {"mu": mu.detach(), "sigma": sigma.detach(), "image": x[:, 0], "labels": torch.zeros(2, 16, 16, 3).long()}
+    )
+    loss.backward()
+    assert all(p.grad is None for p in enc)
+    assert all(p.grad is not None for p in m.decoder_parameters())
+    ds = EncodedVolumeDataset(mu.detach(), sigma.detach(), np.random.rand(2, 16, 16, 3), np.zeros((2, 16, 16, 3)))
+    item = ds[1]
+    assert set(item) == {"image", "labels", "mu", "sigma"} and torch.equal(item["mu"], mu.detach()[1])
+    with pytest.raises(ValueError, match="one latent per volume"):
+        EncodedVolumeDataset(mu.detach()[:1], sigma.detach()[:1], np.random.rand(2, 16, 16, 3), None)
 
 
 def test_split_output_and_inputs():
