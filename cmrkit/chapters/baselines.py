@@ -324,6 +324,7 @@ def train_chapter5(cfg: Any, ch5: Chapter5, *, progress: bool = False) -> dict[s
     """Train (or reload) the 3D VAE and the 3D LSGAN on chapter 5's training volumes (validation split
     for the VAE's model selection, as the LDM's autoencoder); ``baselines.epochs5`` epochs each."""
     from ..models.baselines import SequenceDataset
+    from .ldm3d import source_key
 
     data = ch5.data
     mcfg = baseline_config(cfg, 5, data.shape)
@@ -332,6 +333,7 @@ def train_chapter5(cfg: Any, ch5: Chapter5, *, progress: bool = False) -> dict[s
     val_ds = SequenceDataset(data.images[va], data.labels[va]) if len(va) else None
     key = {"train": _split_hash(data.subject, data.split, "train"), "val": _split_hash(data.subject, data.split, "val")}
     key["roi_mm"] = float(cfg.ch5.roi_mm)
+    key.update(source_key(cfg))
     return {
         name: _fit_baseline(
             cfg, name, label, kind, mcfg, train_ds, val_ds, criterion="least_squares", key=key, progress=progress

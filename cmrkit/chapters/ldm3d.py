@@ -9,10 +9,13 @@ The steps, in the order ``notebooks/02_ldm3d.ipynb`` walks through them (``run_a
    ``ch5.slices`` slices (the labelled ones, centred), intensities normalised to [0, 1]
    (:func:`cmrkit.preprocess.prepare_subject`), and stacks ordered base -> apex (flipped when the
    labels show the apex first: the autoencoder treats slice position as a channel). Subjects are
-   split train/val/test by ``ch5.split`` (seeded).
+   split train/val/test by ``ch5.split`` (seeded). On the phantom, ``ch5.phantom_subjects > 0`` gives the
+   chapter a cohort of its own, rendered at end-diastole only (:func:`volume_folder`).
 2. :func:`train_autoencoder` / :func:`autoencoder_table` -- the KL autoencoder over image + mask
    (:mod:`cmrkit.models.autoencoder`, thesis §5.2.1) and its reconstruction quality on the test split
-   beside the thesis' SSIM 0.78 / PSNR 23.94 / Dice 0.91.
+   beside the thesis' SSIM 0.78 / PSNR 23.94 / Dice 0.91; with ``ch5.ae_decoder`` a second stage
+   (:func:`finetune_decoder`) trains the decoder alone on perturbed latents, so that it tolerates the
+   diffusion model's near-miss latents.
 3. :func:`train_diffusion` -- the latent diffusion model (:mod:`cmrkit.models.diffusion`): L1 on the
    noise, ``scale_factor`` over the whole training set, stored with the weights.
 4. :func:`generate_samples` -- DDIM sample set of ``max(ch5.n_samples)`` volumes, one seed per sample,
@@ -59,6 +62,9 @@ __all__ = [
     "VolumeData",
     "Trained",
     "load_volumes",
+    "volume_folder",
+    "phantom_subjects",
+    "source_key",
     "split_subjects",
     "decoder_settings",
     "finetune_decoder",
@@ -202,8 +208,47 @@ def _base_first(labels: np.ndarray) -> bool:
     return a[:h].sum() >= a[len(a) - h :].sum()
 
 
+def phantom_subjects(cfg: Any) -> int:
+    """``ch5.phantom_subjects``: size of chapter 5's own phantom cohort (0 = read ``cfg.data_dir`` as it is).
+    Only the phantom data set has one; for a real data set the value is 0 whatever the profile says."""
+    raw = cfg.ch5.get("phantom_subjects", 0)
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0 or raw in (1, 2):
+        raise ValueError(f"ch5.phantom_subjects must be 0 (the data set as it is) or an integer >= 3, got {raw!r}")
+    return int(raw) if str(cfg.dataset) == "phantom" else 0
+
+
+def volume_folder(cfg: Any) -> Path:
+    """The folder chapter 5 reads its volumes from.
+
+    ``cfg.data_dir``, unless the data set is the phantom and ``ch5.phantom_subjects = N > 0``: then a
+    cohort of its own, ``<data_dir>-ch5``, rendered on first use (and reused after) with the profile's
+    ``phantom`` settings but ``N`` subjects and only two cine and tagging frames, since this chapter
+    uses the end-diastolic frame alone (frame 0; its anatomy is that of the main cohort's subject of
+    the same index). The chapter-5 models need more subjects than the sequence chapters can afford
+    to train on at the ``cpu`` profile, and rendering end-diastole only makes them cheap
+    (``benchmarks/README.md``).
+    """
+    from ..phantom import ensure_phantom
+    from ..utils import resolve_path
+
+    n = phantom_subjects(cfg)
+    if not n:
+        return resolve_path(cfg.data_dir)
+    base = resolve_path(cfg.data_dir)
+    section = {**dict(cfg.phantom), "n_subjects": n, "cine_frames": 2, "tag_frames": 2}
+    return ensure_phantom(base.with_name(f"{base.name}-ch5"), section, seed=int(cfg.seed))
+
+
+def source_key(cfg: Any) -> dict[str, Any]:
+    """What run folders trained on chapter 5's volumes add to their keys: its own cohort's size when there is one
+    (``{}`` otherwise, so runs made without one keep their keys)."""
+    n = phantom_subjects(cfg)
+    return {"phantom_subjects": n} if n else {}
+
+
 def load_volumes(cfg: Any, *, max_subjects: int | None = None) -> VolumeData:
-    """Read the ED volumes and masks of ``cfg``'s data set (see the module docstring).
+    """Read the ED volumes and masks of ``cfg``'s data set (see the module docstring) from
+    :func:`volume_folder`, which renders chapter 5's own phantom cohort first when the profile asks for one.
 
     Subjects without an ED segmentation or without an image are dropped (listed in
     ``meta["dropped"]``); a data set where no subject has both raises ``ValueError``: chapter 5
@@ -213,6 +258,7 @@ def load_volumes(cfg: Any, *, max_subjects: int | None = None) -> VolumeData:
     from ..preprocess import prepare_subject
 
     c = cfg.ch5
+    folder = volume_folder(cfg)
     size = tuple(int(v) for v in c.image_size)
     if len(size) != 2:
         raise ValueError(f"ch5.image_size must be [X, Y], got {list(c.image_size)}")
@@ -221,7 +267,7 @@ def load_volumes(cfg: Any, *, max_subjects: int | None = None) -> VolumeData:
     images, labels, subjects, spacing = [], [], [], []
     dropped: dict[str, str] = {}
     flipped = 0
-    for i, subj in enumerate(iter_subjects(cfg.data_dir, cfg.dataset)):
+    for i, subj in enumerate(iter_subjects(folder, cfg.dataset)):
         if max_subjects is not None and i >= max_subjects:
             break
         if subj.cine is None:
@@ -258,7 +304,7 @@ def load_volumes(cfg: Any, *, max_subjects: int | None = None) -> VolumeData:
     if not images:
         reasons = "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:5]) or "no subjects found"
         raise ValueError(
-            f"{cfg.data_dir} ({cfg.dataset}): no subject has an image with an ED segmentation; chapter 5 trains on "
+            f"{folder} ({cfg.dataset}): no subject has an image with an ED segmentation; chapter 5 trains on "
             f"image + mask volumes, so use a data set with labels (phantom, ukbb label_sa_ED, acdc _gt, mnms _gt). "
             f"Dropped: {reasons}"
         )
@@ -274,6 +320,7 @@ def load_volumes(cfg: Any, *, max_subjects: int | None = None) -> VolumeData:
             "dropped": dropped,
             "flipped": flipped,
             "n_subjects": len(subjects),
+            "folder": str(folder),
             "pixel_mm": float(np.median(spacing_arr[:, 0])),  # the resampling keeps whole pixels over the FOV
         },
     )
@@ -324,8 +371,9 @@ def ae_payload(cfg: Any, data: VolumeData, mcfg: Any) -> dict[str, Any]:
         "roi_mm": float(c.roi_mm),
         "train": _subjects_hash(data, "train"),
         "val": _subjects_hash(data, "val"),
-        # only when set, so runs trained before the option keep their keys
+        # only when set, so runs trained before the options keep their keys
         **({"scale_equivariance": se} if (se := ae_scale_equivariance(cfg)) else {}),
+        **source_key(cfg),
     }
 
 
@@ -1074,7 +1122,9 @@ def train_segmenter(cfg: Any, data: VolumeData, *, progress: bool = False) -> An
         return im, lb
 
     tr, va = data.index("train"), data.index("val")
-    folder = run_dir(cfg, CHAPTER, "segmenter", {"seg": scfg.to_dict(), "train": _subjects_hash(data, "train")})
+    folder = run_dir(
+        cfg, CHAPTER, "segmenter", {"seg": scfg.to_dict(), "train": _subjects_hash(data, "train"), **source_key(cfg)}
+    )
     seg.fit(
         *slices(tr),
         validation=slices(va) if len(va) else None,

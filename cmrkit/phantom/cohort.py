@@ -38,6 +38,7 @@ __all__ = [
     "sample_cohort_params",
     "generate_cohort",
     "ensure_cohort",
+    "ensure_phantom",
     "cohort_spec",
     "read_cohort_spec",
     "MANIFEST",
@@ -282,13 +283,22 @@ def ensure_cohort(cfg: Config) -> Path:
         raise ValueError(f"ensure_cohort needs a cmrkit Config with phantom, seed and data_dir keys ({exc})") from None
     if dataset != "phantom":
         return resolve_path(data_dir)
+    return ensure_phantom(data_dir, section, seed=seed)
+
+
+def ensure_phantom(data_dir: str | os.PathLike[str], section: Mapping[str, Any], *, seed: int) -> Path:
+    """Make sure the cohort that a ``phantom`` profile section describes exists under ``data_dir``; return it.
+
+    ``section`` has the keys of ``cfg.phantom`` (see :func:`ensure_cohort`); a chapter that needs another
+    cohort (e.g. more subjects at end-diastole only) passes a modified copy and its own folder.
+    """
     geometry = _geometry_from_section(section)
     workers = int(section.get("workers", 1)) if hasattr(section, "get") else 1
     workers = max(1, min(workers, os.cpu_count() or 1))
     return generate_cohort(
         data_dir,
         int(section["n_subjects"]),
-        seed=seed,
+        seed=int(seed),
         geometry=geometry,
         pathology_fraction=float(section.get("pathology_fraction", 0.15)),
         workers=workers,

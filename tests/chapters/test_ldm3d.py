@@ -3,7 +3,9 @@ sample sets, bad inputs, closed-form helpers, and the thesis-resolution dry run.
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +83,30 @@ def test_volumes_on_the_roi_grid_base_first(tiny):
     assert np.all(np.abs(c - 15.5) < 4)
 
 
+def test_chapter5_cohort_of_its_own_renders_end_diastole_beside_the_data(tiny):
+    cfg, data = tiny
+    assert ldm3d.volume_folder(cfg) == Path(cfg.data_dir) and ldm3d.source_key(cfg) == {}
+    own = _with(cfg, **{"ch5.phantom_subjects": 8})
+    big = ldm3d.load_volumes(own)
+    folder = Path(big.meta["folder"])
+    assert folder.name == Path(cfg.data_dir).name + "-ch5" and len(big) == 8
+    spec = json.loads((folder / "cohort.json").read_text())
+    assert spec["n_subjects"] == 8 and spec["geometry"]["cine_frames"] == 2 and spec["status"] == "complete"
+    # end-diastole of subject i is the main cohort's subject i (same anatomy, only the frames differ)
+    for sid in data.subject:
+        i, j = list(data.subject).index(sid), list(big.subject).index(sid)
+        assert np.array_equal(data.labels[i], big.labels[j]), sid
+    assert ldm3d.source_key(own) == {"phantom_subjects": 8}
+    assert ldm3d.ae_payload(own, big, ldm3d.autoencoder_config(own, big.shape))["phantom_subjects"] == 8
+    for bad in (-1, 2, 2.5):  # a float is refused when the configuration loads, the range here
+        with pytest.raises(ValueError, match="ch5.phantom_subjects.* must be"):
+            ldm3d.phantom_subjects(_with(cfg, **{"ch5.phantom_subjects": bad}))
+    real = config.load(
+        "smoke", dataset="ukbb", data_dir=cfg.data_dir, device="cpu", overrides={**TINY, "ch5.phantom_subjects": 8}
+    )
+    assert ldm3d.phantom_subjects(real) == 0  # only the phantom has a cohort of its own
+
+
 def test_stack_order_is_detected():
     v = np.zeros((8, 8, 4), np.uint8)
     for z, r in enumerate((3, 3, 2, 1)):
@@ -90,7 +116,7 @@ def test_stack_order_is_detected():
 
 def test_a_data_set_without_masks_is_refused(tiny, tmp_path):
     cfg, _ = tiny
-    src = sorted(p for p in __import__("pathlib").Path(cfg.data_dir).iterdir() if p.is_dir())
+    src = sorted(p for p in Path(cfg.data_dir).iterdir() if p.is_dir())
     for p in src[:3]:  # UK Biobank layout with images only
         (tmp_path / p.name).mkdir()
         shutil.copy(p / "sa.nii.gz", tmp_path / p.name / "sa.nii.gz")
