@@ -232,9 +232,9 @@ def volume_folder(cfg: Any) -> Path:
     from ..utils import resolve_path
 
     n = phantom_subjects(cfg)
-    if not n:
-        return resolve_path(cfg.data_dir)
     base = resolve_path(cfg.data_dir)
+    if not n:
+        return base
     section = {**dict(cfg.phantom), "n_subjects": n, "cine_frames": 2, "tag_frames": 2}
     return ensure_phantom(base.with_name(f"{base.name}-ch5"), section, seed=int(cfg.seed))
 
